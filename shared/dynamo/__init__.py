@@ -1,0 +1,1 @@
+"""DynamoDB single-table mapping and the repositories that use it."""

@@ -1,0 +1,157 @@
+"""Call events (edge → events queue) and the status-callback messages they turn into.
+
+Two layers on purpose: an edge *event* is our internal record of what happened (versioned, with an
+id for de-duplication, the node and media stats); a *callback* is what the customer's webhook gets,
+field for field as the API guide shows (``event_type``, ``call_uuid``, ``timestamp``,
+``call_status``, and for ``call.completed`` also ``duration`` and ``hangup_cause``). The events worker
+turns the first into the second with ``callback_payload``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from functools import cache
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from shared.clock import iso_z, utc_now
+from shared.models import CallStatus, Direction
+from shared.validation import HttpUrl
+
+EVENT_VERSION = 1
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(default_factory=lambda: f"evt_{uuid.uuid4().hex}")
+    version: Literal[1] = EVENT_VERSION
+    call_uuid: uuid.UUID
+    account_id: str
+    node_id: str
+    occurred_at: datetime = Field(default_factory=utc_now)
+
+
+class CallCreated(_Event):
+    """A call the edge started on its own (inbound); carries what the record needs."""
+
+    type: Literal["call.created"] = "call.created"
+    direction: Direction
+    from_number: str
+    to_number: str
+    webhook_url: HttpUrl | None = None
+
+
+class CallRinging(_Event):
+    type: Literal["call.ringing"] = "call.ringing"
+
+
+class CallAnswered(_Event):
+    type: Literal["call.answered"] = "call.answered"
+    media_target: str | None = None
+
+
+class CallCompleted(_Event):
+    type: Literal["call.completed"] = "call.completed"
+    status: CallStatus = CallStatus.COMPLETED
+    answered_at: datetime | None = None
+    duration: int = Field(0, ge=0, description="whole seconds from answer to end")
+    hangup_cause: str = "NORMAL_CLEARING"
+    sip_status: int | None = None
+    stats: dict[str, Any] = Field(default_factory=dict)
+
+
+class CallFailed(_Event):
+    type: Literal["call.failed"] = "call.failed"
+    hangup_cause: str
+    sip_status: int | None = None
+    reason: str | None = None
+
+
+class CallTransferred(_Event):
+    type: Literal["call.transferred"] = "call.transferred"
+    destination: str
+    method: Literal["refer", "bridge"]
+
+
+class CallRedirected(_Event):
+    type: Literal["call.redirected"] = "call.redirected"
+    media_server: str
+
+
+CallEvent = Annotated[
+    CallCreated
+    | CallRinging
+    | CallAnswered
+    | CallCompleted
+    | CallFailed
+    | CallTransferred
+    | CallRedirected,
+    Field(discriminator="type"),
+]
+
+
+@cache
+def event_adapter() -> TypeAdapter[CallEvent]:
+    return TypeAdapter(CallEvent)
+
+
+def parse_event(body: str | bytes) -> CallEvent:
+    return event_adapter().validate_json(body)
+
+
+# Status the customer sees with each event (the API guide's ``call_status``).
+_CALLBACK_STATUS = {
+    "call.ringing": "ringing",
+    "call.answered": "in-progress",
+    "call.transferred": "in-progress",
+    "call.redirected": "in-progress",
+}
+
+
+def callback_payload(event: CallEvent) -> dict[str, Any] | None:
+    """The webhook body for an event, exactly as the API guide shows; None if none is sent."""
+    if isinstance(event, CallCreated):
+        return None
+    payload: dict[str, Any] = {
+        "event_type": event.type,
+        "call_uuid": str(event.call_uuid),
+        "timestamp": iso_z(event.occurred_at),
+    }
+    if isinstance(event, CallCompleted):
+        payload["event_type"] = "call.completed"
+        payload["call_status"] = event.status.value
+        payload["duration"] = event.duration
+        payload["hangup_cause"] = event.hangup_cause
+    elif isinstance(event, CallFailed):
+        payload["call_status"] = "failed"
+        payload["hangup_cause"] = event.hangup_cause
+    else:
+        payload["call_status"] = _CALLBACK_STATUS[event.type]
+    if isinstance(event, CallTransferred):
+        payload["destination"] = event.destination
+    if isinstance(event, CallRedirected):
+        payload["media_server"] = event.media_server
+    return payload
+
+
+class CallbackMessage(BaseModel):
+    """A status callback waiting for delivery (the callbacks queue's message body).
+
+    ``id`` is derived from the event id, so a re-queued event yields the same callback id; the
+    receiver can use it (header ``X-Callback-ID``) to drop a duplicate.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    account_id: str
+    call_uuid: uuid.UUID
+    webhook_url: HttpUrl | None = None
+    payload: dict[str, Any]
+
+
+def parse_callback(body: str | bytes) -> CallbackMessage:
+    return CallbackMessage.model_validate_json(body)

@@ -1,0 +1,134 @@
+"""Every setting of the gateway, read from the environment in one place.
+
+Why one module: operators configure the gateway only through environment variables (Lambda, systemd
+units, `agera dev`), and a typo must fail at start with one line that names the variable, not deep
+inside a call. Each field below is documented with its variable name and default; `agera settings`
+prints the table. An explicit keyword argument to `Settings.load()` beats the environment (tests and the
+local stack pass overrides), and the environment is read once, at the edge of the program.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ENV_PREFIX = "AGERA_"
+
+
+class SettingsError(Exception):
+    """A setting is missing or malformed; the message is one line naming the variable."""
+
+
+class Settings(BaseModel):
+    """The gateway's settings; the env variable of a field is ``AGERA_`` + its upper-cased name."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # --- storage and queues (both planes) ---
+    table_name: str = Field("agera", description="DynamoDB table holding every entity.")
+    originate_queue_url: str = Field("", description="SQS queue of originate commands.")
+    events_queue_url: str = Field("", description="SQS queue of call events from edge nodes.")
+    callbacks_queue_url: str = Field("", description="SQS queue of status callbacks to deliver.")
+    node_queue_prefix: str = Field("agera-node-", description="Name prefix of per-node queues.")
+
+    # --- control plane ---
+    api_key_cache_seconds: float = Field(
+        5.0, ge=0, le=60, description="How long a resolved API key is cached (revocation delay)."
+    )
+    max_body_bytes: int = Field(65536, ge=1024, description="Largest accepted API request body.")
+    ssrf_allow_list: tuple[str, ...] = Field(
+        (),
+        description="Comma-separated CIDRs that socket/webhook URLs may point into although private.",
+    )
+    callback_timeout_seconds: float = Field(
+        5.0, gt=0, le=30, description="Status callback timeout."
+    )
+    callback_max_attempts: int = Field(5, ge=1, le=20, description="Deliveries before the DLQ.")
+    routing_webhook_timeout_seconds: float = Field(
+        3.0, gt=0, le=10, description="Routing webhook timeout (the API guide says 3 s, strict)."
+    )
+    tracing: bool = Field(False, description="Create the X-Ray tracer (adds ~110 ms cold start).")
+
+    # --- edge media node ---
+    node_id: str = Field("", description="Edge node identity; generated at start when empty.")
+    sip_host: str = Field("127.0.0.1", description="Address the SIP UDP/TCP listener binds.")
+    sip_port: int = Field(5060, ge=1, le=65535, description="SIP port, UDP and TCP.")
+    public_address: str = Field(
+        "", description="Address put in Contact/SDP for peers (NAT); defaults to sip_host."
+    )
+    ws_host: str = Field("127.0.0.1", description="Address of the agent-stream/health listener.")
+    ws_port: int = Field(8080, ge=1, le=65535, description="Agent-stream/health WebSocket port.")
+    rtp_port_min: int = Field(20000, ge=1024, le=65534, description="First RTP port (even).")
+    rtp_port_max: int = Field(29999, ge=1025, le=65535, description="Last RTP port.")
+    echo_enabled: bool = Field(True, description="Answer sip:echo@node with the echo test app.")
+    trust_loopback: bool = Field(
+        False, description="Accept INVITEs from 127.0.0.0/8 and ::1 without a trunk (local stack)."
+    )
+    drain_seconds: float = Field(
+        300.0, ge=0, description="On SIGTERM, how long live calls may continue before hangup."
+    )
+    max_playout_seconds: float = Field(
+        60.0, gt=0, description="Cap on bot audio buffered for one call."
+    )
+    sip_realm: str = Field("agera", description="Digest realm for extensions.")
+
+    @field_validator("ssrf_allow_list", mode="before")
+    @classmethod
+    def _split_cidrs(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(f"{cidr!r} is not an IP network (e.g. 10.0.0.0/8)") from None
+        return tuple(value)
+
+    @model_validator(mode="after")
+    def _check_rtp_range(self) -> Settings:
+        if self.rtp_port_max <= self.rtp_port_min:
+            raise ValueError("rtp_port_max must be greater than rtp_port_min")
+        return self
+
+    @classmethod
+    def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from ``environ`` (default ``os.environ``); ``overrides`` win.
+
+        Raises SettingsError with one line naming the variable at fault.
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name in cls.model_fields:
+            key = ENV_PREFIX + name.upper()
+            if key in env:
+                values[name] = env[key]
+        values.update(overrides)
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            field = str(err["loc"][0]) if err["loc"] else ""
+            where = ENV_PREFIX + field.upper() if field else "settings"
+            got = values.get(field, "")
+            message = str(err["msg"]).removeprefix("Value error, ")
+            raise SettingsError(f"{where}: {message} (got {got!r})") from None
+
+    @property
+    def advertised_address(self) -> str:
+        """The address peers should send SIP and RTP to."""
+        return self.public_address or self.sip_host
+
+
+def describe() -> list[tuple[str, str, str]]:
+    """(variable, default, description) rows for docs and `agera settings`."""
+    rows = []
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        if isinstance(default, tuple):
+            default = ",".join(default)
+        rows.append((ENV_PREFIX + name.upper(), str(default), field.description or ""))
+    return rows
