@@ -298,6 +298,7 @@ class Call(Entity):
     duration: int | None = Field(None, ge=0, description="whole seconds from answer to end")
     hangup_cause: str | None = None
     sip_status: int | None = None
+    transferred_to: str | None = None
     stats: dict[str, Any] = Field(default_factory=dict)
     callback_attempts: list[dict[str, Any]] = Field(default_factory=list)
 

@@ -399,16 +399,22 @@ def call_transition_request(
     fields: Mapping[str, Any],
     *,
     event_id: str | None = None,
+    allow_same: bool = False,
     now: datetime,
 ) -> dict[str, Any]:
     """Move a call to ``status`` only if that is forward in its lifecycle.
 
     Out-of-order and duplicate events are harmless: a record never goes back from ``in-progress``
     to ``ringing``, never leaves a terminal status, and an event id already applied is refused
-    (``applied_events`` holds the ids). The caller treats ConditionalCheckFailed as "already
-    newer", not as an error.
+    (``applied_events`` holds the ids). ``allow_same`` lets an event that changes no status
+    (transfer, redirect) apply while the call is live. The caller treats ConditionalCheckFailed as
+    "already newer", not as an error.
     """
-    lower = [s.value for s in CallStatus if s.rank < status.rank]
+    lower = [
+        s.value
+        for s in CallStatus
+        if s.rank < status.rank or (allow_same and s == status and not s.terminal)
+    ]
     set_fields = {**fields, "status": status.value, "updated_at": iso_z(now, millis=True)}
     placeholders = {f":s{i}": s for i, s in enumerate(lower)}
     condition = f"#st IN ({', '.join(placeholders)})" if lower else "attribute_not_exists(pk)"

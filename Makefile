@@ -1,0 +1,56 @@
+# Agera Voice Gateway: the two commands a user needs are `make dev` and `make test`.
+# Both create the virtual environment and install what is missing first.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+# Extra options for `agera dev`, e.g. make dev ARGS="--api-port 9000"
+ARGS ?=
+# Extra options for pytest, e.g. make test PYTEST_ARGS="-k sip -x"
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help dev test lint format install system-deps bench clean
+
+help:
+	@echo "make dev     run the whole gateway locally (API :8000, moto for DynamoDB and SQS)"
+	@echo "make test    lint + the full test suite (installs the venv and Debian tools first)"
+	@echo "make lint    ruff check and format check only"
+	@echo "make format  apply ruff format and safe fixes"
+	@echo "make bench   run the benchmarks under bench/"
+
+$(BIN)/.installed: pyproject.toml
+	@bash infra/setup/system-deps.sh
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is required ($(PYTHON))" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+install: $(BIN)/.installed
+
+system-deps:
+	@bash infra/setup/system-deps.sh
+
+dev: install
+	$(BIN)/agera dev $(ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+test: install system-deps lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: install
+	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .aws-sam *.egg-info
+
+# `sam build` targets (BuildMethod: makefile) for the Lambda functions.
+include infra/sam-build.mk

@@ -1,0 +1,55 @@
+"""What a control-plane function needs at run time: settings and AWS clients, built once.
+
+Clients are created lazily on first use, not at import: Lambda's import time is cold-start time
+(DESIGN.md §6 budget: 300 ms), and tests must be able to point ``AWS_ENDPOINT_URL`` at moto before
+any client exists (aws-tooling.md §2c). One ``Context`` is shared by a warm function's invocations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from shared.dynamo.repository import Repository
+from shared.settings import Settings
+
+
+@dataclass
+class Context:
+    settings: Settings = field(default_factory=Settings.load)
+
+    @cached_property
+    def _session(self) -> Any:
+        import boto3
+
+        return boto3.session.Session()
+
+    @cached_property
+    def dynamodb(self) -> Any:
+        return self._session.client("dynamodb")
+
+    @cached_property
+    def sqs(self) -> Any:
+        return self._session.client("sqs")
+
+    @cached_property
+    def repo(self) -> Repository:
+        return Repository(self.dynamodb, self.settings.table_name)
+
+
+_default: Context | None = None
+
+
+def default_context() -> Context:
+    """The process-wide context (settings read from the environment on first use)."""
+    global _default
+    if _default is None:
+        _default = Context()
+    return _default
+
+
+def reset_default_context() -> None:
+    """Forget the process-wide context (tests and the local stack after changing the env)."""
+    global _default
+    _default = None

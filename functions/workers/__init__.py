@@ -1,0 +1,1 @@
+"""SQS-triggered workers: status callbacks and edge events."""

@@ -1,0 +1,78 @@
+"""The ``agera`` command: ``agera dev`` (local stack), ``agera settings`` (every setting).
+
+Later subcommands (``edge``, ``call``) plug in here. Exit codes: 0 success, 2 bad usage or
+configuration (one line on stderr naming what to fix).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+from infra.local_aws import DEFAULT_TEMPLATE
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    # SIGTERM gets the same clean shutdown as Ctrl-C (systemd, CI and tests send it).
+    raise KeyboardInterrupt
+
+
+def _dev(args: argparse.Namespace) -> int:
+    from infra import dev
+
+    options = dev.options_from_env(
+        host=args.host,
+        api_port=args.api_port,
+        moto_port=args.moto_port,
+        template=args.template,
+        api_key=args.api_key,
+        admin_key=args.admin_key,
+        webhook_url=args.webhook_url,
+        socket_url=args.socket_url,
+        show_metrics=args.metrics,
+    )
+    signal.signal(signal.SIGTERM, _interrupt)
+    return dev.main(options)
+
+
+def _settings(args: argparse.Namespace) -> int:
+    from shared.settings import describe
+
+    rows = describe()
+    width = max(len(r[0]) for r in rows)
+    for name, default, text in rows:
+        print(f"{name:<{width}}  {default or '(empty)':<22}  {text}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="agera", description="Agera Voice Gateway")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    dev = sub.add_parser("dev", help="run the whole gateway locally (moto for DynamoDB and SQS)")
+    dev.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    dev.add_argument("--api-port", type=int, default=8000, help="REST API port (default 8000)")
+    dev.add_argument("--moto-port", type=int, default=0, help="moto port (default: a free one)")
+    dev.add_argument("--template", type=Path, default=DEFAULT_TEMPLATE, help="SAM template")
+    dev.add_argument("--api-key", help="fix the default account's key (or AGERA_DEV_API_KEY)")
+    dev.add_argument("--admin-key", help="fix the admin key (or AGERA_DEV_ADMIN_KEY)")
+    dev.add_argument("--webhook-url", help="the default account's webhook_url")
+    dev.add_argument("--socket-url", help="the default account's default socket_url")
+    dev.add_argument("--metrics", action="store_true", help="print EMF metric lines")
+    dev.set_defaults(func=_dev)
+
+    settings = sub.add_parser("settings", help="list every setting with its default")
+    settings.set_defaults(func=_settings)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

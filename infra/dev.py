@@ -1,0 +1,174 @@
+"""``agera dev``: the whole gateway on one machine, on 127.0.0.1.
+
+What runs, in one process: moto (DynamoDB + SQS) on a free port with the template's table and
+queues; the REST API under uvicorn (same Starlette app as on Lambda); the two SQS workers, invoked by
+local pollers with Lambda-shaped events. The edge media node joins when its issue lands. Everything
+reaches moto through ``AWS_ENDPOINT_URL``, exactly as it would reach AWS.
+
+Ctrl-C (or SIGTERM) stops the API first, then the pollers, then moto, and exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from infra.bootstrap import Bootstrap, bootstrap_default_account
+from infra.local_aws import (
+    DEFAULT_TEMPLATE,
+    LocalResources,
+    MotoServer,
+    apply_env,
+    aws_env,
+    provision,
+)
+from infra.sqs_poller import SqsPoller
+from shared.settings import Settings, SettingsError
+
+logger = logging.getLogger("agera.dev")
+
+
+class DevError(Exception):
+    """The local stack cannot start; the message is one line saying what to do."""
+
+
+@dataclass
+class DevOptions:
+    host: str = "127.0.0.1"
+    api_port: int = 8000
+    moto_port: int = 0
+    template: Path = DEFAULT_TEMPLATE
+    api_key: str | None = None
+    admin_key: str | None = None
+    webhook_url: str | None = None
+    socket_url: str | None = None
+    show_metrics: bool = False
+    out: TextIO = field(default=sys.stdout)
+
+
+def _check_port_free(host: str, port: int, what: str, option: str) -> None:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            raise DevError(
+                f"{what} port {host}:{port} is in use; choose another with {option}"
+            ) from None
+
+
+def _local_environment(options: DevOptions, endpoint: str) -> dict[str, str]:
+    env = aws_env(endpoint)
+    env.update(
+        {
+            # The local stack's bots and webhooks live on this machine.
+            "AGERA_SSRF_ALLOW_LIST": "127.0.0.0/8,::1/128",
+            "AGERA_TRUST_LOOPBACK": "true",
+            "POWERTOOLS_SERVICE_NAME": "agera-dev",
+            "POWERTOOLS_TRACE_DISABLED": "1",
+        }
+    )
+    if not options.show_metrics:
+        env["POWERTOOLS_METRICS_DISABLED"] = "1"
+    return env
+
+
+def banner(options: DevOptions, boot: Bootstrap, endpoint: str, resources: LocalResources) -> str:
+    api = f"http://{options.host}:{options.api_port}/api"
+    lines = [
+        "",
+        "Agera Voice Gateway: the local stack is up",
+        f"  REST API        {api}   (health: {api}/health)",
+        f"  moto (AWS)      {endpoint}   (DynamoDB + SQS, in memory)",
+        f"  table           {resources.table_name}",
+        "  edge node       not part of this build yet (SIP/RTP lands with the edge issue)",
+        "",
+        f"  account id      {boot.account.account_id}",
+        f"  API key         {boot.api_key}",
+        f"  admin key       {boot.admin_key}",
+        f"  webhook secret  {boot.account.webhook_secret}",
+        "",
+        f"  try: curl -s {api}/health",
+        "  stop: Ctrl-C",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+async def run_dev(options: DevOptions) -> None:
+    """Start everything, serve until interrupted, stop everything."""
+    import boto3
+    import uvicorn
+
+    from functions.api.app import create_app
+    from functions.context import reset_default_context
+    from functions.workers import callbacks, events
+    from shared.dynamo.repository import Repository
+
+    _check_port_free(options.host, options.api_port, "API", "--api-port")
+    moto = MotoServer(options.host, options.moto_port)
+    endpoint = moto.start()
+    pollers: list[SqsPoller] = []
+    try:
+        apply_env(_local_environment(options, endpoint))
+        resources = provision(endpoint, options.template)
+        apply_env(resources.settings_env())
+        reset_default_context()
+        settings = Settings.load()
+        session = boto3.session.Session()
+        repo = Repository(session.client("dynamodb"), settings.table_name)
+        boot = bootstrap_default_account(
+            repo,
+            api_key=options.api_key,
+            admin_key=options.admin_key,
+            webhook_url=options.webhook_url,
+            socket_url=options.socket_url,
+        )
+        sqs = session.client("sqs")
+        pollers = [
+            SqsPoller(sqs, settings.events_queue_url, events.handler, "EventsFunction"),
+            SqsPoller(sqs, settings.callbacks_queue_url, callbacks.handler, "CallbacksFunction"),
+        ]
+        for poller in pollers:
+            poller.start()
+        config = uvicorn.Config(
+            create_app(),
+            host=options.host,
+            port=options.api_port,
+            lifespan="off",
+            log_level="warning",
+            access_log=False,
+        )
+        server = uvicorn.Server(config)
+        print(banner(options, boot, endpoint, resources), file=options.out, flush=True)
+        await server.serve()
+    finally:
+        for poller in pollers:
+            poller.stop()
+        moto.stop()
+        print("local stack stopped", file=options.out, flush=True)
+
+
+def options_from_env(**values: object) -> DevOptions:
+    """DevOptions with the documented env overrides for keys (scripts fix them this way)."""
+    options = DevOptions(**values)  # type: ignore[arg-type]
+    options.api_key = options.api_key or os.environ.get("AGERA_DEV_API_KEY") or None
+    options.admin_key = options.admin_key or os.environ.get("AGERA_DEV_ADMIN_KEY") or None
+    return options
+
+
+def main(options: DevOptions) -> int:
+    import uvloop
+
+    try:
+        uvloop.run(run_dev(options))
+    except (DevError, SettingsError) as exc:
+        print(f"agera dev: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    return 0

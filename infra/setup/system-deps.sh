@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the gateway's tests and local stack use, only those missing.
+# Usage: system-deps.sh  (root, or a user with sudo). Safe to run again: it does nothing when all
+# commands are present.
+set -euo pipefail
+
+# command-to-check:debian-package
+needs=(
+  "sipp:sip-tester"          # SIP load/interop peer (the Debian package is sip-tester)
+  "baresip:baresip"          # a real softphone for interop tests
+  "kamailio:kamailio"        # registrar/proxy in front of the gateway
+  "tshark:tshark"            # RTP captures for pacing and audio checks
+  "sox:sox"                  # audio fixtures
+  "espeak-ng:espeak-ng"      # speech fixtures
+)
+
+missing=()
+for pair in "${needs[@]}"; do
+  cmd=${pair%%:*}; pkg=${pair#*:}
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+done
+# A fresh Debian has python3 without venv/ensurepip.
+if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+  missing+=("python3-venv")
+fi
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -eq 0 ]; then SUDO=""; elif command -v sudo >/dev/null; then SUDO="sudo"; else
+  echo "system-deps: need root or sudo to install: ${missing[*]}" >&2; exit 1
+fi
+echo "system-deps: installing ${missing[*]}"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

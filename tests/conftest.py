@@ -1,0 +1,82 @@
+"""Fixtures shared by the whole suite: one moto server per session, provisioned from template.yaml.
+
+Tests isolate by using fresh ids (uuid-based accounts, calls) rather than resetting moto, because
+provisioning the template's table and queues takes a few seconds and resetting would wipe them.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+
+from functions.context import Context, reset_default_context
+from infra.local_aws import LocalResources, MotoServer, aws_env, provision
+from shared.dynamo.repository import Repository
+from shared.settings import Settings
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    server = MotoServer("127.0.0.1", 0)
+    endpoint = server.start()
+    yield endpoint
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def local_resources(moto_endpoint: str) -> LocalResources:
+    return provision(moto_endpoint, stack_name="agera-test")
+
+
+@pytest.fixture
+def aws(
+    moto_endpoint: str, local_resources: LocalResources, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[LocalResources]:
+    """The process environment pointed at moto and the template's resources."""
+    for name, value in {**aws_env(moto_endpoint), **local_resources.settings_env()}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "1")
+    monkeypatch.setenv("AGERA_SSRF_ALLOW_LIST", "127.0.0.0/8")
+    reset_default_context()
+    yield local_resources
+    reset_default_context()
+
+
+@pytest.fixture
+def session(aws: LocalResources) -> Any:
+    return boto3.session.Session()
+
+
+@pytest.fixture
+def repo(aws: LocalResources, session: Any) -> Repository:
+    return Repository(session.client("dynamodb"), aws.table_name)
+
+
+@pytest.fixture
+def ctx(aws: LocalResources) -> Context:
+    return Context(Settings.load())
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def port() -> int:
+    return free_port()
+
+
+def pytest_report_header() -> list[str]:
+    return [f"AGERA_RFC4475_DIR={os.environ.get('AGERA_RFC4475_DIR', '(default ../shared)')}"]
