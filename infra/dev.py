@@ -109,6 +109,7 @@ async def run_dev(options: DevOptions) -> None:
     from functions.workers import callbacks, events
     from shared.dynamo.repository import Repository
 
+    Settings.load()  # a malformed AGERA_* variable fails here, before anything starts
     _check_port_free(options.host, options.api_port, "API", "--api-port")
     moto = MotoServer(options.host, options.moto_port)
     endpoint = moto.start()

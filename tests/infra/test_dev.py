@@ -1,0 +1,108 @@
+"""``agera dev`` as a user runs it: a subprocess on free ports, health answered, Ctrl-C stops it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+API_KEY = "sk_live_" + "A" * 43
+ADMIN_KEY = "sk_live_" + "B" * 43
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for(url: str, deadline: float) -> tuple[int, dict]:
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return response.status, json.loads(response.read())
+        except (OSError, ValueError) as exc:
+            last = exc
+            time.sleep(0.2)
+    raise AssertionError(f"{url} did not answer: {last}")
+
+
+@pytest.fixture
+def dev_process():
+    port = free_port()
+    env = dict(os.environ, AGERA_DEV_API_KEY=API_KEY, AGERA_DEV_ADMIN_KEY=ADMIN_KEY)
+    env.pop("AWS_ENDPOINT_URL", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "infra.cli", "dev", "--api-port", str(port)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    yield proc, port
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(10)
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_dev_serves_health_prints_keys_and_stops_cleanly(dev_process, stop_signal) -> None:
+    proc, port = dev_process
+    status, body = wait_for(f"http://127.0.0.1:{port}/api/health", time.monotonic() + 60)
+    assert status == 200
+    assert body["status"] == "ok"
+    assert body["components"]["dynamodb"]["status"] == "ok"
+    assert body["components"]["sqs"]["status"] == "ok"
+    proc.send_signal(stop_signal)
+    out, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 0, out
+    assert f"API key         {API_KEY}" in out
+    assert f"admin key       {ADMIN_KEY}" in out
+    assert "webhook secret  whsec_" in out
+    assert "local stack stopped" in out
+    assert "Traceback" not in out
+
+
+def test_port_in_use_is_one_clear_line() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = subprocess.run(
+            [sys.executable, "-m", "infra.cli", "dev", "--api-port", str(port)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        f"agera dev: API port 127.0.0.1:{port} is in use; choose another with --api-port"
+    )
+
+
+def test_bad_setting_is_one_line_naming_it() -> None:
+    env = dict(os.environ, AGERA_API_KEY_CACHE_SECONDS="soon")
+    proc = subprocess.run(
+        [sys.executable, "-m", "infra.cli", "dev", "--api-port", str(free_port())],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("agera dev: AGERA_API_KEY_CACHE_SECONDS:")
