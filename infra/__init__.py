@@ -1,1 +1,1 @@
-"""placeholder"""
+"""Deployment and local running: the agera CLI, the local stack, SAM build targets."""
