@@ -1,0 +1,169 @@
+"""Bot→caller playout queue: bot audio of any length in, exactly one 20 ms frame out per pacer
+tick, with Twilio-stream `mark` and `clear` semantics (protocols/media-protocols.md §1.5).
+
+Why marks live in the same FIFO as the audio: a mark must be echoed when playout *reaches* it,
+not when it arrives, because bots count outstanding marks to know whether the caller is still
+hearing them and to cut their transcript on barge-in. A mark is reached once every byte of
+media pushed before it has been taken by `next_frame`. `clear` drops all audio and returns the
+pending marks in order, so the bot learns those chunks were never played.
+
+Cost: audio is cut into 160-byte frames once, on push, and kept in a deque next to the marks,
+so `next_frame` is a couple of `popleft`s: O(1) per frame whatever the chunk sizes.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+FRAME_BYTES = 160  # 20 ms of 8 kHz μ-law
+FRAME_MS = 20
+BYTES_PER_MS = FRAME_BYTES // FRAME_MS
+ULAW_SILENCE = 0xFF
+DEFAULT_CAPACITY_SECONDS = 60.0
+
+
+class _Mark(str):
+    """A mark name in the FIFO, told apart from audio frames (bytes) by its type."""
+
+    __slots__ = ()
+
+
+class PlayoutQueue:
+    """FIFO of 20 ms μ-law frames and marks for one call; pure, with no clock of its own."""
+
+    __slots__ = (
+        "_capacity",
+        "_dropped_bytes",
+        "_frames",
+        "_items",
+        "_overflow_reported",
+        "_overflowed",
+        "_partial",
+    )
+
+    def __init__(self, *, capacity_seconds: float = DEFAULT_CAPACITY_SECONDS) -> None:
+        if capacity_seconds <= 0:
+            raise ValueError(f"capacity {capacity_seconds} s must be positive")
+        self._capacity = max(1, int(capacity_seconds * 1000 / FRAME_MS))  # in frames
+        self._items: deque[bytes | _Mark] = deque()
+        self._frames = 0  # frames in _items
+        self._partial = bytearray()  # trailing bytes short of a whole frame
+        self._dropped_bytes = 0
+        self._overflowed = False
+        self._overflow_reported = False
+
+    @property
+    def buffered_ms(self) -> float:
+        """Audio waiting to be played, including a held partial frame."""
+        return self._frames * FRAME_MS + len(self._partial) / BYTES_PER_MS
+
+    @property
+    def dropped_bytes(self) -> int:
+        """Audio refused because the queue was full, over the queue's lifetime."""
+        return self._dropped_bytes
+
+    @property
+    def overflowed(self) -> bool:
+        """True once any audio has been dropped for capacity."""
+        return self._overflowed
+
+    def take_overflow_warning(self) -> bool:
+        """True exactly once, after the first overflow: the caller logs one warning per call
+        (Twilio's 31931 is once per stream too)."""
+        if self._overflowed and not self._overflow_reported:
+            self._overflow_reported = True
+            return True
+        return False
+
+    def push_media(self, payload: bytes) -> int:
+        """Queue μ-law audio of any length; returns the bytes dropped for capacity (a held
+        partial frame that this call completes counts with them)."""
+        partial = self._partial
+        data = memoryview(payload)
+        try:
+            if partial:
+                need = FRAME_BYTES - len(partial)
+                partial += data[:need]
+                data = data[need:]
+                if len(partial) < FRAME_BYTES:
+                    return 0
+                frame = bytes(partial)
+                partial.clear()
+                if not self._append_frame(frame):
+                    return self._refuse(FRAME_BYTES + len(data))
+            whole = len(data) - len(data) % FRAME_BYTES
+            room = (self._capacity - self._frames) * FRAME_BYTES
+            if whole > room:
+                dropped = len(data) - room
+                whole = room
+                data = data[:room]
+                self._append_frames(data, whole)
+                return self._refuse(dropped)
+            self._append_frames(data, whole)
+            partial += data[whole:]
+            return 0
+        finally:
+            data.release()
+
+    def push_mark(self, name: str) -> None:
+        """Queue a mark behind all audio pushed so far; a held partial frame is padded with
+        silence and queued first, so the mark is reached right after that audio plays."""
+        self._pad_partial()
+        self._items.append(_Mark(name))
+
+    def flush(self) -> None:
+        """The bot's utterance is over: pad and queue a held partial frame so it plays."""
+        self._pad_partial()
+
+    def clear(self) -> list[str]:
+        """Drop all queued audio; returns every pending mark, oldest first."""
+        marks = [str(item) for item in self._items if isinstance(item, _Mark)]
+        self._items.clear()
+        self._frames = 0
+        self._partial.clear()
+        return marks
+
+    def next_frame(self) -> tuple[bytes | None, list[str]]:
+        """The 20 ms payload to send now (None when idle) and the marks reached with it."""
+        items = self._items
+        marks: list[str] = []
+        frame: bytes | None = None
+        while items:
+            item = items[0]
+            if isinstance(item, _Mark):
+                marks.append(str(items.popleft()))
+            elif frame is None:
+                frame = items.popleft()  # type: ignore[assignment]  # a frame, by elimination
+                self._frames -= 1
+            else:
+                break
+        return frame, marks
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _append_frame(self, frame: bytes) -> bool:
+        if self._frames >= self._capacity:
+            return False
+        self._items.append(frame)
+        self._frames += 1
+        return True
+
+    def _append_frames(self, data: memoryview, whole: int) -> None:
+        append = self._items.append
+        for start in range(0, whole, FRAME_BYTES):
+            append(bytes(data[start : start + FRAME_BYTES]))
+        self._frames += whole // FRAME_BYTES
+
+    def _pad_partial(self) -> None:
+        partial = self._partial
+        if not partial:
+            return
+        frame = bytes(partial) + bytes((ULAW_SILENCE,)) * (FRAME_BYTES - len(partial))
+        partial.clear()
+        if not self._append_frame(frame):
+            self._refuse(FRAME_BYTES)
+
+    def _refuse(self, dropped: int) -> int:
+        self._dropped_bytes += dropped
+        self._overflowed = True
+        return dropped

@@ -1,0 +1,1 @@
+"""Sans-I/O SIP stack (RFC 3261): message, headers, URIs, stream framing, SDP and digest."""
