@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.dynamo.repository import Repository
 from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from functions.api.auth import KeyCache
 
 
 @dataclass
@@ -36,6 +39,13 @@ class Context:
     @cached_property
     def repo(self) -> Repository:
         return Repository(self.dynamodb, self.settings.table_name)
+
+    @cached_property
+    def key_cache(self) -> KeyCache:
+        """API-key resolutions, kept for ``api_key_cache_seconds`` (the revocation delay)."""
+        from functions.api.auth import KeyCache
+
+        return KeyCache(self.settings.api_key_cache_seconds)
 
 
 _default: Context | None = None

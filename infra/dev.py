@@ -92,7 +92,7 @@ def banner(options: DevOptions, boot: Bootstrap, endpoint: str, resources: Local
         f"  admin key       {boot.admin_key}",
         f"  webhook secret  {boot.account.webhook_secret}",
         "",
-        f"  try: curl -s {api}/health",
+        f"  try: curl -s -H 'X-API-KEY: {boot.api_key}' {api}/account",
         "  stop: Ctrl-C",
         "",
     ]

@@ -25,11 +25,12 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def wait_for(url: str, deadline: float) -> tuple[int, dict]:
+def wait_for(url: str, deadline: float, headers: dict[str, str] | None = None) -> tuple[int, dict]:
     last: Exception | None = None
+    request = urllib.request.Request(url, headers=headers or {})
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(url, timeout=2) as response:
+            with urllib.request.urlopen(request, timeout=2) as response:
                 return response.status, json.loads(response.read())
         except (OSError, ValueError) as exc:
             last = exc
@@ -64,12 +65,17 @@ def test_dev_serves_health_prints_keys_and_stops_cleanly(dev_process, stop_signa
     assert body["status"] == "ok"
     assert body["components"]["dynamodb"]["status"] == "ok"
     assert body["components"]["sqs"]["status"] == "ok"
+    status, account = wait_for(
+        f"http://127.0.0.1:{port}/api/account", time.monotonic() + 10, {"X-API-KEY": API_KEY}
+    )
+    assert status == 200 and account["name"] == "Local development"
     proc.send_signal(stop_signal)
     out, _ = proc.communicate(timeout=20)
     assert proc.returncode == 0, out
     assert f"API key         {API_KEY}" in out
     assert f"admin key       {ADMIN_KEY}" in out
     assert "webhook secret  whsec_" in out
+    assert f"account id      {account['account_id']}" in out
     assert "local stack stopped" in out
     assert "Traceback" not in out
 
