@@ -23,12 +23,16 @@ from shared.apikeys import hash_api_key, looks_like_api_key
 from shared.models import ApiKey, ApiKeyRole
 
 MAX_CACHED_KEYS = 10_000
-_UNAUTHORIZED = ApiError(
-    401,
-    "unauthorized",
-    "missing or invalid API key: send X-API-KEY: sk_live_... (or Authorization: Bearer sk_live_...)",
-    headers={"WWW-Authenticate": 'Bearer realm="agera"'},
-)
+
+
+def _unauthorized() -> ApiError:
+    return ApiError(
+        401,
+        "unauthorized",
+        "missing or invalid API key: send X-API-KEY: sk_live_... "
+        "(or Authorization: Bearer sk_live_...)",
+        headers={"WWW-Authenticate": 'Bearer realm="agera"'},
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +98,8 @@ async def authenticate(request: Request, ctx: Context) -> Principal:
     """The caller's principal, or a 401 ApiError."""
     key = presented_key(request)
     if not key:
-        raise _UNAUTHORIZED
+        raise _unauthorized()
     principal = await to_thread.run_sync(resolve_key, ctx, key)
     if principal is None:
-        raise _UNAUTHORIZED
+        raise _unauthorized()
     return principal
