@@ -1,0 +1,807 @@
+"""asyncio I/O for SIP: UDP and TCP on one host:port, around the sans-I/O message core.
+
+RFC 3261 §18 requires a UA to listen on both UDP and TCP (§18: "All SIP elements MUST implement
+UDP and TCP"), and peers expect both on the same port, since a Via or Contact names one port.
+So `SipTransport` binds the UDP socket first and then TCP on the port UDP got (port 0 for tests).
+
+What stays out of here: choosing where a response goes. §18.2.2 sends it over the connection
+the request came on (TCP) or to the Via's received/rport address (UDP); the transaction layer
+works that out and calls `send` with the result. This layer only keeps TCP connections indexed
+by the peer's (host, port), so that sending to that peer reuses its connection, and it opens a
+connection when there is none (§18.1.1 for requests; §18.2.2 also allows it for responses).
+
+What this layer does protect, because it is the only one that sees raw bytes:
+- oversize messages are dropped before parsing;
+- a request that fails to parse but whose header fields could be read gets the error response
+  once (`answer_parse_error`, §8.2.6 / §16.3 behaviour of a UAS); a datagram that is not SIP, a
+  broken response or an ACK gets nothing (§18.1.2, §17.2.1), so two parties can never bounce
+  errors at each other;
+- a token bucket per source IP caps requests (and garbage) before parsing; excess is dropped,
+  counted and logged at most once a minute per source, so a flood cannot also flood the log;
+- TCP connections are capped in number, closed when idle (one sweep timer for all of them, no
+  timer per connection) or when the peer stops reading, and RFC 5626 §3.5.1 CRLF pings get
+  their pong.
+
+The handler is called synchronously from the read callback (no task hop per message); it must
+not block. A handler exception is logged and counted, never allowed to close the socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import ipaddress
+import logging
+import secrets
+import socket
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, TypeAlias, cast
+
+from edge_media.sip import _abnf
+from edge_media.sip.errors import SipParseError
+from edge_media.sip.headers import parse_via
+from edge_media.sip.message import SipRequest, SipResponse, answer_parse_error, parse_message
+from edge_media.sip.stream import (
+    PONG,
+    InvalidMessage,
+    KeepAlivePing,
+    KeepAlivePong,
+    SipStreamReader,
+)
+
+__all__ = [
+    "DEFAULT_REQUEST_BURST",
+    "DEFAULT_REQUEST_RATE",
+    "SipAddress",
+    "SipConnectError",
+    "SipHandler",
+    "SipNoConnectionError",
+    "SipTransport",
+    "SipTransportConfig",
+    "SipTransportError",
+    "SourceRateLimiter",
+    "TransportKind",
+]
+
+logger = logging.getLogger("agera.sip.transport")
+
+TransportKind: TypeAlias = Literal["udp", "tcp"]
+SipAddress: TypeAlias = tuple[str, int]  # (IP literal, port); IPv6 flow info and scope dropped
+
+DEFAULT_SIP_PORT = 5060  # §19.1.2: the port a Via sent-by without one means
+DEFAULT_REQUEST_RATE = 50.0  # requests per second per source IP
+DEFAULT_REQUEST_BURST = 100.0
+DEFAULT_TCP_IDLE_TIMEOUT = 120.0  # seconds; RFC 5626 clients ping every 95-120 s
+DEFAULT_TCP_IDLE_CHECK = 5.0  # one sweep over all connections this often
+DEFAULT_TCP_MAX_CONNECTIONS = 1024
+DEFAULT_TCP_CONNECT_TIMEOUT = 3.0
+DEFAULT_UDP_RECEIVE_BUFFER = 4 << 20  # absorbs bursts; the kernel caps it at rmem_max
+MAX_TCP_WRITE_BUFFER = 1 << 20  # a peer that stops reading is cut off past this
+TCP_BACKLOG = 512
+RATE_LIMIT_LOG_INTERVAL = 60.0  # at most one "rate limited" line per source per minute
+MAX_TRACKED_SOURCES = 10_000  # token buckets kept; bounds memory under spoofed-source floods
+SOURCE_SWEEP_INTERVAL = 1.0  # seconds between sweeps for refilled buckets when at the cap
+PORT_ZERO_ATTEMPTS = 8  # with port 0, TCP may find UDP's port taken: pick another this often
+CLOSE_TIMEOUT = 2.0  # seconds `close` waits for sockets to report closed
+
+STAT_NAMES = (
+    "udp_datagrams_in",
+    "udp_datagrams_out",
+    "udp_keepalives",
+    "tcp_bytes_in",
+    "tcp_messages_out",
+    "tcp_accepted",
+    "tcp_connected",
+    "tcp_rejected",
+    "tcp_pings",
+    "tcp_closed_idle",
+    "tcp_closed_invalid",
+    "tcp_closed_overflow",
+    "tcp_connect_failures",
+    "requests_in",
+    "responses_in",
+    "oversize_dropped",
+    "garbage_dropped",
+    "parse_errors_answered",
+    "rate_limited",
+    "handler_errors",
+    "send_errors",
+)
+
+
+class SipTransportError(Exception):
+    """A message could not be sent (no usable connection, too many connections, peer stalled)."""
+
+
+class SipConnectError(SipTransportError):
+    """A TCP connection to the peer could not be opened in time (refused, unreachable, timeout)."""
+
+
+class SipNoConnectionError(SipTransportError):
+    """`send_nowait` over TCP to a peer with no open connection: use `send`, which opens one."""
+
+
+class SipHandler(Protocol):
+    """Receives every message that parsed (requests that passed the rate limit, all responses)."""
+
+    def on_message(
+        self,
+        message: SipRequest | SipResponse,
+        remote: SipAddress,
+        kind: TransportKind,
+        local: SipAddress,
+    ) -> None:
+        """Called from the read callback; must not block. ``local`` is the socket's address."""
+
+
+@dataclass(frozen=True, slots=True)
+class SipTransportConfig:
+    """Limits and protection. ``request_rate=None`` turns the rate limiter off."""
+
+    max_message_size: int = _abnf.MAX_MESSAGE_SIZE
+    request_rate: float | None = DEFAULT_REQUEST_RATE
+    request_burst: float = DEFAULT_REQUEST_BURST
+    rate_limit_exempt: Collection[str] = ()  # source IPs never limited (carrier trunks)
+    tcp_idle_timeout: float | None = DEFAULT_TCP_IDLE_TIMEOUT
+    tcp_idle_check_interval: float = DEFAULT_TCP_IDLE_CHECK
+    tcp_max_connections: int = DEFAULT_TCP_MAX_CONNECTIONS
+    tcp_connect_timeout: float = DEFAULT_TCP_CONNECT_TIMEOUT
+    reuse_port: bool = False  # SO_REUSEPORT: one worker process per core on the same port
+    udp_receive_buffer: int | None = DEFAULT_UDP_RECEIVE_BUFFER
+
+
+class _Bucket:
+    __slots__ = ("logged_at", "stamp", "tokens")
+
+    def __init__(self, tokens: float, stamp: float) -> None:
+        self.tokens = tokens
+        self.stamp = stamp
+        self.logged_at: float | None = None
+
+
+class SourceRateLimiter:
+    """A token bucket per source: ``burst`` requests at once, then ``rate`` per second.
+
+    Pure (``now`` passed in). Memory is bounded by ``max_sources``: when full, buckets that
+    have refilled completely are forgotten (they carry no state worth keeping), and if that is
+    not enough the oldest bucket goes. A spoofed-source flood can therefore earn some sources a
+    fresh burst, but can never grow the table.
+    """
+
+    __slots__ = ("_buckets", "_burst", "_last_sweep", "_log_interval", "_max_sources", "_rate")
+
+    def __init__(
+        self,
+        rate: float,
+        burst: float,
+        *,
+        max_sources: int = MAX_TRACKED_SOURCES,
+        log_interval: float = RATE_LIMIT_LOG_INTERVAL,
+    ) -> None:
+        if rate <= 0 or burst < 1 or max_sources < 1:
+            raise ValueError("rate must be positive, burst at least 1, max_sources at least 1")
+        self._rate = rate
+        self._burst = float(burst)
+        self._max_sources = max_sources
+        self._log_interval = log_interval
+        self._buckets: dict[str, _Bucket] = {}
+        self._last_sweep = float("-inf")
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def allow(self, source: str, now: float) -> bool:
+        """Take one token from ``source``'s bucket; False when it is empty."""
+        bucket = self._buckets.get(source)
+        if bucket is None:
+            if len(self._buckets) >= self._max_sources:
+                self._make_room(now)
+            self._buckets[source] = _Bucket(self._burst - 1, now)
+            return True
+        elapsed = now - bucket.stamp
+        tokens = bucket.tokens
+        if elapsed > 0:
+            tokens = min(self._burst, tokens + elapsed * self._rate)
+            bucket.stamp = now
+        if tokens >= 1:
+            bucket.tokens = tokens - 1
+            return True
+        bucket.tokens = tokens
+        return False
+
+    def should_log(self, source: str, now: float) -> bool:
+        """True at most once per ``log_interval`` per source: whether to log a drop now."""
+        bucket = self._buckets.get(source)
+        if bucket is None:
+            return False
+        if bucket.logged_at is not None and now - bucket.logged_at < self._log_interval:
+            return False
+        bucket.logged_at = now
+        return True
+
+    def _make_room(self, now: float) -> None:
+        buckets = self._buckets
+        if now - self._last_sweep >= SOURCE_SWEEP_INTERVAL:
+            self._last_sweep = now
+            burst, rate = self._burst, self._rate
+            full = [
+                key
+                for key, bucket in buckets.items()
+                if bucket.tokens + (now - bucket.stamp) * rate >= burst
+            ]
+            for key in full:
+                del buckets[key]
+        if len(buckets) >= self._max_sources:
+            del buckets[next(iter(buckets))]  # dicts keep insertion order: the oldest source
+
+
+def _address(addr: Any) -> SipAddress:
+    """(host, port) of a socket address; an IPv6 4-tuple's flow info and scope are dropped."""
+    return addr[0], addr[1]
+
+
+def _family(host: str) -> socket.AddressFamily:
+    try:
+        version = ipaddress.ip_address(host).version
+    except ValueError as exc:
+        raise ValueError(f"a SIP transport binds an IP literal, not {host!r}") from exc
+    return socket.AF_INET6 if version == 6 else socket.AF_INET
+
+
+def _normalise(addr: SipAddress) -> SipAddress:
+    try:
+        return ipaddress.ip_address(addr[0]).compressed, addr[1]
+    except ValueError as exc:
+        raise ValueError(f"SIP peers are addressed by IP literal, not {addr[0]!r}") from exc
+
+
+def _new_socket(
+    family: socket.AddressFamily, kind: socket.SocketKind, reuse_port: bool
+) -> socket.socket:
+    sock = socket.socket(family, kind)
+    try:
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if reuse_port:
+            option = getattr(socket, "SO_REUSEPORT", None)
+            if option is None:
+                raise OSError("SO_REUSEPORT is not available on this platform")
+            sock.setsockopt(socket.SOL_SOCKET, option, 1)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _bind(sock: socket.socket, host: str, port: int) -> socket.socket:
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _looks_like_response(data: bytes) -> bool:
+    if data[:1] in (b"\r", b"\n"):
+        data = data.lstrip(b"\r\n")
+    return data[:4] == b"SIP/"
+
+
+def _udp_reply_target(error: SipParseError, remote: SipAddress) -> SipAddress:
+    """§18.2.2 for an unreliable transport: the source IP ("received"), at the Via's port.
+
+    RFC 3581 §4: with rport, the source port too. Never another host than the source, so a
+    forged Via cannot aim our error responses at a third party.
+    """
+    lines = error.request_headers
+    if lines is None:
+        return remote
+    try:
+        via = parse_via(lines.get_lines("via")[0])[0]
+    except (SipParseError, IndexError):
+        return remote
+    if via.has_rport:
+        return remote
+    return remote[0], via.port or DEFAULT_SIP_PORT
+
+
+def _new_tag() -> str:
+    return secrets.token_hex(8)
+
+
+class _UdpProtocol(asyncio.DatagramProtocol):
+    __slots__ = ("_owner",)
+
+    def __init__(self, owner: SipTransport) -> None:
+        self._owner = owner
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self._owner._on_datagram(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        self._owner._count("send_errors")
+        logger.debug("UDP socket error: %s", exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._owner._udp_lost()
+
+
+class _TcpConnection(asyncio.Protocol):
+    """One TCP connection, accepted or opened by us; its own stream reader keeps the framing."""
+
+    __slots__ = (
+        "last_activity",
+        "local",
+        "outbound",
+        "owner",
+        "reader",
+        "rejected",
+        "remote",
+        "transport",
+    )
+
+    def __init__(self, owner: SipTransport, *, outbound: bool) -> None:
+        self.owner = owner
+        self.outbound = outbound
+        self.reader = SipStreamReader(max_message_size=owner.config.max_message_size)
+        self.transport: asyncio.Transport | None = None
+        self.remote: SipAddress = ("", 0)
+        self.local: SipAddress = ("", 0)
+        self.last_activity = 0.0
+        self.rejected = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # A cast, not isinstance: uvloop's transports do not subclass asyncio.Transport.
+        self.transport = cast(asyncio.Transport, transport)
+        peername = transport.get_extra_info("peername")
+        if peername is None:  # reset before we got to it: nothing to index it by
+            self.rejected = True
+            transport.close()
+            return
+        self.remote = _address(peername)
+        self.local = _address(transport.get_extra_info("sockname"))
+        self.owner._tcp_opened(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.owner._tcp_data(self, data)
+
+    def eof_received(self) -> bool:
+        return False  # the peer is done: close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.owner._tcp_lost(self)
+
+    @property
+    def usable(self) -> bool:
+        return self.transport is not None and not self.transport.is_closing()
+
+    def write(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            raise SipNoConnectionError(f"the TCP connection to {self.remote} is closing")
+        transport.write(data)
+        if transport.get_write_buffer_size() > MAX_TCP_WRITE_BUFFER:
+            self.owner._count("tcp_closed_overflow")
+            logger.warning("TCP peer %s stopped reading: connection aborted", self.remote)
+            transport.abort()
+            raise SipTransportError(f"TCP peer {self.remote} is not reading; connection aborted")
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+class SipTransport:
+    """SIP over UDP and TCP on one address. ``await start()``, then `send`; ``await close()``.
+
+    ``host`` is an IPv4 or IPv6 literal; ``port`` 0 picks a free port (the same for UDP and
+    TCP). ``tag_factory`` makes the To tag of error responses (random by default).
+    """
+
+    def __init__(
+        self,
+        handler: SipHandler,
+        host: str,
+        port: int,
+        *,
+        config: SipTransportConfig | None = None,
+        tag_factory: Callable[[], str] = _new_tag,
+    ) -> None:
+        self._family = _family(host)
+        self._handler = handler
+        self._host = host
+        self._port = port
+        self.config = config or SipTransportConfig()
+        self._tag_factory = tag_factory
+        cfg = self.config
+        self._limiter = (
+            SourceRateLimiter(cfg.request_rate, cfg.request_burst)
+            if cfg.request_rate is not None
+            else None
+        )
+        self._exempt = frozenset(cfg.rate_limit_exempt)
+        self._stats = dict.fromkeys(STAT_NAMES, 0)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._udp: asyncio.DatagramTransport | None = None
+        self._udp_closed: asyncio.Future[None] | None = None
+        self._server: asyncio.Server | None = None
+        self._local: SipAddress = (host, port)
+        self._connections: set[_TcpConnection] = set()
+        self._by_remote: dict[SipAddress, _TcpConnection] = {}
+        self._connecting: dict[SipAddress, asyncio.Task[_TcpConnection]] = {}
+        self._sweep_handle: asyncio.TimerHandle | None = None
+        self._all_tcp_closed: asyncio.Event | None = None
+        self._started = False
+        self._closed = False
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bind UDP, then TCP on the port UDP got, and start receiving."""
+        if self._started:
+            raise RuntimeError("SipTransport.start() called twice")
+        self._started = True
+        loop = self._loop = asyncio.get_running_loop()
+        udp_sock, tcp_sock = self._bind_sockets()
+        self._udp_closed = loop.create_future()
+        try:
+            udp, _ = await loop.create_datagram_endpoint(lambda: _UdpProtocol(self), sock=udp_sock)
+            self._udp = udp
+            self._local = _address(udp.get_extra_info("sockname"))
+            self._server = await loop.create_server(
+                lambda: _TcpConnection(self, outbound=False), sock=tcp_sock, backlog=TCP_BACKLOG
+            )
+        except BaseException:
+            udp_sock.close()
+            tcp_sock.close()
+            await self.close()
+            raise
+        if self.config.tcp_idle_timeout is not None:
+            self._sweep_handle = loop.call_later(
+                self.config.tcp_idle_check_interval, self._sweep_idle
+            )
+        logger.info("SIP listening on %s:%d (UDP and TCP)", *self._local)
+
+    async def close(self) -> None:
+        """Stop listening and close every connection; waits (bounded) until they are closed."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._sweep_handle is not None:
+            self._sweep_handle.cancel()
+            self._sweep_handle = None
+        for task in list(self._connecting.values()):
+            task.cancel()
+        if self._server is not None:
+            self._server.close()
+        if self._udp is not None:
+            self._udp.close()
+        self._all_tcp_closed = asyncio.Event()
+        for connection in list(self._connections):
+            connection.close()
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await self._wait_closed()
+        except TimeoutError:
+            logger.warning("SIP sockets did not close in %s s: aborting", CLOSE_TIMEOUT)
+            for connection in list(self._connections):
+                if connection.transport is not None:
+                    connection.transport.abort()
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def _wait_closed(self) -> None:
+        if self._connections and self._all_tcp_closed is not None:
+            await self._all_tcp_closed.wait()
+        if self._udp is not None and self._udp_closed is not None:
+            await self._udp_closed
+
+    async def __aenter__(self) -> SipTransport:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # -- public --------------------------------------------------------------------------------
+
+    @property
+    def local_addr(self) -> SipAddress:
+        """The bound (host, port), shared by UDP and TCP."""
+        return self._local
+
+    def stats(self) -> dict[str, int]:
+        """Counters since start, plus the gauges ``tcp_connections`` and ``tracked_sources``."""
+        stats = dict(self._stats)
+        stats["tcp_connections"] = len(self._connections)
+        stats["tracked_sources"] = len(self._limiter) if self._limiter is not None else 0
+        return stats
+
+    def has_connection(self, addr: SipAddress) -> bool:
+        """Whether a usable TCP connection to ``addr`` is open."""
+        return self._lookup(addr) is not None
+
+    def send_nowait(self, data: bytes, addr: SipAddress, kind: TransportKind) -> None:
+        """Send now: UDP always, TCP over an open connection to ``addr`` only.
+
+        Raises SipNoConnectionError when TCP has no connection to ``addr`` (responses to TCP
+        requests always have one), SipTransportError when the peer stopped reading.
+        ``addr`` must be an IP literal: DNS (RFC 3263) is the caller's business.
+        """
+        if kind == "udp":
+            self._send_udp(data, addr)
+        elif kind == "tcp":
+            connection = self._lookup(addr)
+            if connection is None:
+                raise SipNoConnectionError(f"no TCP connection to {addr[0]}:{addr[1]}")
+            self._write(connection, data)
+        else:
+            raise ValueError(f"unknown SIP transport {kind!r}")
+
+    async def send(self, data: bytes, addr: SipAddress, kind: TransportKind) -> None:
+        """Send; over TCP open a connection first when there is none (§18.1.1).
+
+        Raises SipConnectError when the connection cannot be opened within
+        ``config.tcp_connect_timeout``; concurrent sends to one peer share one attempt.
+        """
+        if kind != "tcp":
+            self.send_nowait(data, addr, kind)
+            return
+        connection = self._lookup(addr)
+        if connection is None:
+            connection = await self._connect(_normalise(addr))
+        self._write(connection, data)
+
+    # -- UDP -----------------------------------------------------------------------------------
+
+    def _on_datagram(self, data: bytes, addr: Any) -> None:
+        stats = self._stats
+        stats["udp_datagrams_in"] += 1
+        remote = _address(addr)
+        if len(data) > self.config.max_message_size:
+            stats["oversize_dropped"] += 1
+            logger.debug("dropped a %d-octet datagram from %s", len(data), remote)
+            return
+        if not _looks_like_response(data) and not self._admit(remote[0]):
+            return
+        try:
+            message = parse_message(data)
+        except SipParseError as error:
+            self._answer_udp_error(error, remote)
+            return
+        if message is None:
+            stats["udp_keepalives"] += 1
+            return
+        self._deliver(message, remote, "udp", self._local)
+
+    def _answer_udp_error(self, error: SipParseError, remote: SipAddress) -> None:
+        answer = answer_parse_error(error, to_tag=self._tag_factory())
+        if answer is None or remote == self._local:
+            self._stats["garbage_dropped"] += 1
+            logger.debug("dropped an unparsable datagram from %s: %s", remote, error)
+            return
+        self._stats["parse_errors_answered"] += 1
+        logger.debug("answering %d to a malformed request from %s", error.status, remote)
+        self._send_udp(answer.serialize(), _udp_reply_target(error, remote))
+
+    def _send_udp(self, data: bytes, addr: SipAddress) -> None:
+        udp = self._udp
+        if udp is None or udp.is_closing():
+            raise SipTransportError("the SIP UDP socket is closed")
+        udp.sendto(data, addr)
+        self._stats["udp_datagrams_out"] += 1
+
+    def _udp_lost(self) -> None:
+        if self._udp_closed is not None and not self._udp_closed.done():
+            self._udp_closed.set_result(None)
+
+    # -- TCP -----------------------------------------------------------------------------------
+
+    def _tcp_opened(self, connection: _TcpConnection) -> None:
+        assert self._loop is not None and connection.transport is not None
+        if self._closed or len(self._connections) >= self.config.tcp_max_connections:
+            connection.rejected = True
+            self._stats["tcp_rejected"] += 1
+            logger.warning(
+                "TCP connection from %s refused: %d connections open",
+                connection.remote,
+                len(self._connections),
+            )
+            connection.transport.close()
+            return
+        connection.last_activity = self._loop.time()
+        self._connections.add(connection)
+        self._by_remote[connection.remote] = connection
+        self._stats["tcp_connected" if connection.outbound else "tcp_accepted"] += 1
+
+    def _tcp_lost(self, connection: _TcpConnection) -> None:
+        if connection.rejected:
+            return
+        self._connections.discard(connection)
+        if self._by_remote.get(connection.remote) is connection:
+            del self._by_remote[connection.remote]
+        if not self._connections and self._all_tcp_closed is not None:
+            self._all_tcp_closed.set()
+
+    def _tcp_data(self, connection: _TcpConnection, data: bytes) -> None:
+        if connection.rejected:
+            return
+        assert self._loop is not None
+        connection.last_activity = self._loop.time()
+        stats = self._stats
+        stats["tcp_bytes_in"] += len(data)
+        for event in connection.reader.feed(data):
+            if isinstance(event, SipRequest):
+                if self._admit(connection.remote[0]):
+                    self._deliver(event, connection.remote, "tcp", connection.local)
+            elif isinstance(event, SipResponse):
+                self._deliver(event, connection.remote, "tcp", connection.local)
+            elif isinstance(event, KeepAlivePing):
+                stats["tcp_pings"] += 1
+                self._try_write(connection, PONG)
+            elif isinstance(event, InvalidMessage):
+                self._tcp_invalid(connection, event)
+            else:
+                assert isinstance(event, KeepAlivePong)
+
+    def _tcp_invalid(self, connection: _TcpConnection, event: InvalidMessage) -> None:
+        if self._admit(connection.remote[0]):
+            answer = answer_parse_error(event.error, to_tag=self._tag_factory())
+            if answer is None:
+                self._stats["garbage_dropped"] += 1
+            else:
+                self._stats["parse_errors_answered"] += 1
+                self._try_write(connection, answer.serialize())
+        logger.debug("invalid SIP on TCP from %s: %s", connection.remote, event.error)
+        if event.fatal:
+            # Framing is lost: nothing after this point can be trusted to start a message.
+            self._stats["tcp_closed_invalid"] += 1
+            connection.close()
+
+    def _lookup(self, addr: SipAddress) -> _TcpConnection | None:
+        connection = self._by_remote.get(addr)
+        if connection is None:
+            try:
+                connection = self._by_remote.get(_normalise(addr))
+            except ValueError:
+                return None
+        return connection if connection is not None and connection.usable else None
+
+    def _write(self, connection: _TcpConnection, data: bytes) -> None:
+        assert self._loop is not None
+        connection.write(data)
+        connection.last_activity = self._loop.time()
+        self._stats["tcp_messages_out"] += 1
+
+    def _try_write(self, connection: _TcpConnection, data: bytes) -> None:
+        try:
+            self._write(connection, data)
+        except SipTransportError as exc:
+            self._stats["send_errors"] += 1
+            logger.debug("%s", exc)
+
+    async def _connect(self, addr: SipAddress) -> _TcpConnection:
+        if self._closed or self._loop is None:
+            raise SipTransportError("the SIP transport is not running")
+        task = self._connecting.get(addr)
+        if task is None:
+            if len(self._connections) >= self.config.tcp_max_connections:
+                raise SipTransportError(
+                    f"cannot connect to {addr[0]}:{addr[1]}: "
+                    f"{len(self._connections)} TCP connections open"
+                )
+            task = self._loop.create_task(self._open_connection(addr))
+            self._connecting[addr] = task
+            task.add_done_callback(functools.partial(self._connect_done, addr))
+        return await asyncio.shield(task)
+
+    def _connect_done(self, addr: SipAddress, task: asyncio.Task[_TcpConnection]) -> None:
+        if self._connecting.get(addr) is task:
+            del self._connecting[addr]
+        if not task.cancelled():
+            task.exception()  # retrieved: every waiter got it, or none is left to care
+
+    async def _open_connection(self, addr: SipAddress) -> _TcpConnection:
+        assert self._loop is not None
+        timeout = self.config.tcp_connect_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                _, connection = await self._loop.create_connection(
+                    lambda: _TcpConnection(self, outbound=True), addr[0], addr[1]
+                )
+        except TimeoutError as exc:
+            self._stats["tcp_connect_failures"] += 1
+            raise SipConnectError(
+                f"TCP connect to {addr[0]}:{addr[1]} timed out after {timeout} s"
+            ) from exc
+        except OSError as exc:
+            self._stats["tcp_connect_failures"] += 1
+            raise SipConnectError(
+                f"TCP connect to {addr[0]}:{addr[1]} failed: {exc.strerror or exc}"
+            ) from exc
+        if connection.rejected:
+            raise SipTransportError(
+                f"TCP connection to {addr[0]}:{addr[1]} dropped at once: too many connections "
+                "open, or reset by the peer"
+            )
+        return connection
+
+    def _sweep_idle(self) -> None:
+        """One timer for every connection: close those silent for ``tcp_idle_timeout``."""
+        assert self._loop is not None and self.config.tcp_idle_timeout is not None
+        now = self._loop.time()
+        limit = self.config.tcp_idle_timeout
+        for connection in [c for c in self._connections if now - c.last_activity >= limit]:
+            self._stats["tcp_closed_idle"] += 1
+            logger.debug("closing idle TCP connection from %s", connection.remote)
+            connection.close()
+        self._sweep_handle = self._loop.call_later(
+            self.config.tcp_idle_check_interval, self._sweep_idle
+        )
+
+    # -- shared --------------------------------------------------------------------------------
+
+    def _admit(self, source: str) -> bool:
+        """Charge one request to ``source``'s bucket; count and (rarely) log a refusal."""
+        limiter = self._limiter
+        if limiter is None or source in self._exempt:
+            return True
+        assert self._loop is not None
+        now = self._loop.time()
+        if limiter.allow(source, now):
+            return True
+        self._stats["rate_limited"] += 1
+        if limiter.should_log(source, now):
+            logger.warning(
+                "SIP requests from %s exceed %s/s (burst %s): dropping the excess",
+                source,
+                self.config.request_rate,
+                self.config.request_burst,
+            )
+        return False
+
+    def _deliver(
+        self,
+        message: SipRequest | SipResponse,
+        remote: SipAddress,
+        kind: TransportKind,
+        local: SipAddress,
+    ) -> None:
+        self._stats["requests_in" if isinstance(message, SipRequest) else "responses_in"] += 1
+        try:
+            self._handler.on_message(message, remote, kind, local)
+        except Exception:
+            self._stats["handler_errors"] += 1
+            logger.exception("SIP handler failed on a message from %s over %s", remote, kind)
+
+    def _count(self, name: str) -> None:
+        self._stats[name] += 1
+
+    def _bind_sockets(self) -> tuple[socket.socket, socket.socket]:
+        reuse_port = self.config.reuse_port
+        attempts = PORT_ZERO_ATTEMPTS if self._port == 0 else 1
+        for attempt in range(attempts):
+            udp = _new_socket(self._family, socket.SOCK_DGRAM, reuse_port)
+            if self.config.udp_receive_buffer:
+                try:
+                    udp.setsockopt(
+                        socket.SOL_SOCKET, socket.SO_RCVBUF, self.config.udp_receive_buffer
+                    )
+                except OSError:  # pragma: no cover - a kernel refusing is not fatal
+                    logger.warning("could not set the SIP UDP receive buffer size")
+            _bind(udp, self._host, self._port)
+            port = udp.getsockname()[1]
+            tcp = _new_socket(self._family, socket.SOCK_STREAM, reuse_port)
+            tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                _bind(tcp, self._host, port)
+            except OSError:
+                udp.close()
+                if attempt + 1 == attempts:
+                    raise
+                continue
+            return udp, tcp
+        raise AssertionError("unreachable")  # pragma: no cover
