@@ -121,7 +121,6 @@ def callback_payload(event: CallEvent) -> dict[str, Any] | None:
         "timestamp": iso_z(event.occurred_at),
     }
     if isinstance(event, CallCompleted):
-        payload["event_type"] = "call.completed"
         payload["call_status"] = event.status.value
         payload["duration"] = event.duration
         payload["hangup_cause"] = event.hangup_cause

@@ -20,6 +20,7 @@ from starlette.routing import Route
 
 from functions.context import Context
 from shared.clock import utc_now
+from shared.dynamo import mapping
 
 try:
     VERSION = version("agera-voice-gateway")
@@ -62,9 +63,9 @@ def check_components(ctx: Context) -> dict[str, dict[str, Any]]:
         now = int(utc_now().timestamp())
         response = ctx.dynamodb.query(
             TableName=settings.table_name,
-            IndexName="gsi1",
+            IndexName=mapping.GSI_NAME,
             KeyConditionExpression="gsi1pk = :p",
-            FilterExpression="expires_at > :now",
+            FilterExpression=f"{mapping.TTL_ATTRIBUTE} > :now",
             ExpressionAttributeValues={":p": {"S": "NODES"}, ":now": {"N": str(now)}},
         )
         return {"live": len(response.get("Items", []))}
