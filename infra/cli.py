@@ -1,6 +1,6 @@
 """The ``agera`` command: ``agera dev`` (local stack), ``agera settings`` (every setting).
 
-Later subcommands (``edge``, ``call``) plug in here. Exit codes: 0 success, 2 bad usage or
+``agera edge`` runs an edge media node. Later subcommands (``call``) plug in here. Exit codes: 0 success, 2 bad usage or
 configuration (one line on stderr naming what to fix).
 """
 
@@ -48,6 +48,17 @@ def _settings(args: argparse.Namespace) -> int:
     return 0
 
 
+def _edge(args: argparse.Namespace) -> int:
+    from infra import edge
+
+    overrides: dict[str, object] = {}
+    if args.sip_port is not None:
+        overrides["sip_port"] = args.sip_port
+    if args.sip_host is not None:
+        overrides["sip_host"] = args.sip_host
+    return edge.main(overrides)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agera", description="Agera Voice Gateway")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -63,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--socket-url", help="the default account's default socket_url")
     dev.add_argument("--metrics", action="store_true", help="print EMF metric lines")
     dev.set_defaults(func=_dev)
+
+    edge = sub.add_parser("edge", help="run an edge media node (SIP/RTP) in the foreground")
+    edge.add_argument("--sip-host", help="address to bind (default AGERA_SIP_HOST or 127.0.0.1)")
+    edge.add_argument("--sip-port", type=int, help="SIP port, UDP and TCP (default AGERA_SIP_PORT)")
+    edge.set_defaults(func=_edge)
 
     settings = sub.add_parser("settings", help="list every setting with its default")
     settings.set_defaults(func=_settings)

@@ -75,8 +75,15 @@ class Settings(BaseModel):
         60.0, gt=0, description="Cap on bot audio buffered for one call."
     )
     sip_realm: str = Field("agera", description="Digest realm for extensions.")
+    sip_trusted_sources: tuple[str, ...] = Field(
+        (),
+        description="Comma-separated CIDRs whose INVITEs are accepted (carrier trunks' sources).",
+    )
+    echo_ring_seconds: float = Field(
+        0.0, ge=0, le=60, description="How long the echo app rings before answering."
+    )
 
-    @field_validator("ssrf_allow_list", mode="before")
+    @field_validator("ssrf_allow_list", "sip_trusted_sources", mode="before")
     @classmethod
     def _split_cidrs(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -212,6 +212,16 @@ class RtpReceiver:
         """The latched source, where outbound RTP should go (None until the first packet)."""
         return self._remote
 
+    def set_payload_types(self, audio: int, dtmf: int | None) -> None:
+        """Apply what SDP negotiated after the socket was opened.
+
+        The port must exist before the offer/answer (it goes into our SDP), so the receiver is
+        built before the payload types are known; a re-INVITE may change them again.
+        """
+        self._audio_pt = audio
+        self._dtmf_pt = dtmf
+        self._convert = audio == PAYLOAD_TYPE_PCMA
+
     def on_packet(self, data: bytes, addr: Address, now: float) -> Received:
         """Handle one datagram from `addr` received at `now` (seconds, any monotonic clock)."""
         self._packets_in += 1

@@ -1,0 +1,1 @@
+"""Call applications that run on a SIP leg: the echo test line; bot drivers live in drivers/."""

@@ -1,0 +1,192 @@
+"""One call leg's media: its RTP socket, what the offer/answer agreed, and its playout queue.
+
+Why this object: SIP and the applications (echo now, bot drivers next) should not know about
+payload types, SSRCs or the pacer. A leg opens its port before the offer/answer (the port goes
+into our SDP), then `apply` takes each negotiation result, including re-INVITEs for hold and
+resume: the receiver learns the payload types, and the outbound stream is registered with the
+process-wide pacer, moved, or taken off it when the direction says we must not send.
+
+Outbound audio is whatever the application pushes into ``playout`` (μ-law, any chunk size);
+inbound audio and digits go to ``sink``. The sink can be swapped at any time (a live media
+redirect swaps the bot driver without touching the SIP leg).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from edge_media.bridge.playout import PlayoutQueue
+from edge_media.rtp.dtmf import DtmfDigit
+from edge_media.rtp.pacer import Pacer
+from edge_media.rtp.ports import PortAllocator
+from edge_media.rtp.receiver import ReceiverConfig
+from edge_media.rtp.transport import RtpSocket, open_rtp_socket
+from edge_media.sip.sdp import NegotiatedMedia
+
+__all__ = ["MediaSink", "RtpSession"]
+
+logger = logging.getLogger("agera.rtp.session")
+
+MIN_PTIME_MS = 10
+MAX_PTIME_MS = 60
+
+
+class MediaSink(Protocol):
+    """Where a leg's inbound media goes; called from the socket's read callback, never blocks."""
+
+    def on_frames(self, frames: tuple[bytes, ...]) -> None: ...
+
+    def on_digits(self, digits: tuple[DtmfDigit, ...]) -> None: ...
+
+
+class _Discard:
+    def on_frames(self, frames: tuple[bytes, ...]) -> None:
+        pass
+
+    def on_digits(self, digits: tuple[DtmfDigit, ...]) -> None:
+        pass
+
+
+DISCARD: MediaSink = _Discard()
+
+
+class RtpSession:
+    """Media of one call leg. Build with `open`; `apply` each negotiation; `close` at the end."""
+
+    def __init__(self, pacer: Pacer, *, playout_seconds: float, rng: random.Random) -> None:
+        self._pacer = pacer
+        self._rng = rng
+        self.playout = PlayoutQueue(capacity_seconds=playout_seconds)
+        self.sink: MediaSink = DISCARD
+        self.on_marks: Callable[[list[str]], None] | None = None
+        self.negotiated: NegotiatedMedia | None = None
+        self._socket: RtpSocket | None = None
+        self._ssrc = rng.getrandbits(32)
+        self._sequence = rng.getrandbits(16)
+        self._timestamp = rng.getrandbits(32)
+        self._stream: int | None = None
+        self._sent_params: tuple[Any, ...] | None = None
+        self._packets_out = 0  # sent by streams already taken off the pacer (hold)
+
+    @classmethod
+    async def open(
+        cls,
+        allocator: PortAllocator,
+        host: str,
+        pacer: Pacer,
+        *,
+        playout_seconds: float = 60.0,
+        rng: random.Random | None = None,
+        receiver: ReceiverConfig | None = None,
+    ) -> RtpSession:
+        """Bind the leg's RTP/RTCP ports; raises PortsExhaustedError when the range is full."""
+        session = cls(pacer, playout_seconds=playout_seconds, rng=rng or random.SystemRandom())
+        session._socket = await open_rtp_socket(allocator, host, session, config=receiver)
+        return session
+
+    # -- RtpHandler (from the socket) ------------------------------------------------------------
+
+    def on_frames(self, frames: tuple[bytes, ...]) -> None:
+        self.sink.on_frames(frames)
+
+    def on_digits(self, digits: tuple[DtmfDigit, ...]) -> None:
+        self.sink.on_digits(digits)
+
+    # -- pacer source ----------------------------------------------------------------------------
+
+    def _next_frame(self) -> bytes | None:
+        frame, marks = self.playout.next_frame()
+        if marks and self.on_marks is not None:
+            self.on_marks(marks)
+        return frame
+
+    # -- control ---------------------------------------------------------------------------------
+
+    @property
+    def socket(self) -> RtpSocket:
+        if self._socket is None:
+            raise RuntimeError("RtpSession.open() first")
+        return self._socket
+
+    @property
+    def port(self) -> int:
+        return self.socket.port
+
+    @property
+    def sending(self) -> bool:
+        return self._stream is not None
+
+    def apply(self, media: NegotiatedMedia) -> None:
+        """Take a negotiation result: payload types in, and the outbound stream on or off."""
+        self.negotiated = media
+        receive_dtmf = media.dtmf_receive_payload_type or media.dtmf_payload_type
+        self.socket.receiver.set_payload_types(media.payload_type, receive_dtmf)
+        if not media.direction.sends:
+            self._stop_stream()
+            return
+        ptime = min(max(media.remote_ptime or 20, MIN_PTIME_MS), MAX_PTIME_MS)
+        ptime -= ptime % 10
+        addr = (media.remote_address, media.remote_port)
+        params = (media.payload_type, media.dtmf_payload_type, ptime)
+        if self._stream is not None and params == self._sent_params:
+            if self.socket.remote_addr is None:  # not latched yet: follow the new SDP address
+                self._pacer.set_addr(self._stream, addr)
+            return
+        self._stop_stream()
+        self._stream = self.socket.start_sending(
+            self._pacer,
+            self._next_frame,
+            addr=addr,
+            ssrc=self._ssrc,
+            payload_type=media.payload_type,
+            sequence=self._sequence,
+            timestamp=self._timestamp,
+            ptime_ms=ptime,
+            dtmf_payload_type=media.dtmf_payload_type,
+        )
+        self._sent_params = params
+
+    def _stop_stream(self) -> None:
+        if self._stream is None:
+            return
+        # RFC 3550 §5.1: the same SSRC continues its sequence and timestamp after a pause.
+        info = self._pacer.stream_info(self._stream)
+        self._sequence, self._timestamp = info.sequence, info.timestamp
+        self._packets_out += info.packets_sent
+        self.socket.stop_sending()
+        self._stream = None
+        self._sent_params = None
+
+    def send_dtmf(self, digit: str, duration_ms: float = 100.0) -> bool:
+        """Queue an RFC 4733 digit; False when the peer did not negotiate telephone-event."""
+        media = self.negotiated
+        if self._stream is None or media is None or media.dtmf_payload_type is None:
+            return False
+        self._pacer.send_dtmf(self._stream, digit, duration_ms)
+        return True
+
+    def stats(self) -> dict[str, Any]:
+        """Figures for the call record: what came in, what went out."""
+        receiver = self.socket.stats()
+        out: dict[str, Any] = {
+            "packets_in": receiver.packets_delivered,
+            "lost": receiver.lost,
+            "late": receiver.late,
+            "duplicates": receiver.duplicates,
+            "jitter_ms": round(receiver.jitter_ms, 2),
+            "max_gap_ms": round(receiver.max_gap_ms, 1),
+            "dtmf_in": receiver.dtmf_digits,
+        }
+        sent = self._packets_out
+        if self._stream is not None:
+            sent += self._pacer.stream_info(self._stream).packets_sent
+        out["packets_out"] = sent
+        return out
+
+    def close(self) -> None:
+        if self._socket is not None:
+            self._stop_stream()
+            self._socket.close()
