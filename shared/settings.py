@@ -56,7 +56,9 @@ class Settings(BaseModel):
     # --- edge media node ---
     node_id: str = Field("", description="Edge node identity; generated at start when empty.")
     sip_host: str = Field("127.0.0.1", description="Address the SIP UDP/TCP listener binds.")
-    sip_port: int = Field(5060, ge=1, le=65535, description="SIP port, UDP and TCP.")
+    sip_port: int = Field(
+        5060, ge=0, le=65535, description="SIP port, UDP and TCP (0: any free port, for tests)."
+    )
     public_address: str = Field(
         "", description="Address put in Contact/SDP for peers (NAT); defaults to sip_host."
     )

@@ -129,6 +129,7 @@ class SipCall:
         self._hold = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._digest = DigestClient()
+        self.bye_task: asyncio.Task[Any] | None = None  # our BYE's transaction, for shutdown
 
     # -- observation -------------------------------------------------------------------------
 
@@ -597,7 +598,10 @@ class SipCall:
     # -- ending ----------------------------------------------------------------------------------
 
     async def hangup(self, cause: str = NORMAL_CLEARING) -> None:
-        """End the call however far it got: BYE, CANCEL, or a final response to the INVITE."""
+        """End the call however far it got: BYE, CANCEL, or a final response to the INVITE.
+
+        Returns once the request is sent; the BYE's answer is awaited in ``bye_task``.
+        """
         if self.is_ended:
             return
         if self.direction == "inbound" and self.state in (CallState.INCOMING, CallState.RINGING):
@@ -606,11 +610,12 @@ class SipCall:
             self.reject(status_for_cause(cause), cause=cause)
             return
         if self.state is CallState.ANSWERED and self.dialog is not None:
-            self._finish(cause, None, "local", "")
-            request = self.dialog.create_request(
+            dialog = self.dialog
+            request = dialog.create_request(
                 "BYE", via=self.endpoint.via(self.kind), extra_headers=[reason_header(cause)]
             )
-            await self._send_and_wait(request, self.dialog)
+            self._finish(cause, None, "local", "")
+            self.bye_task = self._spawn(self._send_and_wait(request, dialog))
             return
         # UAC before the answer: CANCEL (§9.1); the INVITE then ends with 487.
         client = self.invite_client
@@ -680,7 +685,8 @@ class SipCall:
         # stop, the peer's ACK (or its absence) no longer matters once we sent BYE.
         self._stop_retransmitter()
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task

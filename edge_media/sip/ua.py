@@ -421,13 +421,14 @@ class UserAgent:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def hangup_all(self, cause: str) -> None:
-        """End every live call (node shutdown) and wait, bounded, for the BYEs to settle."""
+    async def hangup_all(self, cause: str, settle: float = 2.0) -> None:
+        """End every live call (node shutdown); wait up to ``settle`` s for the BYEs' answers."""
         calls = list(self._active)
-        if calls:
-            await asyncio.wait(
-                [asyncio.ensure_future(call.hangup(cause)) for call in calls], timeout=5.0
-            )
+        for call in calls:
+            await call.hangup(cause)
+        pending = [call.bye_task for call in calls if call.bye_task and not call.bye_task.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=settle)
 
     async def close(self) -> None:
         for task in list(self._tasks):

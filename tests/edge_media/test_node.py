@@ -1,0 +1,332 @@
+"""The edge node's user agent over real UDP on loopback, driven by a hand-written SIP peer.
+
+These check the UA's answers message by message (exact statuses, headers and SDP) where sipp
+scenarios only say pass or fail; the sipp, baresip and kamailio runs are in tests/interop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import secrets
+from collections.abc import AsyncIterator
+
+import pytest
+
+from edge_media.node import EdgeNode
+from edge_media.sip.message import SipRequest, SipResponse, parse_message
+from edge_media.sip.sdp import parse_sdp
+from shared.settings import Settings
+
+pytestmark = pytest.mark.anyio
+
+WAIT = 3.0
+_ports = itertools.count(41000, 40)
+
+OFFER = (
+    "v=0\r\n"
+    "o=peer 1 1 IN IP4 127.0.0.1\r\n"
+    "s=-\r\n"
+    "c=IN IP4 127.0.0.1\r\n"
+    "t=0 0\r\n"
+    "m=audio {port} RTP/AVP 8 0 96\r\n"
+    "a=rtpmap:96 telephone-event/8000\r\n"
+    "a=fmtp:96 0-15\r\n"
+    "a={direction}\r\n"
+)
+
+
+class Peer(asyncio.DatagramProtocol):
+    """A SIP phone made of one UDP socket: sends what the test writes, queues what comes back."""
+
+    def __init__(self) -> None:
+        self.inbox: asyncio.Queue[SipRequest | SipResponse] = asyncio.Queue()
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        message = parse_message(data)
+        if message is not None:
+            self.inbox.put_nowait(message)
+
+    @property
+    def port(self) -> int:
+        assert self.transport is not None
+        return int(self.transport.get_extra_info("sockname")[1])
+
+    def send(self, message: SipRequest, node: tuple[str, int]) -> None:
+        assert self.transport is not None
+        self.transport.sendto(message.serialize(), node)
+
+    async def expect(self, predicate: object = None) -> SipRequest | SipResponse:
+        async with asyncio.timeout(WAIT):
+            while True:
+                message = await self.inbox.get()
+                if predicate is None or predicate(message):  # type: ignore[operator]
+                    return message
+
+    async def response(self, status: int, method: str = "INVITE") -> SipResponse:
+        message = await self.expect(
+            lambda m: isinstance(m, SipResponse) and m.status == status and m.cseq.method == method
+        )
+        assert isinstance(message, SipResponse)
+        return message
+
+
+@pytest.fixture
+async def node() -> AsyncIterator[EdgeNode]:
+    base = next(_ports)
+    settings = Settings.load(
+        {},
+        sip_host="127.0.0.1",
+        sip_port=0,
+        rtp_port_min=base,
+        rtp_port_max=base + 38,
+        trust_loopback=True,
+        echo_ring_seconds=0.0,
+    )
+    edge = EdgeNode(settings)
+    await edge.start()
+    yield edge
+    await edge.stop(drain_seconds=0)
+
+
+@pytest.fixture
+async def peer() -> AsyncIterator[Peer]:
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.create_datagram_endpoint(Peer, local_addr=("127.0.0.1", 0))
+    yield protocol
+    transport.close()
+
+
+def invite(
+    peer: Peer, user: str = "echo", *, sdp: str | None = None, call_id: str | None = None
+) -> SipRequest:
+    body = sdp.encode() if sdp is not None else b""
+    return SipRequest.build(
+        "INVITE",
+        f"sip:{user}@127.0.0.1",
+        from_=f"<sip:+15550100@127.0.0.1>;tag={secrets.token_hex(4)}",
+        to=f"<sip:{user}@127.0.0.1>",
+        call_id=call_id or secrets.token_hex(8),
+        cseq=1,
+        via=f"SIP/2.0/UDP 127.0.0.1:{peer.port};branch=z9hG4bK{secrets.token_hex(6)};rport",
+        contact=f"<sip:peer@127.0.0.1:{peer.port}>",
+        body=body,
+        content_type="application/sdp" if body else None,
+    )
+
+
+def in_dialog(
+    peer: Peer,
+    method: str,
+    original: SipRequest,
+    response: SipResponse,
+    cseq: int,
+    *,
+    body: str = "",
+) -> SipRequest:
+    return SipRequest.build(
+        method,
+        response.contacts[0].uri if response.contacts != "*" else original.uri,  # type: ignore[index]
+        from_=original.from_,
+        to=response.to,
+        call_id=original.call_id,
+        cseq=cseq,
+        via=f"SIP/2.0/UDP 127.0.0.1:{peer.port};branch=z9hG4bK{secrets.token_hex(6)};rport",
+        contact=f"<sip:peer@127.0.0.1:{peer.port}>",
+        body=body.encode(),
+        content_type="application/sdp" if body else None,
+    )
+
+
+def ack_for(peer: Peer, original: SipRequest, response: SipResponse, body: str = "") -> SipRequest:
+    return in_dialog(peer, "ACK", original, response, original.cseq.number, body=body)
+
+
+async def test_options_answers_with_capabilities(node: EdgeNode, peer: Peer) -> None:
+    options = SipRequest.build(
+        "OPTIONS",
+        "sip:127.0.0.1",
+        from_=f"<sip:probe@127.0.0.1>;tag={secrets.token_hex(4)}",
+        to="<sip:127.0.0.1>",
+        call_id=secrets.token_hex(8),
+        cseq=7,
+        via=f"SIP/2.0/UDP 127.0.0.1:{peer.port};branch=z9hG4bK{secrets.token_hex(6)}",
+    )
+    peer.send(options, node.endpoint.local_addr)
+    response = await peer.response(200, "OPTIONS")
+    allow = {m.strip() for m in response.headers.get("allow", "").split(",")}
+    assert {"INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REFER", "INFO", "UPDATE"} <= allow
+    assert response.headers.get("accept") == "application/sdp"
+    assert response.to_tag is not None
+
+
+async def test_echo_call_with_offer_then_bye(node: EdgeNode, peer: Peer) -> None:
+    request = invite(peer, sdp=OFFER.format(port=peer.port + 2, direction="sendrecv"))
+    peer.send(request, node.endpoint.local_addr)
+    await peer.response(100)
+    ringing = await peer.response(180)
+    ok = await peer.response(200)
+    assert ok.to_tag == ringing.to_tag
+    answer = parse_sdp(ok.body)
+    audio = answer.media[0]
+    # RFC 3264 §6.1: one codec (the offer's first we support, PCMA) and telephone-event on
+    # the offer's own payload type.
+    assert audio.payload_types == (8, 96)
+    assert audio.codec_for(96) is not None
+    assert node.settings.rtp_port_min <= audio.port <= node.settings.rtp_port_max
+    peer.send(ack_for(peer, request, ok), node.endpoint.local_addr)
+    peer.send(in_dialog(peer, "BYE", request, ok, 2), node.endpoint.local_addr)
+    await peer.response(200, "BYE")
+    assert node.ua is not None
+    assert await node.ua.wait_idle(WAIT)
+
+
+async def test_invite_without_sdp_gets_offer_and_takes_answer_from_ack(
+    node: EdgeNode, peer: Peer
+) -> None:
+    request = invite(peer)
+    peer.send(request, node.endpoint.local_addr)
+    ok = await peer.response(200)
+    offer = parse_sdp(ok.body)
+    assert set(offer.media[0].payload_types) >= {0, 8}
+    answer = OFFER.format(port=peer.port + 2, direction="sendrecv").replace(
+        "RTP/AVP 8 0 96", "RTP/AVP 0 101"
+    )
+    answer = answer.replace("96 telephone", "101 telephone").replace("fmtp:96", "fmtp:101")
+    peer.send(ack_for(peer, request, ok, body=answer), node.endpoint.local_addr)
+    # The node handles one socket's datagrams in order: once the OPTIONS sent after the ACK is
+    # answered, the ACK has been processed.
+    peer.send(in_dialog(peer, "OPTIONS", request, ok, 2), node.endpoint.local_addr)
+    await peer.response(200, "OPTIONS")
+    call = next(iter(node.ua._active))  # type: ignore[union-attr]
+    assert call.media is not None and call.media.negotiated is not None
+    assert call.media.negotiated.payload_type == 0
+    assert call.media.negotiated.dtmf_payload_type == 101
+
+
+async def test_invite_from_untrusted_source_gets_403(peer: Peer) -> None:
+    base = next(_ports)
+    settings = Settings.load(
+        {}, sip_port=0, rtp_port_min=base, rtp_port_max=base + 38, trust_loopback=False
+    )
+    strict = EdgeNode(settings)
+    await strict.start()
+    try:
+        peer.send(
+            invite(peer, sdp=OFFER.format(port=9, direction="sendrecv")), strict.endpoint.local_addr
+        )
+        forbidden = await peer.response(403)
+        assert "not allowed" in forbidden.reason
+    finally:
+        await strict.stop(drain_seconds=0)
+
+
+async def test_unknown_user_gets_404(node: EdgeNode, peer: Peer) -> None:
+    peer.send(
+        invite(peer, "nobody", sdp=OFFER.format(port=9, direction="sendrecv")),
+        node.endpoint.local_addr,
+    )
+    rejected = await peer.response(404)
+    assert rejected.headers.get("reason", "").startswith("Q.850;cause=3")
+
+
+async def test_no_common_codec_gets_488_with_warning(node: EdgeNode, peer: Peer) -> None:
+    sdp = OFFER.format(port=9, direction="sendrecv").replace("RTP/AVP 8 0 96", "RTP/AVP 18")
+    peer.send(invite(peer, sdp=sdp), node.endpoint.local_addr)
+    rejected = await peer.response(488)
+    assert rejected.headers.get("warning", "").startswith("305 ")
+
+
+async def test_hold_and_resume_by_reinvite(node: EdgeNode, peer: Peer) -> None:
+    request = invite(peer, sdp=OFFER.format(port=peer.port + 2, direction="sendrecv"))
+    peer.send(request, node.endpoint.local_addr)
+    ok = await peer.response(200)
+    peer.send(ack_for(peer, request, ok), node.endpoint.local_addr)
+    call = next(iter(node.ua._active))  # type: ignore[union-attr]
+    assert call.media is not None and call.media.sending
+
+    hold = in_dialog(
+        peer, "INVITE", request, ok, 2, body=OFFER.format(port=peer.port + 2, direction="sendonly")
+    )
+    peer.send(hold, node.endpoint.local_addr)
+    held = await peer.response(200)
+    assert held.cseq.number == 2
+    assert parse_sdp(held.body).media[0].direction == "recvonly"
+    peer.send(ack_for(peer, hold, held), node.endpoint.local_addr)
+    assert not call.media.sending
+
+    resume = in_dialog(
+        peer, "INVITE", request, ok, 3, body=OFFER.format(port=peer.port + 2, direction="sendrecv")
+    )
+    peer.send(resume, node.endpoint.local_addr)
+    resumed = await peer.expect(lambda m: isinstance(m, SipResponse) and m.cseq.number == 3)
+    assert isinstance(resumed, SipResponse) and resumed.status == 200
+    assert parse_sdp(resumed.body).media[0].direction == "sendrecv"
+    assert call.media.sending
+    # RFC 3264 §8: each new SDP of the session is the previous version plus one.
+    versions = [parse_sdp(r.body).origin.session_version for r in (ok, held, resumed)]
+    assert versions == [versions[0], versions[0] + 1, versions[0] + 2]
+
+
+async def test_cancel_while_ringing_gets_487(peer: Peer) -> None:
+    base = next(_ports)
+    settings = Settings.load(
+        {},
+        sip_port=0,
+        rtp_port_min=base,
+        rtp_port_max=base + 38,
+        trust_loopback=True,
+        echo_ring_seconds=10.0,
+    )
+    ringing_node = EdgeNode(settings)
+    await ringing_node.start()
+    try:
+        request = invite(peer, sdp=OFFER.format(port=9, direction="sendrecv"))
+        peer.send(request, ringing_node.endpoint.local_addr)
+        ringing = await peer.response(180)
+        cancel = SipRequest.build(
+            "CANCEL",
+            request.uri,
+            from_=request.from_,
+            to=request.to,
+            call_id=request.call_id,
+            cseq=1,
+            via=str(request.top_via),
+        )
+        peer.send(cancel, ringing_node.endpoint.local_addr)
+        await peer.response(200, "CANCEL")
+        terminated = await peer.response(487)
+        assert terminated.to_tag == ringing.to_tag
+        assert ringing_node.ua is not None
+        assert await ringing_node.ua.wait_idle(WAIT)
+    finally:
+        await ringing_node.stop(drain_seconds=0)
+
+
+async def test_bye_outside_a_dialog_gets_481(node: EdgeNode, peer: Peer) -> None:
+    request = invite(peer)
+    bye = SipRequest.build(
+        "BYE",
+        request.uri,
+        from_=request.from_,
+        to=f"{request.to};tag=nosuchtag",
+        call_id=request.call_id,
+        cseq=2,
+        via=str(request.top_via),
+    )
+    peer.send(bye, node.endpoint.local_addr)
+    await peer.response(481, "BYE")
+
+
+async def test_draining_node_refuses_new_calls_with_503(node: EdgeNode, peer: Peer) -> None:
+    assert node.ua is not None
+    node.ua.accepting = False
+    peer.send(
+        invite(peer, sdp=OFFER.format(port=9, direction="sendrecv")), node.endpoint.local_addr
+    )
+    refused = await peer.response(503)
+    assert refused.headers.get("retry-after") == "30"
