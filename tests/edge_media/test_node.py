@@ -330,3 +330,131 @@ async def test_draining_node_refuses_new_calls_with_503(node: EdgeNode, peer: Pe
     )
     refused = await peer.response(503)
     assert refused.headers.get("retry-after") == "30"
+
+
+# -- outbound (UAC) ---------------------------------------------------------------------------
+
+
+def answer_sdp(port: int) -> str:
+    return OFFER.format(port=port, direction="sendrecv").replace("RTP/AVP 8 0 96", "RTP/AVP 0 96")
+
+
+def respond(
+    request: SipRequest, status: int, tag: str, *, body: str = "", extra: tuple = ()
+) -> SipResponse:
+    from edge_media.sip.message import make_response
+
+    return make_response(
+        request,
+        status,
+        to_tag=tag,
+        extra_headers=[
+            ("Contact", f"<sip:callee@127.0.0.1:{request.uri.port}>"),
+            *extra,
+        ],
+        body=body.encode(),
+        content_type="application/sdp" if body else None,
+    )
+
+
+class Callee(Peer):
+    def reply(self, request: SipRequest, response: SipResponse) -> None:
+        assert self.transport is not None
+        via = request.top_via
+        self.transport.sendto(response.serialize(), (via.host, via.port or 5060))
+
+
+@pytest.fixture
+async def callee() -> AsyncIterator[Callee]:
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.create_datagram_endpoint(Callee, local_addr=("127.0.0.1", 0))
+    yield protocol
+    transport.close()
+
+
+async def test_outbound_call_answered_acked_and_hung_up(node: EdgeNode, callee: Callee) -> None:
+    assert node.ua is not None
+    call = node.ua.invite(
+        f"sip:+15550199@127.0.0.1:{callee.port}",
+        addr=("127.0.0.1", callee.port),
+        from_user="+15550100",
+        from_display='Agera "Test"',
+    )
+    request = await callee.expect(lambda m: isinstance(m, SipRequest) and m.method == "INVITE")
+    assert isinstance(request, SipRequest)
+    assert request.from_.display_name == 'Agera "Test"'
+    offer = parse_sdp(request.body)
+    assert {0, 8} <= set(offer.media[0].payload_types)
+    callee.reply(request, respond(request, 180, "callee1"))
+    assert await call.wait_ringing()
+    callee.reply(request, respond(request, 200, "callee1", body=answer_sdp(callee.port + 2)))
+    ack = await callee.expect(lambda m: isinstance(m, SipRequest) and m.method == "ACK")
+    assert isinstance(ack, SipRequest) and ack.cseq.number == request.cseq.number
+    assert await call.wait_answered()
+    assert call.media is not None and call.media.negotiated is not None
+    assert call.media.negotiated.payload_type == 0
+    # A retransmitted 2xx (our ACK was lost) is ACKed again (§13.2.2.4).
+    callee.reply(request, respond(request, 200, "callee1", body=answer_sdp(callee.port + 2)))
+    again = await callee.expect(lambda m: isinstance(m, SipRequest) and m.method == "ACK")
+    assert again.serialize() == ack.serialize()
+    await call.hangup()
+    bye = await callee.expect(lambda m: isinstance(m, SipRequest) and m.method == "BYE")
+    assert isinstance(bye, SipRequest) and bye.headers.get("reason", "").startswith(
+        "Q.850;cause=16"
+    )
+    assert call.end is not None and call.end.cause == "NORMAL_CLEARING"
+
+
+async def test_outbound_call_answers_a_digest_challenge(node: EdgeNode, callee: Callee) -> None:
+    from edge_media.sip.digest import AuthOk, DigestServer, compute_ha1
+
+    server = DigestServer("carrier.test", b"0123456789abcdef0123456789abcdef")
+    assert node.ua is not None
+    call = node.ua.invite(
+        f"sip:+15550199@127.0.0.1:{callee.port}",
+        addr=("127.0.0.1", callee.port),
+        from_user="+15550100",
+        credentials=("trunkuser", "s3cret"),
+    )
+    first = await callee.expect(lambda m: isinstance(m, SipRequest) and m.method == "INVITE")
+    assert isinstance(first, SipRequest)
+    now = asyncio.get_running_loop().time()
+    challenge = server.challenge(now)
+    callee.reply(
+        first, respond(first, 401, "c401", extra=tuple(("WWW-Authenticate", c) for c in challenge))
+    )
+    second = await callee.expect(
+        lambda m: isinstance(m, SipRequest) and m.method == "INVITE" and m.cseq.number == 2
+    )
+    assert isinstance(second, SipRequest)
+    password = {"trunkuser": "s3cret"}
+
+    def lookup(username: str, realm: str, algorithm: str) -> str | None:
+        secret = password.get(username)
+        return compute_ha1(username, realm, secret, algorithm) if secret else None
+
+    verdict = server.verify(
+        second.headers.get("authorization", ""), "INVITE", str(second.uri), now, lookup
+    )
+    assert isinstance(verdict, AuthOk)
+    callee.reply(second, respond(second, 486, "busy1"))
+    end = await call.ended()
+    assert (end.cause, end.status) == ("USER_BUSY", 486)
+
+
+async def test_outbound_cancel_before_answer(node: EdgeNode, callee: Callee) -> None:
+    assert node.ua is not None
+    call = node.ua.invite(
+        f"sip:+15550199@127.0.0.1:{callee.port}",
+        addr=("127.0.0.1", callee.port),
+        from_user="+15550100",
+    )
+    request = await callee.expect(lambda m: isinstance(m, SipRequest) and m.method == "INVITE")
+    assert isinstance(request, SipRequest)
+    callee.reply(request, respond(request, 180, "ring1"))
+    assert await call.wait_ringing()
+    await call.hangup("ORIGINATOR_CANCEL")
+    cancel = await callee.expect(lambda m: isinstance(m, SipRequest) and m.method == "CANCEL")
+    assert isinstance(cancel, SipRequest)
+    assert cancel.top_via.branch == request.top_via.branch  # §9.1
+    assert call.end is not None and call.end.cause == "ORIGINATOR_CANCEL"
