@@ -26,6 +26,7 @@ def _dev(args: argparse.Namespace) -> int:
     options = dev.options_from_env(
         host=args.host,
         api_port=args.api_port,
+        sip_port=args.sip_port,
         moto_port=args.moto_port,
         template=args.template,
         api_key=args.api_key,
@@ -66,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     dev = sub.add_parser("dev", help="run the whole gateway locally (moto for DynamoDB and SQS)")
     dev.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     dev.add_argument("--api-port", type=int, default=8000, help="REST API port (default 8000)")
+    dev.add_argument("--sip-port", type=int, default=5060, help="SIP port (default 5060)")
     dev.add_argument("--moto-port", type=int, default=0, help="moto port (default: a free one)")
     dev.add_argument("--template", type=Path, default=DEFAULT_TEMPLATE, help="SAM template")
     dev.add_argument("--api-key", help="fix the default account's key (or AGERA_DEV_API_KEY)")

@@ -2,21 +2,24 @@
 
 What runs, in one process: moto (DynamoDB + SQS) on a free port with the template's table and
 queues; the REST API under uvicorn (same Starlette app as on Lambda); the two SQS workers, invoked by
-local pollers with Lambda-shaped events. The edge media node joins when its issue lands. Everything
-reaches moto through ``AWS_ENDPOINT_URL``, exactly as it would reach AWS.
+local pollers with Lambda-shaped events; and an edge media node (SIP and RTP on the same host,
+UDP and TCP, port 5060 by default) with the echo line. Everything reaches moto through
+``AWS_ENDPOINT_URL``, exactly as it would reach AWS.
 
-Ctrl-C (or SIGTERM) stops the API first, then the pollers, then moto, and exits 0.
+Ctrl-C (or SIGTERM) stops the API first, then the edge node (live calls are hung up), then the
+pollers, then moto, and exits 0.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from infra.bootstrap import Bootstrap, bootstrap_default_account
 from infra.local_aws import (
@@ -30,6 +33,9 @@ from infra.local_aws import (
 from infra.sqs_poller import SqsPoller
 from shared.settings import Settings, SettingsError
 
+if TYPE_CHECKING:
+    from edge_media.node import EdgeNode
+
 logger = logging.getLogger("agera.dev")
 
 
@@ -41,6 +47,7 @@ class DevError(Exception):
 class DevOptions:
     host: str = "127.0.0.1"
     api_port: int = 8000
+    sip_port: int = 5060
     moto_port: int = 0
     template: Path = DEFAULT_TEMPLATE
     api_key: str | None = None
@@ -61,6 +68,21 @@ def _check_port_free(host: str, port: int, what: str, option: str) -> None:
             raise DevError(
                 f"{what} port {host}:{port} is in use; choose another with {option}"
             ) from None
+
+
+def _check_sip_port_free(host: str, port: int) -> None:
+    """SIP needs UDP and TCP on one port; say which option moves it if either is taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+        with socket.socket(family, kind) as probe:
+            if kind == socket.SOCK_STREAM:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError:
+                raise DevError(
+                    f"SIP port {host}:{port} is in use; choose another with --sip-port"
+                ) from None
 
 
 def _local_environment(options: DevOptions, endpoint: str) -> dict[str, str]:
@@ -87,7 +109,8 @@ def banner(options: DevOptions, boot: Bootstrap, endpoint: str, resources: Local
         f"  REST API        {api}   (health: {api}/health)",
         f"  moto (AWS)      {endpoint}   (DynamoDB + SQS, in memory)",
         f"  table           {resources.table_name}",
-        "  edge node       not part of this build yet (SIP/RTP lands with the edge issue)",
+        f"  SIP (edge node) {options.host}:{options.sip_port} UDP+TCP   "
+        f"(test line: sip:echo@{options.host}:{options.sip_port})",
         "",
         f"  account id      {boot.account.account_id}",
         f"  API key         {boot.api_key}",
@@ -113,9 +136,11 @@ async def run_dev(options: DevOptions) -> None:
 
     Settings.load()  # a malformed AGERA_* variable fails here, before anything starts
     _check_port_free(options.host, options.api_port, "API", "--api-port")
+    _check_sip_port_free(options.host, options.sip_port)
     moto = MotoServer(options.host, options.moto_port)
     endpoint = moto.start()
     pollers: list[SqsPoller] = []
+    node: EdgeNode | None = None
     try:
         apply_env(_local_environment(options, endpoint))
         resources = provision(endpoint, options.template)
@@ -138,6 +163,10 @@ async def run_dev(options: DevOptions) -> None:
         ]
         for poller in pollers:
             poller.start()
+        from edge_media.node import EdgeNode
+
+        node = EdgeNode(Settings.load(sip_host=options.host, sip_port=options.sip_port))
+        await node.start()
         config = uvicorn.Config(
             create_app(),
             host=options.host,
@@ -150,10 +179,31 @@ async def run_dev(options: DevOptions) -> None:
         print(banner(options, boot, endpoint, resources), file=options.out, flush=True)
         await server.serve()
     finally:
+        cancelled = await _stop_node(node)
         for poller in pollers:
             poller.stop()
         moto.stop()
         print("local stack stopped", file=options.out, flush=True)
+        if cancelled:
+            raise asyncio.CancelledError
+
+
+async def _stop_node(node: EdgeNode | None) -> bool:
+    """Stop the edge node even when Ctrl-C arrives as a cancellation of this task.
+
+    asyncio's runner turns SIGINT into a cancel of the main task once uvicorn hands the signal
+    back, which would abandon the node's BYEs half-way. Returns whether a cancel was swallowed,
+    so the caller re-raises it after the rest of the cleanup.
+    """
+    if node is None:
+        return False
+    stopping = asyncio.ensure_future(node.stop(drain_seconds=0))
+    try:
+        await asyncio.shield(stopping)
+    except asyncio.CancelledError:
+        await stopping
+        return True
+    return False
 
 
 def options_from_env(**values: object) -> DevOptions:

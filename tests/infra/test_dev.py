@@ -41,17 +41,18 @@ def wait_for(url: str, deadline: float, headers: dict[str, str] | None = None) -
 @pytest.fixture
 def dev_process():
     port = free_port()
+    sip = free_port()
     env = dict(os.environ, AGERA_DEV_API_KEY=API_KEY, AGERA_DEV_ADMIN_KEY=ADMIN_KEY)
     env.pop("AWS_ENDPOINT_URL", None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "infra.cli", "dev", "--api-port", str(port)],
+        [sys.executable, "-m", "infra.cli", "dev", "--api-port", str(port), "--sip-port", str(sip)],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
-    yield proc, port
+    yield proc, port, sip
     if proc.poll() is None:
         proc.kill()
         proc.wait(10)
@@ -59,7 +60,7 @@ def dev_process():
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_dev_serves_health_prints_keys_and_stops_cleanly(dev_process, stop_signal) -> None:
-    proc, port = dev_process
+    proc, port, sip = dev_process
     status, body = wait_for(f"http://127.0.0.1:{port}/api/health", time.monotonic() + 60)
     assert status == 200
     assert body["status"] == "ok"
@@ -69,6 +70,20 @@ def test_dev_serves_health_prints_keys_and_stops_cleanly(dev_process, stop_signa
         f"http://127.0.0.1:{port}/api/account", time.monotonic() + 10, {"X-API-KEY": API_KEY}
     )
     assert status == 200 and account["name"] == "Local development"
+    # The edge node answers SIP on the same host: an OPTIONS ping gets 200 with our methods.
+    options = (
+        f"OPTIONS sip:127.0.0.1:{sip} SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKdevtest;rport\r\n"
+        "From: <sip:probe@127.0.0.1>;tag=1\r\nTo: <sip:127.0.0.1>\r\n"
+        "Call-ID: devtest\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    )
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as ping:
+        ping.settimeout(5)
+        ping.bind(("127.0.0.1", 0))
+        ping.sendto(options.encode(), ("127.0.0.1", sip))
+        answer = ping.recv(4096).decode()
+    assert answer.startswith("SIP/2.0 200 OK\r\n")
+    assert "Allow: INVITE, ACK, BYE, CANCEL, OPTIONS" in answer
     proc.send_signal(stop_signal)
     out, _ = proc.communicate(timeout=20)
     assert proc.returncode == 0, out
@@ -77,6 +92,7 @@ def test_dev_serves_health_prints_keys_and_stops_cleanly(dev_process, stop_signa
     assert "webhook secret  whsec_" in out
     assert f"account id      {account['account_id']}" in out
     assert "local stack stopped" in out
+    assert f"sip:echo@127.0.0.1:{sip}" in out
     assert "Traceback" not in out
 
 
@@ -112,3 +128,29 @@ def test_bad_setting_is_one_line_naming_it() -> None:
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("agera dev: AGERA_API_KEY_CACHE_SECONDS:")
+
+
+def test_sip_port_in_use_is_one_clear_line() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        sip = busy.getsockname()[1]
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "infra.cli",
+                "dev",
+                "--api-port",
+                str(free_port()),
+                "--sip-port",
+                str(sip),
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        f"agera dev: SIP port 127.0.0.1:{sip} is in use; choose another with --sip-port"
+    )
