@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from edge_media.rtp.dtmf import DtmfDigit, DtmfTrigger
 from edge_media.rtp.ports import PortsExhaustedError
 from edge_media.rtp.session import RtpSession
 from edge_media.sip.causes import NORMAL_CLEARING, cause_for_status, reason_header
@@ -29,7 +30,9 @@ from edge_media.sip.dialog import Dialog, DialogError, DialogState
 from edge_media.sip.digest import DigestClient, DigestError
 from edge_media.sip.endpoint import ClientTransaction, TransactionFailed, new_branch
 from edge_media.sip.errors import SipParseError
+from edge_media.sip.info_dtmf import KEYS
 from edge_media.sip.message import SipRequest, SipResponse, body_of_type, make_response
+from edge_media.sip.refer import OutgoingRefer
 from edge_media.sip.sdp import (
     Direction,
     NegotiatedMedia,
@@ -37,6 +40,13 @@ from edge_media.sip.sdp import (
     SdpError,
     SdpSession,
     parse_sdp,
+)
+from edge_media.sip.session_timer import (
+    SessionIntervalTooSmall,
+    SessionTimer,
+    SessionTimerOffer,
+    negotiate_as_uas,
+    uac_offer,
 )
 from edge_media.sip.transaction import (
     AckNotReceived,
@@ -57,6 +67,12 @@ logger = logging.getLogger("agera.sip.call")
 SDP = "application/sdp"
 BYE_WAIT = 5.0  # seconds we wait for the answer to our BYE before forgetting the dialog
 MAX_AUTH_ATTEMPTS = 2  # a second challenge after our credentials means they are wrong
+REFRESHING = frozenset({"INVITE", "UPDATE", "REFER", "NOTIFY", "SUBSCRIBE"})  # carry Contact
+
+
+def _allow_of(message: SipRequest | SipResponse) -> frozenset[str]:
+    """The methods a peer said it allows (§20.5); empty when it did not say."""
+    return frozenset(m.strip().upper() for m in message.headers.get_all("allow"))
 
 
 class CallState(StrEnum):
@@ -129,7 +145,15 @@ class SipCall:
         self._hold = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._digest = DigestClient()
+        self.peer_allow = _allow_of(invite) if direction == "inbound" else frozenset()
         self.bye_task: asyncio.Task[Any] | None = None  # our BYE's transaction, for shutdown
+        self.app: Any = None  # the application running this call (a REFER re-runs it)
+        self.session_timer: SessionTimer | None = None
+        self._session_timer_handle: asyncio.TimerHandle | None = None
+        self._timer_offer: SessionTimerOffer | None = None  # UAC: what our INVITE asked for
+        self.outgoing_refer: OutgoingRefer | None = None
+        self.refer_done = asyncio.Event()
+        self.refers_received = 0
 
     # -- observation -------------------------------------------------------------------------
 
@@ -237,9 +261,14 @@ class SipCall:
                 self.reject(488, extra=[("Warning", warning)], cause="INCOMPATIBLE_DESTINATION")
                 return False
             body, negotiated = result.body, result.media
+        timer = negotiate_as_uas(self.invite, self.ua.timer_policy, self.endpoint.now())
+        if isinstance(timer, SessionIntervalTooSmall):
+            self.reject(422, "Session Interval Too Small", extra=timer.headers)
+            return False
         self._ensure_uas_dialog()
-        headers = self._headers_for_answer() + self.ua.session_timer_headers(self, self.invite)
+        headers = self._headers_for_answer() + list(timer.headers)
         response = self._respond(200, extra_headers=headers, body=body, content_type=SDP)
+        self.set_session_timer(timer.timer)
         assert self.dialog is not None
         self.dialog.confirm()
         self.state = CallState.ANSWERED
@@ -446,7 +475,12 @@ class SipCall:
             self._answer(txn, request, 488 if request.body else 200)
             return
         offer = self._sdp_of(request)
-        headers = self._headers_for_answer() + self.ua.session_timer_headers(self, request)
+        timer = negotiate_as_uas(request, self.ua.timer_policy, self.endpoint.now())
+        if isinstance(timer, SessionIntervalTooSmall):
+            self._answer(txn, request, 422, "Session Interval Too Small", extra=timer.headers)
+            return
+        self.set_session_timer(timer.timer)
+        headers = self._headers_for_answer() + list(timer.headers)
         if offer is False:
             self._answer(txn, request, 400, "Malformed SDP")
             return
@@ -488,6 +522,9 @@ class SipCall:
             return
         assert self.sdp is not None
         self.invite = self.invite.with_body(bytes(self.sdp.offer()))
+        self._timer_offer = uac_offer(self.ua.timer_policy)
+        if self._timer_offer is not None:
+            self.invite = self._with_headers(self.invite, self._timer_offer.headers())
         attempts = 0
         while not self.is_ended:
             client = self.invite_client = self.endpoint.send_request(
@@ -498,6 +535,12 @@ class SipCall:
             if final is None or self.is_ended:
                 return
             status = final.status
+            if status == 422 and self._timer_offer is not None:
+                retry_offer = self._timer_offer.after_422(final)
+                if retry_offer is not None:
+                    self._timer_offer = retry_offer
+                    self.invite = self._next_invite(self.invite, retry_offer.headers())
+                    continue
             if status in (401, 407) and credentials and attempts < MAX_AUTH_ATTEMPTS - 1:
                 attempts += 1
                 retry = self._authenticated_invite(final, credentials)
@@ -548,18 +591,36 @@ class SipCall:
         except (DigestError, SipParseError) as error:
             self.log.info("cannot answer the %d challenge: %s", challenge.status, error)
             return None
-        headers = self.invite.headers.without(answer.lower())
-        headers = headers.with_replaced("Via", self.endpoint.via(self.kind))
-        cseq = self.invite.cseq.number + 1
-        headers = headers.with_replaced("CSeq", f"{cseq} INVITE").with_added(answer, value)
-        return self.invite.with_headers(headers)
+        invite = self.invite.with_headers(self.invite.headers.without(answer.lower()))
+        return self._next_invite(invite, [(answer, value)])
+
+    def _next_invite(self, invite: SipRequest, headers: Iterable[tuple[str, str]]) -> SipRequest:
+        """The INVITE re-sent after a challenge or a 422: new branch, next CSeq (§8.1.3.5)."""
+        fields = invite.headers.with_replaced("Via", self.endpoint.via(self.kind))
+        fields = fields.with_replaced("CSeq", f"{invite.cseq.number + 1} INVITE")
+        return self._with_headers(invite.with_headers(fields), headers)
+
+    @staticmethod
+    def _with_headers(request: SipRequest, headers: Iterable[tuple[str, str]]) -> SipRequest:
+        fields = request.headers
+        for name, value in headers:
+            fields = fields.with_replaced(name, value)
+        return request.with_headers(fields)
 
     def on_2xx(self, response: SipResponse) -> None:
         """Every 2xx to our INVITE, retransmissions included: ACK it (§13.2.2.4)."""
-        tag = response.to_tag or ""
+        tag = f"{response.to_tag}/{response.cseq.number}"
         cached = self._acks.get(tag)
         if cached is not None:
             self._send_in_dialog(cached, stateless=True)
+            return
+        if response.cseq.number != self.invite.cseq.number and self.dialog is not None:
+            # The 2xx of a re-INVITE of ours: its ACK is an in-dialog request (§14.1).
+            ack = self.dialog.create_request(
+                "ACK", via=self.endpoint.via(self.kind), cseq=response.cseq.number
+            )
+            self._acks[tag] = ack
+            self._send_in_dialog(ack, stateless=True)
             return
         first = not self._answered.is_set() and not self.is_ended
         if self.dialog is None:
@@ -586,6 +647,9 @@ class SipCall:
             self._spawn(self.hangup("INCOMPATIBLE_DESTINATION"))
             return
         self._apply(negotiated)
+        if self._timer_offer is not None:
+            self.set_session_timer(self._timer_offer.on_2xx(response, self.endpoint.now()))
+        self.peer_allow = _allow_of(response)
         self.log.info("answered by peer (%s)", self._media_summary())
 
     async def _bye_for(self, response: SipResponse) -> None:
@@ -594,6 +658,122 @@ class SipCall:
             "BYE", via=self.endpoint.via(self.kind), extra_headers=[reason_header(NORMAL_CLEARING)]
         )
         await self._send_and_wait(request, dialog)
+
+    # -- requests inside the dialog (UAC side) -----------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        *,
+        body: bytes = b"",
+        content_type: str | None = None,
+        extra: Iterable[tuple[str, str]] = (),
+    ) -> SipResponse | TransactionFailed | None:
+        """Send an in-dialog request and wait for its final response (None: no dialog)."""
+        dialog = self.dialog
+        if dialog is None or self.is_ended:
+            return None
+        contact = self.endpoint.contact(None, self.kind) if method in REFRESHING else None
+        request = dialog.create_request(
+            method,
+            via=self.endpoint.via(self.kind),
+            contact=contact,
+            body=body,
+            content_type=content_type,
+            extra_headers=extra,
+        )
+        client = self._send_in_dialog(request)
+        assert client is not None
+        return await client.final()
+
+    async def reoffer(
+        self, direction: Direction | None = None, *, extra: Iterable[tuple[str, str]] = ()
+    ) -> SipResponse | TransactionFailed | None:
+        """A new offer by re-INVITE, or UPDATE when the peer allows it (hold, resume, refresh).
+
+        ``direction`` None keeps the current one (a session refresh).
+        """
+        if self.sdp is None or self.media is None or self._client_reinvite:
+            return None
+        if direction is None:
+            negotiated = self.media.negotiated
+            direction = negotiated.direction if negotiated is not None else Direction.SENDRECV
+        method = "UPDATE" if "UPDATE" in self.peer_allow else "INVITE"
+        self._client_reinvite = True
+        try:
+            body = bytes(self.sdp.offer(direction))
+            final = await self.request(method, body=body, content_type=SDP, extra=extra)
+        finally:
+            self._client_reinvite = False
+        if isinstance(final, SipResponse) and 200 <= final.status < 300:
+            answer = self._sdp_of(final)
+            result = self.sdp.process_answer(answer) if answer else None
+            if isinstance(result, NegotiatedMedia):
+                self._apply(result)
+        return final
+
+    async def hold(self) -> bool:
+        """Put the peer on hold (we stop sending; RFC 3264 §8.4)."""
+        final = await self.reoffer(Direction.SENDONLY)
+        return isinstance(final, SipResponse) and 200 <= final.status < 300
+
+    async def resume(self) -> bool:
+        final = await self.reoffer(Direction.SENDRECV)
+        return isinstance(final, SipResponse) and 200 <= final.status < 300
+
+    # -- RFC 4028 session timers -----------------------------------------------------------------
+
+    def set_session_timer(self, timer: SessionTimer | None) -> None:
+        if self._session_timer_handle is not None:
+            self._session_timer_handle.cancel()
+            self._session_timer_handle = None
+        self.session_timer = timer
+        self._arm_session_timer()
+
+    def _arm_session_timer(self) -> None:
+        timer = self.session_timer
+        deadline = timer.next_deadline() if timer is not None else None
+        if deadline is None or self.is_ended:
+            return
+        loop = asyncio.get_running_loop()
+        self._session_timer_handle = loop.call_at(deadline, self._on_session_timer)
+
+    def _on_session_timer(self) -> None:
+        self._session_timer_handle = None
+        timer = self.session_timer
+        if timer is None:
+            return
+        action = timer.on_deadline(self.endpoint.now())
+        if action == "expire":
+            self.log.info("session timer expired without a refresh (RFC 4028 §10): BYE")
+            self._spawn(self.hangup("RECOVERY_ON_TIMER_EXPIRE"))
+            return
+        if action == "refresh":
+            self._spawn(self._refresh_session(timer))
+        self._arm_session_timer()
+
+    async def _refresh_session(self, timer: SessionTimer) -> None:
+        offer = timer.offer()
+        final = await self.reoffer(extra=offer.headers())
+        if isinstance(final, SipResponse) and 200 <= final.status < 300:
+            self.set_session_timer(offer.on_2xx(final, self.endpoint.now()))
+        elif isinstance(final, TransactionFailed) or (
+            isinstance(final, SipResponse) and final.status in (408, 481)
+        ):
+            # RFC 4028 §10 with RFC 3261 §12.2.1.2: a refresh that finds no dialog ends it.
+            self._spawn(self.hangup("RECOVERY_ON_TIMER_EXPIRE"))
+
+    # -- INFO digits -------------------------------------------------------------------------------
+
+    def deliver_info_digit(self, digit: str, duration_ms: int | None) -> None:
+        """A digit from INFO (RFC 6086 / dtmf-relay): same destination as RFC 4733 digits."""
+        duration = duration_ms or 100
+        if self.on_digit is not None:
+            self.on_digit(digit, duration)
+        elif self.media is not None:
+            event = KEYS.index(digit) if digit in KEYS else 0
+            press = DtmfDigit(digit, event, 0, duration * 8, 10, DtmfTrigger.END)
+            self.media.sink.on_digits((press,))
 
     # -- ending ----------------------------------------------------------------------------------
 
@@ -669,6 +849,8 @@ class SipCall:
             self.dialog.terminate()
         if self.media is not None:
             self.media.close()
+        self.set_session_timer(None)
+        self.refer_done.set()
         self._stop_retransmitter_unless_pending()
         self.log.info("ended: %s (%s%s)", cause, by, f", SIP {status}" if status else "")
         self._ended.set()

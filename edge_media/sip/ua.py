@@ -27,8 +27,10 @@ from edge_media.rtp.ports import PortAllocator
 from edge_media.sip.call import SDP, CallState, SipCall
 from edge_media.sip.causes import NORMAL_CLEARING, reason_header
 from edge_media.sip.endpoint import ClientTransaction, SipEndpoint, host_for_uri, new_tag
+from edge_media.sip.info_dtmf import InfoDtmfError, dtmf_of_info
 from edge_media.sip.message import SipRequest, make_response, validate_request
 from edge_media.sip.sdp import LocalMedia
+from edge_media.sip.session_timer import SessionTimerPolicy
 from edge_media.sip.transaction import (
     AckReceived,
     CancelReceived,
@@ -41,6 +43,7 @@ from edge_media.sip.transaction import (
     TransactionTerminated,
     TransactionTimeout,
 )
+from edge_media.sip.transfer import follow_refer, on_refer_notify
 from edge_media.sip.transport import SipAddress
 from edge_media.sip.uri import SipUri
 
@@ -82,6 +85,7 @@ class UserAgent:
         advertised_media: str | None = None,
         playout_seconds: float = 60.0,
         rng: random.Random | None = None,
+        timer_policy: SessionTimerPolicy | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.ports = ports
@@ -95,7 +99,8 @@ class UserAgent:
         self.allowed_methods: tuple[str, ...] = (
             "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "UPDATE", "REFER", "NOTIFY",
         )  # fmt: skip
-        self.supported: tuple[str, ...] = ()
+        self.supported: tuple[str, ...] = ("timer", "norefersub")
+        self.timer_policy = timer_policy or SessionTimerPolicy()
         self.accepting = True
         self._calls: dict[tuple[str, str], SipCall] = {}  # (Call-ID, our tag)
         self._by_server_txn: dict[TransactionId, SipCall] = {}
@@ -134,9 +139,6 @@ class UserAgent:
         if self.supported:
             headers.append(("Supported", ", ".join(self.supported)))
         return headers
-
-    def session_timer_headers(self, call: SipCall, request: SipRequest) -> list[tuple[str, str]]:
-        return []
 
     def resolve(self, uri: Any, fallback: SipAddress, kind: str) -> tuple[SipAddress, str]:
         """An IP-literal SIP URI to (address, transport); anything else goes to ``fallback``."""
@@ -329,6 +331,7 @@ class UserAgent:
                 call.reject(decision.status, decision.reason, cause=decision.cause)
                 return
             if not call.is_ended:
+                call.app = decision
                 await decision(call)
         except asyncio.CancelledError:
             raise
@@ -406,13 +409,38 @@ class UserAgent:
     # -- in-dialog methods the calls delegate ------------------------------------------------------
 
     def on_info(self, call: SipCall, txn: TransactionId, request: SipRequest) -> None:
-        call._answer(txn, request, 415, extra=[("Accept", SDP)])
+        """INFO: DTMF (application/dtmf-relay, application/dtmf); bodiless INFO is a ping."""
+        try:
+            dtmf = dtmf_of_info(request)
+        except InfoDtmfError as error:
+            call._answer(txn, request, error.status, error.reason, extra=error.headers)
+            return
+        call._answer(txn, request, 200)
+        if dtmf is not None:
+            call.log.info("INFO digit %s", dtmf.digit)
+            call.deliver_info_digit(dtmf.digit, dtmf.duration_ms)
 
     def on_refer(self, call: SipCall, txn: TransactionId, request: SipRequest) -> None:
-        call._answer(txn, request, 603, "Decline")
+        self._spawn(follow_refer(call, txn, request))
 
     def on_notify(self, call: SipCall, txn: TransactionId, request: SipRequest) -> None:
-        call._answer(txn, request, 481, "Subscription Does Not Exist")
+        on_refer_notify(call, txn, request)
+
+    def run_app(self, call: SipCall, app: CallApp) -> None:
+        """Run ``app`` on an outbound call (a transfer target); the call ends with it."""
+        call.app = app
+
+        async def run() -> None:
+            try:
+                await app(call)
+            except Exception:
+                self.stats["app_errors"] += 1
+                call.log.exception("call application failed")
+            finally:
+                if not call.is_ended:
+                    await call.hangup(NORMAL_CLEARING)
+
+        self._spawn(run())
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
