@@ -12,13 +12,17 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import secrets
 
 from edge_media.apps.echo import ECHO_USER, echo_app
 from edge_media.rtp.ports import PortAllocator
 from edge_media.rtp.transport import MediaClock, monotonic_clock_for
 from edge_media.sip.acl import SourceAcl
 from edge_media.sip.call import SipCall
-from edge_media.sip.endpoint import SipEndpoint
+from edge_media.sip.digest import DigestServer
+from edge_media.sip.endpoint import SipEndpoint, new_tag
+from edge_media.sip.extensions import ExtensionDirectory, StaticDirectory
+from edge_media.sip.registrar import Registrar
 from edge_media.sip.transport import SipTransportConfig
 from edge_media.sip.ua import CallApp, Reject, UserAgent
 from shared.settings import Settings
@@ -31,8 +35,14 @@ logger = logging.getLogger("agera.edge")
 class EdgeNode:
     """``await start()``, then ``await stop()`` (drains); `ua` places and tracks calls."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, directory: ExtensionDirectory | None = None) -> None:
         self.settings = settings
+        self.directory = directory or StaticDirectory()
+        # Nonces are checked by the node that issued them (a phone's REGISTER and INVITE reach
+        # the same worker: same 4-tuple), so a per-process secret is enough.
+        self.registrar = Registrar(
+            DigestServer(settings.sip_realm, secrets.token_bytes(32)), new_tag=new_tag
+        )
         self.acl = SourceAcl(settings.sip_trusted_sources, trust_loopback=settings.trust_loopback)
         self.ports = PortAllocator(settings.rtp_port_min, settings.rtp_port_max)
         self.endpoint = SipEndpoint(
@@ -56,6 +66,8 @@ class EdgeNode:
             media_host=self.settings.sip_host,
             advertised_media=self.settings.advertised_address,
             playout_seconds=self.settings.max_playout_seconds,
+            registrar=self.registrar,
+            directory=self.directory,
         )
         await self.endpoint.start()
         self.clock.start()

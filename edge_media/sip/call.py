@@ -154,6 +154,7 @@ class SipCall:
         self.outgoing_refer: OutgoingRefer | None = None
         self.refer_done = asyncio.Event()
         self.refers_received = 0
+        self.extension: Any = None  # the ExtensionAuth that authenticated this INVITE, if any
 
     # -- observation -------------------------------------------------------------------------
 

@@ -18,17 +18,22 @@ import ipaddress
 import logging
 import random
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from edge_media.rtp.pacer import Pacer
 from edge_media.rtp.ports import PortAllocator
+from edge_media.sip.bindings import Aor, Binding
 from edge_media.sip.call import SDP, CallState, SipCall
 from edge_media.sip.causes import NORMAL_CLEARING, reason_header
+from edge_media.sip.digest import AuthOk, AuthStale, DigestError, parse_credentials
 from edge_media.sip.endpoint import ClientTransaction, SipEndpoint, host_for_uri, new_tag
+from edge_media.sip.extensions import ExtensionDirectory
 from edge_media.sip.info_dtmf import InfoDtmfError, dtmf_of_info
 from edge_media.sip.message import SipRequest, make_response, validate_request
+from edge_media.sip.registrar import ExtensionAuth, Registrar, lookup_username
 from edge_media.sip.sdp import LocalMedia
 from edge_media.sip.session_timer import SessionTimerPolicy
 from edge_media.sip.transaction import (
@@ -86,6 +91,8 @@ class UserAgent:
         playout_seconds: float = 60.0,
         rng: random.Random | None = None,
         timer_policy: SessionTimerPolicy | None = None,
+        registrar: Registrar | None = None,
+        directory: ExtensionDirectory | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.ports = ports
@@ -102,6 +109,10 @@ class UserAgent:
         self.supported: tuple[str, ...] = ("timer", "norefersub")
         self.timer_policy = timer_policy or SessionTimerPolicy()
         self.accepting = True
+        self.registrar = registrar
+        self.directory = directory
+        if registrar is not None:
+            self.allowed_methods += ("REGISTER",)
         self._calls: dict[tuple[str, str], SipCall] = {}  # (Call-ID, our tag)
         self._by_server_txn: dict[TransactionId, SipCall] = {}
         self._by_client_txn: dict[TransactionId, SipCall] = {}
@@ -267,6 +278,8 @@ class UserAgent:
             self._on_invite(event)
         elif method == "OPTIONS":
             self._reply(event.txn_id, request, 200, extra=self.capability_headers())
+        elif method == "REGISTER" and self.registrar is not None:
+            self._spawn(self._on_register(event, self.registrar))
         else:
             # BYE, INFO, UPDATE, REFER, NOTIFY outside a dialog (§12.2.2).
             self._reply(event.txn_id, request, 481, "Call/Transaction Does Not Exist")
@@ -294,10 +307,22 @@ class UserAgent:
             return
         source = event.addr[0]
         if not self._source_allowed(source):
+            if self.registrar is not None and self.directory is not None:
+                self._spawn(self._authorize_invite(event, self.registrar, self.directory))
+                return
             self.stats["rejected"] += 1
             logger.info("INVITE %s from %s refused: source not allowed", request.call_id, source)
             self._reply(event.txn_id, request, 403, "Forbidden (source address not allowed)")
             return
+        self._accept_invite(event, merge_key)
+
+    def _accept_invite(
+        self,
+        event: RequestReceived,
+        merge_key: tuple[str, str | None, int],
+        extension: ExtensionAuth | None = None,
+    ) -> None:
+        request = event.request
         call = SipCall(
             self,
             direction="inbound",
@@ -307,6 +332,7 @@ class UserAgent:
             kind=event.transport.lower(),
         )
         call.invite_txn = event.txn_id
+        call.extension = extension
         self._by_server_txn[event.txn_id] = call
         self.register_dialog(call)
         self._track(call)
@@ -344,6 +370,72 @@ class UserAgent:
             if not call.is_ended:
                 await call.hangup(NORMAL_CLEARING)
             asyncio.get_running_loop().call_later(DIALOG_LINGER, self._merged.pop, merge_key, None)
+
+    # -- extensions: REGISTER and authenticated INVITEs ---------------------------------------
+
+    async def _on_register(self, event: RequestReceived, registrar: Registrar) -> None:
+        request = event.request
+        username = lookup_username(request, registrar.realm)
+        auth = None
+        if username is not None and self.directory is not None:
+            auth = await self.directory.lookup(username)
+        outcome = registrar.handle(request, event.addr, event.transport.lower(), auth, time.time())
+        self.endpoint.send_response(event.txn_id, outcome.response)
+        if outcome.changed:
+            logger.info(
+                "REGISTER %s from %s:%d: %d contact(s) bound",
+                outcome.aor, event.addr[0], event.addr[1], len(outcome.bindings),
+            )  # fmt: skip
+        elif not outcome.accepted and outcome.response.status != 401:
+            logger.info(
+                "REGISTER from %s:%d refused: %d %s", event.addr[0], event.addr[1],
+                outcome.response.status, outcome.detail,
+            )  # fmt: skip
+
+    async def _authorize_invite(
+        self, event: RequestReceived, registrar: Registrar, directory: ExtensionDirectory
+    ) -> None:
+        """An INVITE from outside the trusted sources must come from an extension (407)."""
+        request = event.request
+        merge_key = (request.call_id, request.from_tag, request.cseq.number)
+        digest = registrar.digest
+        now = time.time()
+        header = request.headers.get("proxy-authorization")
+        if header is None:
+            challenge = [("Proxy-Authenticate", value) for value in digest.challenge(now)]
+            self._reply(event.txn_id, request, 407, "Proxy Authentication Required", challenge)
+            return
+        try:
+            username = parse_credentials(header).username
+        except DigestError:
+            self._reply(event.txn_id, request, 400, "Malformed Proxy-Authorization")
+            return
+        extension = await directory.lookup(username)
+        lookup = extension.ha1 if extension is not None else (lambda *_: None)
+        verdict = digest.verify(header, "INVITE", str(request.uri), now, lookup)
+        if isinstance(verdict, AuthOk) and extension is not None:
+            self._accept_invite(event, merge_key, extension)
+        elif isinstance(verdict, AuthStale):
+            challenge = [("Proxy-Authenticate", v) for v in digest.challenge(now, stale=True)]
+            self._reply(event.txn_id, request, 407, "Proxy Authentication Required", challenge)
+        else:
+            self.stats["rejected"] += 1
+            logger.info("INVITE %s from %s: bad credentials", request.call_id, event.addr[0])
+            self._reply(event.txn_id, request, 403, "Forbidden (bad credentials)")
+
+    def contacts_for(self, account_id: str, extension: str) -> list[Binding]:
+        """Live registrations of an extension, best first (for calls to it)."""
+        if self.registrar is None:
+            return []
+        return self.registrar.store.contacts_for(Aor(account_id, extension), time.time())
+
+    def call_binding(self, binding: Binding, *, from_user: str, **options: Any) -> SipCall:
+        """Call a registered contact: Request-URI its Contact, sent where it registered from."""
+        target = binding.target()
+        return self.invite(
+            str(target.uri), addr=target.address, kind=target.transport.lower(),
+            from_user=from_user, **options,
+        )  # fmt: skip
 
     # -- outbound --------------------------------------------------------------------------------
 

@@ -208,21 +208,105 @@ async def test_invite_without_sdp_gets_offer_and_takes_answer_from_ack(
     assert call.media.negotiated.dtmf_payload_type == 101
 
 
-async def test_invite_from_untrusted_source_gets_403(peer: Peer) -> None:
+async def test_untrusted_source_must_authenticate_as_an_extension(peer: Peer) -> None:
+    from edge_media.sip.digest import DigestClient
+    from edge_media.sip.extensions import StaticDirectory, extension_auth
+
     base = next(_ports)
     settings = Settings.load(
         {}, sip_port=0, rtp_port_min=base, rtp_port_max=base + 38, trust_loopback=False
     )
-    strict = EdgeNode(settings)
+    alice = extension_auth("acc_1", "201", "alice", "correct horse", settings.sip_realm)
+    strict = EdgeNode(settings, directory=StaticDirectory([alice]))
     await strict.start()
-    try:
-        peer.send(
-            invite(peer, sdp=OFFER.format(port=9, direction="sendrecv")), strict.endpoint.local_addr
+    node = strict.endpoint.local_addr
+
+    def with_credentials(request: SipRequest, challenge: SipResponse, password: str) -> SipRequest:
+        value = DigestClient().respond(
+            challenge.headers.get_lines("proxy-authenticate"),
+            "INVITE",
+            str(request.uri),
+            "alice",
+            password,
+            cnonce=secrets.token_hex(4),
         )
+        headers = request.headers.with_replaced("CSeq", f"{request.cseq.number + 1} INVITE")
+        headers = headers.with_replaced(
+            "Via", f"SIP/2.0/UDP 127.0.0.1:{peer.port};branch=z9hG4bK{secrets.token_hex(6)}"
+        )
+        return request.with_headers(headers.with_added("Proxy-Authorization", value))
+
+    try:
+        request = invite(peer, sdp=OFFER.format(port=peer.port + 2, direction="sendrecv"))
+        peer.send(request, node)
+        challenge = await peer.response(407)
+        algorithms = " ".join(challenge.headers.get_lines("proxy-authenticate"))
+        assert "SHA-256" in algorithms and "MD5" in algorithms  # RFC 8760 §2.3
+        peer.send(with_credentials(request, challenge, "wrong"), node)
         forbidden = await peer.response(403)
-        assert "not allowed" in forbidden.reason
+        assert "bad credentials" in forbidden.reason
+
+        request = invite(peer, sdp=OFFER.format(port=peer.port + 2, direction="sendrecv"))
+        peer.send(request, node)
+        challenge = await peer.response(407)
+        peer.send(with_credentials(request, challenge, "correct horse"), node)
+        answered = await peer.response(200)
+        assert answered.cseq.number == 2
+        call = next(iter(strict.ua._active))  # type: ignore[union-attr]
+        assert call.extension == alice
     finally:
         await strict.stop(drain_seconds=0)
+
+
+async def test_register_then_the_node_calls_the_extension(peer: Peer) -> None:
+    from edge_media.sip.digest import DigestClient
+    from edge_media.sip.extensions import StaticDirectory, extension_auth
+
+    base = next(_ports)
+    settings = Settings.load({}, sip_port=0, rtp_port_min=base, rtp_port_max=base + 38)
+    alice = extension_auth("acc_1", "201", "alice", "pw", settings.sip_realm)
+    edge = EdgeNode(settings, directory=StaticDirectory([alice]))
+    await edge.start()
+    node = edge.endpoint.local_addr
+
+    def register(cseq: int, authorization: str | None = None) -> SipRequest:
+        extra = [("Authorization", authorization)] if authorization else []
+        return SipRequest.build(
+            "REGISTER",
+            f"sip:127.0.0.1:{node[1]}",
+            from_="<sip:alice@127.0.0.1>;tag=reg1",
+            to="<sip:alice@127.0.0.1>",
+            call_id="reg-call-1",
+            cseq=cseq,
+            via=f"SIP/2.0/UDP 127.0.0.1:{peer.port};branch=z9hG4bK{secrets.token_hex(6)};rport",
+            contact="<sip:alice@10.0.0.7:5060>;expires=600",
+            extra_headers=extra,
+        )
+
+    try:
+        peer.send(register(1), node)
+        challenge = await peer.response(401, "REGISTER")
+        value = DigestClient().respond(
+            challenge.headers.get_lines("www-authenticate"),
+            "REGISTER",
+            f"sip:127.0.0.1:{node[1]}",
+            "alice",
+            "pw",
+            cnonce="abc123",
+        )
+        peer.send(register(2, value), node)
+        ok = await peer.response(200, "REGISTER")
+        assert "expires=600" in ok.headers.get("contact", "")
+        assert edge.ua is not None
+        (binding,) = edge.ua.contacts_for("acc_1", "201")
+        # The phone's Contact is a private address: the call goes where the REGISTER came from.
+        call = edge.ua.call_binding(binding, from_user="echo")
+        incoming = await peer.expect(lambda m: isinstance(m, SipRequest) and m.method == "INVITE")
+        assert isinstance(incoming, SipRequest)
+        assert str(incoming.uri) == "sip:alice@10.0.0.7:5060"
+        await call.hangup()
+    finally:
+        await edge.stop(drain_seconds=0)
 
 
 async def test_unknown_user_gets_404(node: EdgeNode, peer: Peer) -> None:
