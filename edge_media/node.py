@@ -41,7 +41,13 @@ class EdgeNode:
         # Nonces are checked by the node that issued them (a phone's REGISTER and INVITE reach
         # the same worker: same 4-tuple), so a per-process secret is enough.
         self.registrar = Registrar(
-            DigestServer(settings.sip_realm, secrets.token_bytes(32)), new_tag=new_tag
+            DigestServer(
+                settings.sip_realm,
+                secrets.token_bytes(32),
+                algorithms=settings.sip_digest_algorithms,
+                uri_match="host",
+            ),
+            new_tag=new_tag,
         )
         self.acl = SourceAcl(settings.sip_trusted_sources, trust_loopback=settings.trust_loopback)
         self.ports = PortAllocator(settings.rtp_port_min, settings.rtp_port_max)

@@ -77,6 +77,11 @@ class Settings(BaseModel):
         60.0, gt=0, description="Cap on bot audio buffered for one call."
     )
     sip_realm: str = Field("agera", description="Digest realm for extensions.")
+    sip_digest_algorithms: tuple[str, ...] = Field(
+        ("SHA-256", "MD5"),
+        description="Digest challenges offered, in order (RFC 8760). Peers that only read the "
+        "first challenge (sipp 3.6) need MD5 first.",
+    )
     sip_trusted_sources: tuple[str, ...] = Field(
         (),
         description="Comma-separated CIDRs whose INVITEs are accepted (carrier trunks' sources).",
@@ -84,6 +89,19 @@ class Settings(BaseModel):
     echo_ring_seconds: float = Field(
         0.0, ge=0, le=60, description="How long the echo app rings before answering."
     )
+
+    @field_validator("sip_digest_algorithms", mode="before")
+    @classmethod
+    def _split_algorithms(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        allowed = {"SHA-256", "MD5"}
+        for name in value:
+            if name not in allowed:
+                raise ValueError(f"{name!r} is not a digest algorithm we offer (SHA-256, MD5)")
+        if not value:
+            raise ValueError("at least one digest algorithm is needed")
+        return tuple(value)
 
     @field_validator("ssrf_allow_list", "sip_trusted_sources", mode="before")
     @classmethod

@@ -606,7 +606,11 @@ class DigestServer:
         *,
         algorithms: Sequence[str] = ("SHA-256", "MD5"),
         max_tracked_nonces: int = MAX_TRACKED_NONCES,
+        uri_match: str = "exact",
     ) -> None:
+        if uri_match not in ("exact", "host"):
+            raise ValueError(f"uri_match must be 'exact' or 'host', not {uri_match!r}")
+        self.uri_match = uri_match
         if len(secret) < MIN_SECRET_BYTES:
             raise ValueError(f"secret must be at least {MIN_SECRET_BYTES} bytes")
         if nonce_ttl <= 0:
@@ -686,7 +690,7 @@ class DigestServer:
             return AuthBad("nonce count must start at 00000001")
         if creds.userhash:
             return AuthBad("userhash was not offered")
-        if not sip_uris_equivalent(creds.uri, request_uri):
+        if not self._uri_matches(creds.uri, request_uri):
             return AuthBad(f"digest uri {creds.uri!r} does not match the Request-URI")
         issued = self._nonce_time(creds.nonce)
         if issued is None:
@@ -720,6 +724,23 @@ class DigestServer:
         while len(self._last_nc) > self._max_tracked:
             self._last_nc.popitem(last=False)
         return AuthOk(creds.username, algorithm)
+
+    def _uri_matches(self, digest_uri: str, request_uri: str) -> bool:
+        """§22.4 wants the digest uri to be the Request-URI; "host" mode accepts a uri naming
+        the same host and port without the user part, which sipp and some carrier equipment
+        send (``sip:gw:5060`` for ``sip:echo@gw:5060``). The nonce-count replay check still
+        binds the credentials to one request."""
+        if sip_uris_equivalent(digest_uri, request_uri):
+            return True
+        if self.uri_match != "host":
+            return False
+        ours, theirs = _split_sip_uri(request_uri), _split_sip_uri(digest_uri)
+        return (
+            ours is not None
+            and theirs is not None
+            and theirs.userinfo is None
+            and (ours.scheme, ours.host, ours.port) == (theirs.scheme, theirs.host, theirs.port)
+        )
 
     def _mac(self, data: bytes) -> bytes:
         return hmac.new(self._secret, self.realm.encode() + b"\x00" + data, "sha256").digest()

@@ -779,3 +779,26 @@ class TestUriEquivalence:
     def test_not_equivalent(self, a: str, b: str) -> None:
         assert not sip_uris_equivalent(a, b)
         assert not sip_uris_equivalent(b, a)
+
+
+def test_host_uri_match_accepts_the_request_uri_without_its_user() -> None:
+    from edge_media.sip.digest import AuthBad, AuthOk, DigestClient, DigestServer, compute_ha1
+
+    def lookup(username: str, realm: str, algorithm: str) -> str | None:
+        return compute_ha1(username, realm, "pw", algorithm)
+
+    for mode, expected in (("exact", AuthBad), ("host", AuthOk)):
+        server = DigestServer("r", b"k" * 32, algorithms=("MD5",), uri_match=mode)
+        challenge = server.challenge(1000.0)
+        value = DigestClient().respond(
+            challenge, "INVITE", "sip:10.0.0.1:5060", "u", "pw", cnonce="c"
+        )
+        verdict = server.verify(value, "INVITE", "sip:echo@10.0.0.1:5060", 1000.0, lookup)
+        assert isinstance(verdict, expected), (mode, verdict)
+        # Another host is never accepted.
+        other = DigestClient().respond(
+            challenge, "INVITE", "sip:10.0.0.2:5060", "u", "pw", cnonce="d"
+        )
+        assert isinstance(
+            server.verify(other, "INVITE", "sip:echo@10.0.0.1:5060", 1000.0, lookup), AuthBad
+        )
