@@ -78,9 +78,10 @@ class Settings(BaseModel):
     )
     sip_realm: str = Field("agera", description="Digest realm for extensions.")
     sip_digest_algorithms: tuple[str, ...] = Field(
-        ("SHA-256", "MD5"),
-        description="Digest challenges offered, in order (RFC 8760). Peers that only read the "
-        "first challenge (sipp 3.6) need MD5 first.",
+        ("MD5",),
+        description="Digest challenges offered, in order (RFC 8760), e.g. SHA-256,MD5. Only MD5 "
+        "by default: baresip 1.0 gives up when any challenge is not MD5, sipp 3.6 answers only "
+        "the first one.",
     )
     sip_trusted_sources: tuple[str, ...] = Field(
         (),

@@ -98,11 +98,17 @@ class TrunkRegistration:
             self._timer.cancel()
             self._timer = None
         request = self.client.stop(self.endpoint.now())
-        if request is None:
-            return
-        client = self.endpoint.send_request(request, self.addr, self.kind)
         try:
             async with asyncio.timeout(UNREGISTER_WAIT):
-                await client.final()
+                # The un-REGISTER is challenged like any REGISTER: answer until it settles.
+                while request is not None:
+                    client = self.endpoint.send_request(request, self.addr, self.kind)
+                    final = await client.final()
+                    now = self.endpoint.now()
+                    if isinstance(final, TransactionFailed):
+                        request = self.client.on_timeout(now)
+                    else:
+                        request = self.client.on_response(final, now)
         except TimeoutError:
-            logger.info("no answer to our un-REGISTER from %s:%d", *self.addr)
+            logger.info("no final answer to our un-REGISTER from %s:%d", *self.addr)
+        self.registered.clear()

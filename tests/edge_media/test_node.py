@@ -214,7 +214,12 @@ async def test_untrusted_source_must_authenticate_as_an_extension(peer: Peer) ->
 
     base = next(_ports)
     settings = Settings.load(
-        {}, sip_port=0, rtp_port_min=base, rtp_port_max=base + 38, trust_loopback=False
+        {},
+        sip_port=0,
+        rtp_port_min=base,
+        rtp_port_max=base + 38,
+        trust_loopback=False,
+        sip_digest_algorithms="SHA-256,MD5",
     )
     alice = extension_auth("acc_1", "201", "alice", "correct horse", settings.sip_realm)
     strict = EdgeNode(settings, directory=StaticDirectory([alice]))
