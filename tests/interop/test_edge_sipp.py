@@ -7,7 +7,10 @@ that it is the caller's own speech and digits coming back.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import os
+import socket
 
 from tests.interop.peers import (
     Peers,
@@ -89,8 +92,22 @@ def test_hold_then_resume(peers: Peers) -> None:
     assert gaps and max(gaps) >= 1.5, f"no silence during the hold: longest gap {max(gaps):.3f}s"
 
 
+def test_call_over_tcp(peers: Peers) -> None:
+    node = peers.edge().start()
+    result = peers.sipp("uac_audio_dtmf.xml", remote=node.address, service="echo",
+                        duration_ms=1000, calls=1, extra=["-t", "t1"]).run()  # fmt: skip
+    assert result.ok, result.describe()
+    assert node.stop() == 0
+
+
 def test_garbage_and_unknown_users_do_not_hurt_the_node(peers: Peers) -> None:
     node = peers.edge().start()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as junk:
+        junk.settimeout(0.5)
+        for datagram in (b"\x00" * 64, b"INVITE nonsense\r\n\r\n", os.urandom(1400), b"\r\n"):
+            junk.sendto(datagram, ("127.0.0.1", node.sip_port))
+        with contextlib.suppress(TimeoutError):
+            assert junk.recv(4096) == b"", "garbage must not be answered"
     rejected = peers.sipp("uac_audio_dtmf.xml", remote=node.address, service="nobody",
                           duration_ms=1000, calls=1, timeout_s=10).run()  # fmt: skip
     assert not rejected.ok
