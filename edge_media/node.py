@@ -74,9 +74,11 @@ class EdgeNode:
             playout_seconds=self.settings.max_playout_seconds,
             registrar=self.registrar,
             directory=self.directory,
+            rtp_timeout=self.settings.rtp_timeout_seconds,
         )
         await self.endpoint.start()
         self.clock.start()
+        self.ua.start_media_sweep()
         logger.info(
             "edge node up: SIP %s:%d, RTP %d-%d, echo %s",
             *self.endpoint.local_addr,

@@ -87,6 +87,9 @@ class Settings(BaseModel):
         (),
         description="Comma-separated CIDRs whose INVITEs are accepted (carrier trunks' sources).",
     )
+    rtp_timeout_seconds: float = Field(
+        60.0, ge=0, description="Hang up an answered call after this long without RTP (0: never)."
+    )
     echo_ring_seconds: float = Field(
         0.0, ge=0, le=60, description="How long the echo app rings before answering."
     )

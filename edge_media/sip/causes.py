@@ -36,11 +36,13 @@ CAUSE_CODES: Final[dict[str, int]] = {
     "RECOVERY_ON_TIMER_EXPIRE": 102,
     "INTERWORKING": 127,
 }
+# MEDIA_TIMEOUT is FreeSWITCH's name for "no RTP any more"; Q.850 has no such cause.
 # Names users know from FreeSWITCH and the API guide that have no Q.850 value of their own; the
 # Reason header carries the nearest Q.850 cause.
 _Q850_ALIASES: Final[dict[str, int]] = {
     "ORIGINATOR_CANCEL": CAUSE_CODES["NORMAL_CLEARING"],
     "SYSTEM_SHUTDOWN": CAUSE_CODES["NORMAL_TEMPORARY_FAILURE"],
+    "MEDIA_TIMEOUT": CAUSE_CODES["RECOVERY_ON_TIMER_EXPIRE"],
 }
 
 # RFC 3398 §8.2.6.1, SIP final status → cause.

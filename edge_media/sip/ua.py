@@ -60,6 +60,7 @@ AGENT = "AgeraVoiceGateway"
 DIALOG_LINGER = 32.0  # seconds an ended call still absorbs late in-dialog messages (64*T1)
 DEFAULT_SIP_PORT = 5060
 DRAIN_RETRY_AFTER = "30"
+MEDIA_SWEEP = 5.0  # seconds between RTP-silence checks over all calls
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +94,7 @@ class UserAgent:
         timer_policy: SessionTimerPolicy | None = None,
         registrar: Registrar | None = None,
         directory: ExtensionDirectory | None = None,
+        rtp_timeout: float = 0.0,
     ) -> None:
         self.endpoint = endpoint
         self.ports = ports
@@ -109,6 +111,8 @@ class UserAgent:
         self.supported: tuple[str, ...] = ("timer", "norefersub")
         self.timer_policy = timer_policy or SessionTimerPolicy()
         self.accepting = True
+        self.rtp_timeout = rtp_timeout
+        self._sweep_handle: asyncio.TimerHandle | None = None
         self.registrar = registrar
         self.directory = directory
         if registrar is not None:
@@ -534,6 +538,41 @@ class UserAgent:
 
         self._spawn(run())
 
+    # -- dead-call detection ------------------------------------------------------------------------
+
+    def start_media_sweep(self) -> None:
+        """Check every answered call for RTP silence every `MEDIA_SWEEP` seconds.
+
+        A peer that vanishes without a BYE (a crashed phone, a NAT binding gone) would leave the
+        call up forever; carriers and SBCs hang up after a media timeout, and so do we. One
+        timer for the node, not one per call. A call the peer holds (it sends nothing) is spared.
+        """
+        if self.rtp_timeout <= 0 or self._sweep_handle is not None:
+            return
+        loop = asyncio.get_running_loop()
+        self._sweep_handle = loop.call_later(self._sweep_interval, self._sweep_media)
+
+    @property
+    def _sweep_interval(self) -> float:
+        return min(MEDIA_SWEEP, self.rtp_timeout / 2)
+
+    def _sweep_media(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._sweep_handle = loop.call_later(self._sweep_interval, self._sweep_media)
+        now = self.endpoint.now()
+        for call in list(self._active):
+            media = call.media
+            if call.state is not CallState.ANSWERED or media is None or call.answered_at is None:
+                continue
+            negotiated = media.negotiated
+            if negotiated is None or not negotiated.direction.receives:
+                continue
+            idle = media.socket.receiver.idle_for(now)
+            silent_for = idle if idle is not None else now - call.answered_at
+            if silent_for > self.rtp_timeout:
+                call.log.info("no RTP for %.0f s: hanging up (media timeout)", silent_for)
+                self._spawn(call.hangup("MEDIA_TIMEOUT"))
+
     # -- lifecycle ---------------------------------------------------------------------------------
 
     def _spawn(self, coro: Any) -> None:
@@ -551,6 +590,9 @@ class UserAgent:
             await asyncio.wait(pending, timeout=settle)
 
     async def close(self) -> None:
+        if self._sweep_handle is not None:
+            self._sweep_handle.cancel()
+            self._sweep_handle = None
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:

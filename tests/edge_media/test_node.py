@@ -547,3 +547,27 @@ async def test_outbound_cancel_before_answer(node: EdgeNode, callee: Callee) -> 
     assert isinstance(cancel, SipRequest)
     assert cancel.top_via.branch == request.top_via.branch  # §9.1
     assert call.end is not None and call.end.cause == "ORIGINATOR_CANCEL"
+
+
+async def test_call_without_rtp_is_hung_up_after_the_media_timeout(peer: Peer) -> None:
+    base = next(_ports)
+    settings = Settings.load(
+        {},
+        sip_port=0,
+        rtp_port_min=base,
+        rtp_port_max=base + 38,
+        trust_loopback=True,
+        rtp_timeout_seconds=0.4,
+    )
+    edge = EdgeNode(settings)
+    await edge.start()
+    try:
+        request = invite(peer, sdp=OFFER.format(port=peer.port + 2, direction="sendrecv"))
+        peer.send(request, edge.endpoint.local_addr)
+        ok = await peer.response(200)
+        peer.send(ack_for(peer, request, ok), edge.endpoint.local_addr)
+        bye = await peer.expect(lambda m: isinstance(m, SipRequest) and m.method == "BYE")
+        assert isinstance(bye, SipRequest)
+        assert bye.headers.get("reason", "").startswith("Q.850;cause=102")
+    finally:
+        await edge.stop(drain_seconds=0)
