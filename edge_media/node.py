@@ -55,7 +55,7 @@ class EdgeNode:
             settings.sip_host,
             settings.sip_port,
             advertised_host=settings.advertised_address,
-            transport_config=SipTransportConfig(rate_limit_exempt=()),
+            transport_config=SipTransportConfig(reuse_port=settings.media_workers > 1),
         )
         self.clock: MediaClock | None = None
         self.ua: UserAgent | None = None

@@ -1,16 +1,24 @@
-"""``agera edge``: run one edge media node in the foreground until SIGTERM or Ctrl-C.
+"""``agera edge``: run an edge media node in the foreground until SIGTERM or Ctrl-C.
 
 Settings come from ``AGERA_*`` variables (``agera settings`` lists them). A bad setting or a
 busy port fails in one line with exit code 2; a stop signal drains live calls first (up to
 ``AGERA_DRAIN_SECONDS``) and exits 0.
+
+With ``AGERA_MEDIA_WORKERS=N`` (one per core, DESIGN §6) this process supervises N worker
+processes. Each binds the SIP port with SO_REUSEPORT (the kernel keeps one peer's datagrams on
+one worker, so a dialog stays where it started) and takes its own slice of the RTP range; a
+stop signal is passed on to all of them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import subprocess
 import sys
+import time
 
 from edge_media.loop import run
 from shared.settings import Settings, SettingsError
@@ -24,6 +32,12 @@ async def serve(settings: Settings) -> int:
     from edge_media.node import EdgeNode
 
     node = EdgeNode(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    # A worker starts with SIGTERM blocked (see `supervise`); one sent meanwhile lands here.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     try:
         await node.start()
     except OSError as error:
@@ -34,21 +48,88 @@ async def serve(settings: Settings) -> int:
         )
         await node.stop(drain_seconds=0)
         return 2
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     logger.info("stop requested")
     await node.stop()
     return 0
 
 
+WORKER_ENV = "AGERA_WORKER_INDEX"
+SUPERVISOR_GRACE = 10.0  # seconds on top of the drain time before workers are killed
+
+
+def worker_settings(settings: Settings, index: int) -> Settings:
+    """Worker ``index``'s share: an even-aligned slice of the RTP range, its own node id."""
+    count = settings.media_workers
+    span = (settings.rtp_port_max - settings.rtp_port_min + 1) // count
+    span -= span % 2
+    low = settings.rtp_port_min + index * span
+    high = settings.rtp_port_max if index == count - 1 else low + span - 1
+    node_id = f"{settings.node_id}-w{index}" if settings.node_id else ""
+    return settings.model_copy(
+        update={"rtp_port_min": low, "rtp_port_max": high, "node_id": node_id}
+    )
+
+
+def _block_sigterm() -> None:
+    """In the forked worker before exec: the mask survives exec, so a stop signal that comes
+    before the worker's handler exists waits for it instead of killing the worker."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+
+
+def supervise(settings: Settings, overrides: dict[str, object]) -> int:
+    """Start the workers, pass stop signals on, and exit 0 only if every worker did."""
+    if settings.sip_port == 0:
+        print("agera edge: several workers need a fixed AGERA_SIP_PORT", file=sys.stderr)
+        return 2
+    argv = [sys.executable, "-m", "infra.cli", "edge"]
+    env = {**os.environ, **{f"AGERA_{k.upper()}": str(v) for k, v in overrides.items()}}
+    workers = [
+        subprocess.Popen(  # noqa: S603 - our own argv
+            argv, env={**env, WORKER_ENV: str(index)}, preexec_fn=_block_sigterm
+        )
+        for index in range(settings.media_workers)
+    ]
+    stopping = False
+    signalled: set[int] = set()
+
+    def forward(signum: int, frame: object) -> None:
+        # Once per worker: a second SIGTERM could land after the worker's loop let go of its
+        # handler and kill it mid-exit.
+        nonlocal stopping
+        stopping = True
+        for worker in workers:
+            if worker.poll() is None and worker.pid not in signalled:
+                signalled.add(worker.pid)
+                worker.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    while not stopping and all(worker.poll() is None for worker in workers):
+        time.sleep(0.2)
+    forward(signal.SIGTERM, None)  # one worker died on its own: stop the others too
+    deadline = time.monotonic() + settings.drain_seconds + SUPERVISOR_GRACE
+    codes = []
+    for worker in workers:
+        try:
+            codes.append(worker.wait(max(0.1, deadline - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            codes.append(worker.wait())
+    return 0 if all(code == 0 for code in codes) else 1
+
+
 def main(overrides: dict[str, object] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
+    overrides = overrides or {}
     try:
-        settings = Settings.load(**(overrides or {}))
+        settings = Settings.load(**overrides)
     except SettingsError as error:
         print(f"agera edge: {error}", file=sys.stderr)
         return 2
+    index = os.environ.get(WORKER_ENV)
+    if settings.media_workers > 1 and index is None:
+        return supervise(settings, overrides)
+    if index is not None:
+        settings = worker_settings(settings, int(index))
     return run(serve(settings))

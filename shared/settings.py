@@ -87,6 +87,13 @@ class Settings(BaseModel):
         (),
         description="Comma-separated CIDRs whose INVITEs are accepted (carrier trunks' sources).",
     )
+    media_workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Edge worker processes sharing the SIP port (SO_REUSEPORT); the RTP range "
+        "is split between them. One per core.",
+    )
     rtp_timeout_seconds: float = Field(
         60.0, ge=0, description="Hang up an answered call after this long without RTP (0: never)."
     )
