@@ -7,6 +7,7 @@ any client exists (aws-tooling.md §2c). One ``Context`` is shared by a warm fun
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,9 @@ if TYPE_CHECKING:
 @dataclass
 class Context:
     settings: Settings = field(default_factory=Settings.load)
+    # How the SSRF guard resolves host names in socket/webhook URLs; tests inject a fake one so
+    # no test ever asks DNS. None means the system resolver (shared.ssrf.resolve_host).
+    resolve_host: Callable[[str], Sequence[str]] | None = None
 
     @cached_property
     def _session(self) -> Any:

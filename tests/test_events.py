@@ -35,6 +35,49 @@ EXPECTED_API_EVENTS = {
     "calls_redirect.json": ("POST", "/api/calls/redirect", ""),
     "calls_get.json": ("GET", f"/api/calls/{CALL_UUID}", ""),
     "calls_list.json": ("GET", "/api/calls", "status=in-progress&limit=20"),
+    "account_get.json": ("GET", "/api/account", ""),
+    "account_update.json": ("PATCH", "/api/account", ""),
+    "account_webhook_secret.json": ("GET", "/api/account/webhook-secret", ""),
+    "account_webhook_secret_rotate.json": ("POST", "/api/account/webhook-secret/rotate", ""),
+    "accounts_create.json": ("POST", "/api/accounts", ""),
+    "agents_create.json": ("POST", "/api/agents", ""),
+    "agents_delete.json": ("DELETE", "/api/agents/7c9e6679-7425-40de-944b-e07fc1f90ae7", ""),
+    "agents_get.json": ("GET", "/api/agents/7c9e6679-7425-40de-944b-e07fc1f90ae7", ""),
+    "agents_list.json": ("GET", "/api/agents", "limit=20"),
+    "agents_update.json": ("PATCH", "/api/agents/7c9e6679-7425-40de-944b-e07fc1f90ae7", ""),
+    "docs.json": ("GET", "/api/docs", ""),
+    "extensions_create.json": ("POST", "/api/extensions", ""),
+    "extensions_delete.json": ("DELETE", "/api/extensions/101", ""),
+    "extensions_get.json": ("GET", "/api/extensions/101", ""),
+    "extensions_list.json": ("GET", "/api/extensions", "limit=20"),
+    "extensions_update.json": ("PATCH", "/api/extensions/101", ""),
+    "keys_create.json": ("POST", "/api/keys", ""),
+    "keys_delete.json": ("DELETE", "/api/keys/key_0123456789abcdef", ""),
+    "keys_list.json": ("GET", "/api/keys", "limit=20"),
+    "numbers_create.json": ("POST", "/api/numbers", ""),
+    "numbers_delete.json": ("DELETE", "/api/numbers/+5511999999999", ""),
+    "numbers_get.json": ("GET", "/api/numbers/+5511999999999", ""),
+    "numbers_list.json": ("GET", "/api/numbers", "limit=20"),
+    "numbers_update.json": ("PATCH", "/api/numbers/+5511999999999", ""),
+    "openapi.json": ("GET", "/api/openapi.json", ""),
+    "telephony_configs_create.json": ("POST", "/api/telephony-configs", ""),
+    "telephony_configs_delete.json": (
+        "DELETE",
+        "/api/telephony-configs/tel_0123456789abcdef0123",
+        "",
+    ),
+    "telephony_configs_get.json": ("GET", "/api/telephony-configs/tel_0123456789abcdef0123", ""),
+    "telephony_configs_list.json": ("GET", "/api/telephony-configs", "limit=20"),
+    "telephony_configs_update.json": (
+        "PATCH",
+        "/api/telephony-configs/tel_0123456789abcdef0123",
+        "",
+    ),
+    "trunks_create.json": ("POST", "/api/trunks", ""),
+    "trunks_delete.json": ("DELETE", "/api/trunks/trk_0123456789abcdef0123", ""),
+    "trunks_get.json": ("GET", "/api/trunks/trk_0123456789abcdef0123", ""),
+    "trunks_list.json": ("GET", "/api/trunks", "limit=20"),
+    "trunks_update.json": ("PATCH", "/api/trunks/trk_0123456789abcdef0123", ""),
 }
 EXPECTED_BODIES = {
     "calls_create.json": {
@@ -47,7 +90,56 @@ EXPECTED_BODIES = {
     "calls_hangup.json": {"call_uuid": CALL_UUID},
     "calls_transfer.json": {"call_uuid": CALL_UUID, "destination_number": "5511999999999"},
     "calls_redirect.json": {"call_uuid": CALL_UUID, "media_server": "elevenlabs"},
+    "account_update.json": {
+        "webhook_url": "https://my-api.com/route-call",
+        "socket_url": "wss://my-bot-server.com/media",
+        "elevenlabs": {"api_key": "xi-sample-0123456789abcdef", "agent_id": "tVvN0123456789"},
+    },
+    "accounts_create.json": {
+        "name": "Acme Support",
+        "webhook_url": "https://my-api.com/route-call",
+        "key_name": "production",
+    },
+    "agents_create.json": {"name": "Support bot", "socket_url": "wss://my-bot-server.com/media"},
+    "agents_update.json": {"name": "Support bot v2"},
+    "extensions_create.json": {
+        "extension": "101",
+        "sip_username": "acme-101",
+        "password": "correct-horse-battery",
+        "route": {"socket_url": "elevenlabs&tVvN0123456789"},
+    },
+    "extensions_update.json": {
+        "route": {"socket_url": "wss://my-bot-server.com/media"},
+        "description": "Front desk",
+    },
+    "keys_create.json": {"name": "production"},
+    "numbers_create.json": {
+        "number": "+5511999999999",
+        "route": {"socket_url": "wss://my-bot-server.com/media"},
+        "description": "Sales line",
+    },
+    "numbers_update.json": {"route": {"webhook_url": "https://my-api.com/route-call"}},
+    "telephony_configs_create.json": {
+        "provider": "twilio",
+        "account_sid": "AC0123456789abcdef0123456789abcdef",
+        "auth_token": "twilio-auth-token-0123",
+    },
+    "telephony_configs_update.json": {"auth_token": "rotated-auth-token-4567"},
+    "trunks_create.json": {
+        "name": "Carrier A",
+        "host": "sip.carrier.example",
+        "port": 5060,
+        "transport": "udp",
+        "username": "acme",
+        "password": "trunk-secret-0123",
+        "needs_registration": False,
+        "inbound_sources": ["198.51.100.0/24"],
+    },
+    "trunks_update.json": {"port": 5080, "transport": "tcp"},
 }
+
+# Samples of endpoints that need no API key.
+OPEN_EVENTS = {"health.json", "openapi.json", "docs.json"}
 
 # Keys of `sam local generate-event apigateway http-api-proxy` (SAM CLI 1.170.0). API Gateway
 # leaves out cookies, queryStringParameters, body and stageVariables when there are none, and
@@ -189,7 +281,7 @@ def test_api_event_headers_and_body(path: Path) -> None:
 @pytest.mark.parametrize("path", API_EVENTS, ids=_rel)
 def test_call_control_events_carry_an_api_key(path: Path) -> None:
     headers = _load(path)["headers"]
-    if path.name == "health.json":
+    if path.name in OPEN_EVENTS:
         assert "x-api-key" not in headers
     else:
         assert headers["x-api-key"].startswith("sk_live_")
@@ -225,7 +317,9 @@ def test_api_event_reaches_starlette_through_mangum(path: Path) -> None:
             }
         )
 
-    app = Starlette(routes=[Route("/{rest:path}", echo, methods=["GET", "POST"])])
+    app = Starlette(
+        routes=[Route("/{rest:path}", echo, methods=["GET", "POST", "PATCH", "DELETE"])]
+    )
     event = _load(path)
     response = Mangum(app, lifespan="off")(event, object())
     assert response["statusCode"] == 200

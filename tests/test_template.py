@@ -428,12 +428,14 @@ POLLER_ACTIONS = (
 )
 
 
-def test_api_sends_only_to_originate_and_node_queues_and_reads_queue_health(
+def test_api_sends_only_to_originate_events_and_node_queues_and_reads_queue_health(
     cfn: dict[str, Any],
 ) -> None:
+    # EventsQueue: cancelling a call no node has taken emits its call.completed from the API.
     assert sorted(_sqs_grants(cfn, "ApiFunction"), key=repr) == sorted(
         [
             (("sqs:SendMessage*",), _queue_arn("OriginateQueue")),
+            (("sqs:SendMessage*",), _queue_arn("EventsQueue")),
             (("sqs:GetQueueUrl", "sqs:SendMessage"), {"Fn::Sub": NODE_QUEUE_ARN}),
             (
                 ("sqs:GetQueueAttributes",),

@@ -5,24 +5,39 @@ per warm function for ``api_key_cache_seconds`` (default 5 s): that bounds how l
 keeps working, and keeps the table out of the hot path of a busy client. Unknown keys are cached
 too, so a client hammering with a wrong key costs one read per interval, not one per request. The
 cache is keyed by the hash, never the key.
+
+``last_used_at`` is written here, in the request, at most once per ``LAST_USED_INTERVAL_SECONDS``
+per key and warm function, with a condition that lets only one function per interval win. The
+write rides in the same worker thread as the key lookup: one extra UpdateItem a minute per key is
+cheaper than a background task, which on Lambda would either delay the response (Mangum waits for
+it) or be frozen with the function. A failed write is logged and never fails the request.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
 from anyio import to_thread
 from starlette.requests import Request
 
+from functions import observability
 from functions.api.errors import ApiError
 from functions.context import Context
 from shared.apikeys import hash_api_key, looks_like_api_key
+from shared.clock import iso_z, utc_now
+from shared.dynamo import mapping
+from shared.dynamo.repository import ConditionFailed
 from shared.models import ApiKey, ApiKeyRole
 
 MAX_CACHED_KEYS = 10_000
+LAST_USED_INTERVAL_SECONDS = 60.0
+
+logger = logging.getLogger("agera.api")
 
 
 def _unauthorized() -> ApiError:
@@ -65,6 +80,7 @@ class KeyCache:
         self.ttl = ttl
         self.clock = clock
         self._entries: OrderedDict[str, tuple[float, ApiKey | None]] = OrderedDict()
+        self._touched: OrderedDict[str, float] = OrderedDict()
 
     def get(self, key_hash: str) -> tuple[bool, ApiKey | None]:
         entry = self._entries.get(key_hash)
@@ -77,6 +93,22 @@ class KeyCache:
         self._entries.move_to_end(key_hash)
         while len(self._entries) > MAX_CACHED_KEYS:
             self._entries.popitem(last=False)
+
+    def forget(self, key_hash: str) -> None:
+        """Drop a key at once (this function revoked it; others wait for the TTL)."""
+        self._entries.pop(key_hash, None)
+
+    def touch_due(self, key_hash: str, interval: float = LAST_USED_INTERVAL_SECONDS) -> bool:
+        """True at most once per ``interval`` per key: time to record ``last_used_at``."""
+        now = self.clock()
+        last = self._touched.get(key_hash)
+        if last is not None and now - last < interval:
+            return False
+        self._touched[key_hash] = now
+        self._touched.move_to_end(key_hash)
+        while len(self._touched) > MAX_CACHED_KEYS:
+            self._touched.popitem(last=False)
+        return True
 
 
 def resolve_key(ctx: Context, key: str) -> Principal | None:
@@ -91,7 +123,30 @@ def resolve_key(ctx: Context, key: str) -> Principal | None:
         cache.put(key_hash, record)
     if record is None or not record.active:
         return None
+    if cache.touch_due(key_hash):
+        touch_last_used(ctx, record)
     return Principal(record.account_id, record.role, record.key_id)
+
+
+def touch_last_used(ctx: Context, record: ApiKey) -> None:
+    """Set ``last_used_at`` unless another function did within the interval (or it was revoked)."""
+    now = utc_now()
+    cutoff = now - timedelta(seconds=LAST_USED_INTERVAL_SECONDS)
+    request = mapping.update_request(
+        ctx.settings.table_name,
+        mapping.key(ApiKey, record.key_hash),
+        {"last_used_at": iso_z(now, millis=True)},
+        # ISO-8601 strings of one format compare like the times they spell.
+        condition="attribute_not_exists(#rev) AND (attribute_not_exists(#lu) OR #lu < :cutoff)",
+        condition_names={"#rev": "revoked_at", "#lu": "last_used_at"},
+        condition_values={":cutoff": iso_z(cutoff, millis=True)},
+    )
+    try:
+        ctx.repo.execute_update(request)
+    except ConditionFailed:
+        pass  # another function recorded it within the interval
+    except Exception:  # bookkeeping must never fail the request it rides on
+        logger.warning("could not record last_used_at of %s", record.key_id, exc_info=True)
 
 
 async def authenticate(request: Request, ctx: Context) -> Principal:
@@ -102,4 +157,18 @@ async def authenticate(request: Request, ctx: Context) -> Principal:
     principal = await to_thread.run_sync(resolve_key, ctx, key)
     if principal is None:
         raise _unauthorized()
+    # For the request log line (functions.api.request_metrics) and every log line after this one.
+    request.state.principal = principal
+    observability.logger.thread_safe_append_keys(account_id=principal.account_id)
+    return principal
+
+
+async def authenticate_admin(request: Request, ctx: Context) -> Principal:
+    """The caller's principal if its key has the admin role; 401 or 403 otherwise.
+
+    403 here reveals nothing: the endpoint exists for everyone, only the role is missing.
+    """
+    principal = await authenticate(request, ctx)
+    if not principal.is_admin:
+        raise ApiError(403, "forbidden", "this endpoint needs an API key with the admin role")
     return principal

@@ -14,10 +14,13 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from anyio import to_thread
+from pydantic import ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from functions.api.operations import Operation
+from functions.api.schemas import ResponseBody
 from functions.context import Context
 from shared.clock import utc_now
 from shared.dynamo import mapping
@@ -26,6 +29,34 @@ try:
     VERSION = version("agera-voice-gateway")
 except PackageNotFoundError:  # running from a Lambda zip without metadata
     VERSION = "unknown"
+
+
+class ComponentHealth(ResponseBody):
+    model_config = ConfigDict(extra="allow", defer_build=True)
+
+    status: str = Field(description="'ok' or 'error'.")
+    latency_ms: float | None = None
+    error: str | None = Field(None, description="What failed, when status is 'error'.")
+
+
+class HealthOut(ResponseBody):
+    status: str = Field(description="'ok', or 'degraded' (with HTTP 503).")
+    version: str
+    components: dict[str, ComponentHealth] = Field(
+        description="dynamodb, sqs and edge_nodes (with 'live': the nodes with a heartbeat)."
+    )
+
+
+OPERATIONS = (
+    Operation(
+        "GET",
+        "/api/health",
+        "Whether the API can do its job (503 names the failing component)",
+        "health",
+        response=HealthOut,
+        auth=False,
+    ),
+)
 
 
 def _timed(check: Callable[[], Any]) -> dict[str, Any]:

@@ -260,6 +260,20 @@ def key(model: type[Entity], *ids: Any) -> Item:
     return key_item(*spec_for(model).key(*(str(i) for i in ids)))
 
 
+def sip_user_key(sip_username: str) -> Item:
+    """Key of the SIP user index item that makes a digest username unique across accounts."""
+    return key_item(f"SIPUSER#{sip_username}", "SIPUSER")
+
+
+def sip_user_item(sip_username: str, account_id: str, extension: str) -> Item:
+    """The SIP user index item: REGISTER's username → the extension it authenticates as."""
+    item = sip_user_key(sip_username)
+    item[ENTITY_ATTRIBUTE] = {"S": "sipuser"}
+    item["account_id"] = {"S": account_id}
+    item["extension"] = {"S": extension}
+    return item
+
+
 # --------------------------------------------------------------------------- model <-> item
 
 
@@ -400,6 +414,7 @@ def call_transition_request(
     *,
     event_id: str | None = None,
     allow_same: bool = False,
+    unclaimed: bool = False,
     now: datetime,
 ) -> dict[str, Any]:
     """Move a call to ``status`` only if that is forward in its lifecycle.
@@ -409,6 +424,10 @@ def call_transition_request(
     (``applied_events`` holds the ids). ``allow_same`` lets an event that changes no status
     (transfer, redirect) apply while the call is live. The caller treats ConditionalCheckFailed as
     "already newer", not as an error.
+
+    ``unclaimed`` applies the change only to a call still ``queued`` that no node has taken
+    (no ``node_id``): the API cancelling a queued call races a node claiming its originate command,
+    and exactly one of the two conditional writes may win.
     """
     lower = [
         s.value
@@ -419,6 +438,10 @@ def call_transition_request(
     placeholders = {f":s{i}": s for i, s in enumerate(lower)}
     condition = f"#st IN ({', '.join(placeholders)})" if lower else "attribute_not_exists(pk)"
     names = {"#st": "status"} if lower else {}
+    if unclaimed:
+        condition += " AND #st = :queued AND attribute_not_exists(#node)"
+        names.update({"#st": "status", "#node": "node_id"})
+        placeholders[":queued"] = CallStatus.QUEUED.value
     if event_id is not None:
         condition += " AND NOT contains(#ae, :eid)"
         names["#ae"] = "applied_events"
@@ -447,7 +470,7 @@ def encode_cursor(last_key: Mapping[str, AttributeValue]) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str, partition: str) -> Item:
+def decode_cursor(cursor: str, partition: str, sort_prefix: str | None = None) -> Item:
     """Turn a cursor back into ExclusiveStartKey, refusing one minted for another listing."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
@@ -459,6 +482,7 @@ def decode_cursor(cursor: str, partition: str) -> Item:
         or set(plain) != set(KEY_ATTRIBUTES)
         or not all(isinstance(v, str) for v in plain.values())
         or plain["gsi1pk"] != partition
+        or (sort_prefix is not None and not plain["gsi1sk"].startswith(sort_prefix))
     ):
         raise CursorError("cursor is not one this API issued for this listing")
     return {name: {"S": value} for name, value in plain.items()}
@@ -472,8 +496,12 @@ def query_partition_request(
     cursor: str | None = None,
     newest_first: bool = True,
     filters: Mapping[str, str] | None = None,
+    sort_prefix: str | None = None,
 ) -> dict[str, Any]:
     """Query gsi1 for one listing (an account's calls, keys, ...), optionally filtered by equality.
+
+    ``sort_prefix`` narrows a shared partition to the items whose gsi1sk starts with it (one
+    account's trunks in ``TRUNKS``).
 
     A filter applies after the read, so a page can come back shorter than ``limit``; the cursor
     still moves on. That is DynamoDB's contract and the API documents it.
@@ -488,6 +516,9 @@ def query_partition_request(
         "ScanIndexForward": not newest_first,
         "Limit": limit,
     }
+    if sort_prefix is not None:
+        request["KeyConditionExpression"] += " AND begins_with(gsi1sk, :sp)"
+        request["ExpressionAttributeValues"][":sp"] = {"S": sort_prefix}
     if filters:
         names = {}
         conditions = []
@@ -498,7 +529,7 @@ def query_partition_request(
         request["FilterExpression"] = " AND ".join(conditions)
         request["ExpressionAttributeNames"] = names
     if cursor:
-        request["ExclusiveStartKey"] = decode_cursor(cursor, partition)
+        request["ExclusiveStartKey"] = decode_cursor(cursor, partition, sort_prefix)
     return request
 
 

@@ -204,3 +204,31 @@ def test_serialized_floats_are_exact_decimals() -> None:
 def test_every_stored_model_has_a_spec() -> None:
     for model in (Account, ApiKey, Number, Extension, Registration, Trunk, Agent, Call, EdgeNode):
         assert mapping.spec_for(model).model is model
+
+
+def test_sort_prefix_narrows_a_shared_listing_and_binds_its_cursor() -> None:
+    request = mapping.query_partition_request("t", "TRUNKS", sort_prefix="acc_a#")
+    assert request["KeyConditionExpression"] == "gsi1pk = :p AND begins_with(gsi1sk, :sp)"
+    assert request["ExpressionAttributeValues"][":sp"] == {"S": "acc_a#"}
+    last = {
+        "pk": {"S": "ACCOUNT#acc_a"},
+        "sk": {"S": "TRUNK#trk_1"},
+        "gsi1pk": {"S": "TRUNKS"},
+        "gsi1sk": {"S": "acc_a#trk_1"},
+    }
+    cursor = mapping.encode_cursor(last)
+    resumed = mapping.query_partition_request("t", "TRUNKS", cursor=cursor, sort_prefix="acc_a#")
+    assert resumed["ExclusiveStartKey"] == last
+    with pytest.raises(mapping.CursorError):  # another account's trunk listing
+        mapping.query_partition_request("t", "TRUNKS", cursor=cursor, sort_prefix="acc_b#")
+
+
+def test_sip_user_index_item() -> None:
+    assert mapping.sip_user_key("alice") == {"pk": {"S": "SIPUSER#alice"}, "sk": {"S": "SIPUSER"}}
+    assert mapping.sip_user_item("alice", "acc_1", "101") == {
+        "pk": {"S": "SIPUSER#alice"},
+        "sk": {"S": "SIPUSER"},
+        "entity": {"S": "sipuser"},
+        "account_id": {"S": "acc_1"},
+        "extension": {"S": "101"},
+    }
