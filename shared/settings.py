@@ -48,6 +48,9 @@ class Settings(BaseModel):
         5.0, gt=0, le=30, description="Status callback timeout."
     )
     callback_max_attempts: int = Field(5, ge=1, le=20, description="Deliveries before the DLQ.")
+    callback_backoff_seconds: int = Field(
+        10, ge=0, le=900, description="First retry delay of a failed callback; doubles each time."
+    )
     routing_webhook_timeout_seconds: float = Field(
         3.0, gt=0, le=10, description="Routing webhook timeout (the API guide says 3 s, strict)."
     )

@@ -4,7 +4,8 @@ Delivery follows the API guide: body = the canonical JSON the signature covers, 
 ``Content-Type``, ``X-Call-UUID``, ``X-Signature: sha256=…``, ``User-Agent: VoiceAPI/1.0``, plus
 ``X-Callback-ID`` so a receiver can drop the duplicate that at-least-once delivery can produce.
 A 2xx within the timeout is success. Anything else fails the record: SQS makes it visible again after
-a back-off we set on the message itself (10 s, 20 s, 40 s, …), and after ``callback_max_attempts``
+a back-off we set on the message itself (``callback_backoff_seconds``: 10 s, 20 s, 40 s, …, capped
+at 15 minutes, SQS's visibility limit for us), and after ``callback_max_attempts``
 receives the redrive policy moves it to the DLQ. Every attempt is appended to the call record so a
 support engineer can see what the customer's server answered.
 """
@@ -33,7 +34,6 @@ from shared.events import CallbackMessage, parse_callback
 from shared.models import Account, Call
 from shared.signing import signed_webhook
 
-BACKOFF_BASE_SECONDS = 10
 BACKOFF_MAX_SECONDS = 900
 MAX_RECORDED_ATTEMPTS = 50
 
@@ -44,8 +44,8 @@ class DeliveryFailed(Exception):
     """The webhook did not accept the callback; the record is retried."""
 
 
-def backoff_seconds(attempt: int) -> int:
-    return min(BACKOFF_BASE_SECONDS * 2 ** max(attempt - 1, 0), BACKOFF_MAX_SECONDS)
+def backoff_seconds(attempt: int, base: int = 10) -> int:
+    return min(base * 2 ** max(attempt - 1, 0), BACKOFF_MAX_SECONDS)
 
 
 def _record_attempt(ctx: Context, message: CallbackMessage, attempt: dict[str, Any]) -> None:
@@ -126,7 +126,9 @@ def deliver(ctx: Context, record: SQSRecord) -> None:
             ctx.sqs.change_message_visibility(
                 QueueUrl=record.queue_url,
                 ReceiptHandle=record.receipt_handle,
-                VisibilityTimeout=backoff_seconds(attempt_no),
+                VisibilityTimeout=backoff_seconds(
+                    attempt_no, ctx.settings.callback_backoff_seconds
+                ),
             )
         except Exception:  # the default visibility timeout still retries it
             logger.exception("could not set the retry back-off")

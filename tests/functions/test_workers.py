@@ -201,4 +201,42 @@ def test_event_for_unknown_call_is_retried(world, queues) -> None:
 
 def test_backoff_grows_and_is_capped() -> None:
     assert [callbacks.backoff_seconds(n) for n in (1, 2, 3, 4)] == [10, 20, 40, 80]
+    assert [callbacks.backoff_seconds(n, base=3) for n in (1, 2)] == [3, 6]
     assert callbacks.backoff_seconds(30) == callbacks.BACKOFF_MAX_SECONDS
+
+
+def test_failing_receiver_gets_every_attempt_then_the_dlq(
+    world, queues, repo, session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """5 deliveries, each recorded on the call, then SQS's redrive moves the message aside."""
+    sqs = world["sqs"]
+    tag = uuid.uuid4().hex[:8]
+    dlq = sqs.create_queue(QueueName=f"callbacks-dlq-{tag}")["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    # The template's redrive shape (maxReceiveCount 5 = callback_max_attempts), with no back-off
+    # so the test does not wait 10 + 20 + 40 + 80 s.
+    redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"})
+    # Visibility 0: the last failed receive is visible again at once (the template waits 360 s).
+    sqs.set_queue_attributes(
+        QueueUrl=queues["callbacks"],
+        Attributes={"RedrivePolicy": redrive, "VisibilityTimeout": "0"},
+    )
+    monkeypatch.setenv("AGERA_CALLBACK_BACKOFF_SECONDS", "0")
+    reset_default_context()
+    world["receiver"].status = 503
+    send(world, queues["events"], event(world, CallAnswered))
+    drain(world["events"])
+    for _ in range(8):  # bounded: five deliveries, then the sixth receive finds the DLQ move
+        world["callbacks"].poll_once()
+    assert len(world["receiver"].requests) == 5
+    assert all(r["valid"] for r in world["receiver"].requests)
+    ids = {r["headers"]["X-Callback-ID"] for r in world["receiver"].requests}
+    assert len(ids) == 1  # the same callback each time, so a receiver can de-duplicate
+    stored = repo.get(Call, world["call"].call_uuid, consistent=True)
+    assert [(a["status"], a["attempt"]) for a in stored.callback_attempts] == [
+        (503, n) for n in range(1, 6)
+    ]
+    parked = sqs.receive_message(QueueUrl=dlq, WaitTimeSeconds=0)["Messages"]
+    assert json.loads(parked[0]["Body"])["id"] in ids
