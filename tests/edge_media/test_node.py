@@ -7,6 +7,7 @@ scenarios only say pass or fail; the sipp, baresip and kamailio runs are in test
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import secrets
 from collections.abc import AsyncIterator
@@ -75,22 +76,33 @@ class Peer(asyncio.DatagramProtocol):
         return message
 
 
+def node_settings(**overrides: object) -> Settings:
+    """A node on a free SIP port with its own RTP block; loopback trusted unless overridden."""
+    base = next(_ports)
+    values: dict[str, object] = {
+        "sip_host": "127.0.0.1",
+        "sip_port": 0,
+        "rtp_port_min": base,
+        "rtp_port_max": base + 38,
+        "trust_loopback": True,
+    }
+    return Settings.load({}, **{**values, **overrides})
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings, **options: object) -> AsyncIterator[EdgeNode]:
+    edge = EdgeNode(settings, **options)  # type: ignore[arg-type]
+    await edge.start()
+    try:
+        yield edge
+    finally:
+        await edge.stop(drain_seconds=0)
+
+
 @pytest.fixture
 async def node() -> AsyncIterator[EdgeNode]:
-    base = next(_ports)
-    settings = Settings.load(
-        {},
-        sip_host="127.0.0.1",
-        sip_port=0,
-        rtp_port_min=base,
-        rtp_port_max=base + 38,
-        trust_loopback=True,
-        echo_ring_seconds=0.0,
-    )
-    edge = EdgeNode(settings)
-    await edge.start()
-    yield edge
-    await edge.stop(drain_seconds=0)
+    async with running(node_settings()) as edge:
+        yield edge
 
 
 @pytest.fixture
@@ -362,18 +374,7 @@ async def test_hold_and_resume_by_reinvite(node: EdgeNode, peer: Peer) -> None:
 
 
 async def test_cancel_while_ringing_gets_487(peer: Peer) -> None:
-    base = next(_ports)
-    settings = Settings.load(
-        {},
-        sip_port=0,
-        rtp_port_min=base,
-        rtp_port_max=base + 38,
-        trust_loopback=True,
-        echo_ring_seconds=10.0,
-    )
-    ringing_node = EdgeNode(settings)
-    await ringing_node.start()
-    try:
+    async with running(node_settings(echo_ring_seconds=10.0)) as ringing_node:
         request = invite(peer, sdp=OFFER.format(port=9, direction="sendrecv"))
         peer.send(request, ringing_node.endpoint.local_addr)
         ringing = await peer.response(180)
@@ -392,8 +393,6 @@ async def test_cancel_while_ringing_gets_487(peer: Peer) -> None:
         assert terminated.to_tag == ringing.to_tag
         assert ringing_node.ua is not None
         assert await ringing_node.ua.wait_idle(WAIT)
-    finally:
-        await ringing_node.stop(drain_seconds=0)
 
 
 async def test_bye_outside_a_dialog_gets_481(node: EdgeNode, peer: Peer) -> None:
@@ -550,18 +549,7 @@ async def test_outbound_cancel_before_answer(node: EdgeNode, callee: Callee) -> 
 
 
 async def test_call_without_rtp_is_hung_up_after_the_media_timeout(peer: Peer) -> None:
-    base = next(_ports)
-    settings = Settings.load(
-        {},
-        sip_port=0,
-        rtp_port_min=base,
-        rtp_port_max=base + 38,
-        trust_loopback=True,
-        rtp_timeout_seconds=0.4,
-    )
-    edge = EdgeNode(settings)
-    await edge.start()
-    try:
+    async with running(node_settings(rtp_timeout_seconds=0.4)) as edge:
         request = invite(peer, sdp=OFFER.format(port=peer.port + 2, direction="sendrecv"))
         peer.send(request, edge.endpoint.local_addr)
         ok = await peer.response(200)
@@ -569,5 +557,3 @@ async def test_call_without_rtp_is_hung_up_after_the_media_timeout(peer: Peer) -
         bye = await peer.expect(lambda m: isinstance(m, SipRequest) and m.method == "BYE")
         assert isinstance(bye, SipRequest)
         assert bye.headers.get("reason", "").startswith("Q.850;cause=102")
-    finally:
-        await edge.stop(drain_seconds=0)
