@@ -25,7 +25,12 @@ from typing import TYPE_CHECKING, Any
 from edge_media.rtp.dtmf import DtmfDigit, DtmfTrigger
 from edge_media.rtp.ports import PortsExhaustedError
 from edge_media.rtp.session import RtpSession
-from edge_media.sip.causes import NORMAL_CLEARING, cause_for_status, reason_header
+from edge_media.sip.causes import (
+    NORMAL_CLEARING,
+    cause_for_status,
+    reason_header,
+    status_for_cause,
+)
 from edge_media.sip.dialog import Dialog, DialogError, DialogState
 from edge_media.sip.digest import DigestClient, DigestError
 from edge_media.sip.endpoint import ClientTransaction, TransactionFailed, new_branch
@@ -411,16 +416,16 @@ class SipCall:
         """An in-dialog request (§12.2.2); the UA found the dialog by Call-ID and tags."""
         dialog = self.dialog
         if dialog is None:
-            self._answer(txn, request, 481)
+            self.reply(txn, request, 481)
             return
         try:
             dialog.receive_request(request)
         except DialogError as error:
-            self._answer(txn, request, error.status, error.reason)
+            self.reply(txn, request, error.status, error.reason)
             return
         method = request.method
         if method == "BYE":
-            self._answer(txn, request, 200)
+            self.reply(txn, request, 200)
             self._finish(NORMAL_CLEARING, None, "remote", "BYE received")
         elif method in ("INVITE", "UPDATE"):
             self._on_offer_request(txn, request)
@@ -431,11 +436,11 @@ class SipCall:
         elif method == "NOTIFY":
             self.ua.on_notify(self, txn, request)
         elif method == "OPTIONS":
-            self._answer(txn, request, 200, extra=self.ua.capability_headers())
+            self.reply(txn, request, 200, extra=self.ua.capability_headers())
         else:
-            self._answer(txn, request, 405, extra=[("Allow", ", ".join(self.ua.allowed_methods))])
+            self.reply(txn, request, 405, extra=[("Allow", ", ".join(self.ua.allowed_methods))])
 
-    def _answer(
+    def reply(
         self,
         txn: TransactionId,
         request: SipRequest,
@@ -446,6 +451,7 @@ class SipCall:
         body: bytes = b"",
         content_type: str | None = None,
     ) -> SipResponse:
+        """Answer an in-dialog request of this call (our To tag), on its server transaction."""
         response = make_response(
             request,
             status,
@@ -464,46 +470,44 @@ class SipCall:
         if self._client_reinvite:
             # §14.2: "a UAS that receives a second INVITE before it sends the final response to
             # a first INVITE with a lower CSeq ... MUST return a 491"; likewise while ours is out.
-            self._answer(txn, request, 491)
+            self.reply(txn, request, 491)
             return
         if is_invite and self._server_reinvite is not None:
-            self._answer(txn, request, 500, extra=[("Retry-After", "1")])
+            self.reply(txn, request, 500, extra=[("Retry-After", "1")])
             return
         assert self.dialog is not None
         if is_invite or request.contacts:
             self.dialog.refresh_target(request)
         if self.sdp is None or self.media is None:
-            self._answer(txn, request, 488 if request.body else 200)
+            self.reply(txn, request, 488 if request.body else 200)
             return
         offer = self._sdp_of(request)
         timer = negotiate_as_uas(request, self.ua.timer_policy, self.endpoint.now())
         if isinstance(timer, SessionIntervalTooSmall):
-            self._answer(txn, request, 422, "Session Interval Too Small", extra=timer.headers)
+            self.reply(txn, request, 422, "Session Interval Too Small", extra=timer.headers)
             return
         self.set_session_timer(timer.timer)
         headers = self._headers_for_answer() + list(timer.headers)
         if offer is False:
-            self._answer(txn, request, 400, "Malformed SDP")
+            self.reply(txn, request, 400, "Malformed SDP")
             return
         if offer is None:
             if not is_invite:  # an UPDATE without SDP is a plain session refresh
-                self._answer(txn, request, 200, extra=headers)
+                self.reply(txn, request, 200, extra=headers)
                 return
             direction = self.media.negotiated.direction if self.media.negotiated else None
             body = bytes(self.sdp.offer(direction or Direction.SENDRECV))
             self._answer_in_ack = True
-            response = self._answer(txn, request, 200, extra=headers, body=body, content_type=SDP)
+            response = self.reply(txn, request, 200, extra=headers, body=body, content_type=SDP)
             self._start_retransmitter(response, txn)
             return
         result = self.sdp.answer(offer)
         if isinstance(result, NegotiationFailure):
             # RFC 3264 §8: a rejected re-offer leaves the session as it was.
             warning = ("Warning", result.warning(self.ua.agent_host))
-            self._answer(txn, request, 488, extra=[warning])
+            self.reply(txn, request, 488, extra=[warning])
             return
-        response = self._answer(
-            txn, request, 200, extra=headers, body=result.body, content_type=SDP
-        )
+        response = self.reply(txn, request, 200, extra=headers, body=result.body, content_type=SDP)
         was_on_hold = self._hold
         self._hold = result.media.peer_on_hold
         self._apply(result.media)
@@ -786,8 +790,6 @@ class SipCall:
         if self.is_ended:
             return
         if self.direction == "inbound" and self.state in (CallState.INCOMING, CallState.RINGING):
-            from edge_media.sip.causes import status_for_cause
-
             self.reject(status_for_cause(cause), cause=cause)
             return
         if self.state is CallState.ANSWERED and self.dialog is not None:
@@ -852,7 +854,7 @@ class SipCall:
             self.media.close()
         self.set_session_timer(None)
         self.refer_done.set()
-        self._stop_retransmitter_unless_pending()
+        self._stop_retransmitter()
         self.log.info("ended: %s (%s%s)", cause, by, f", SIP {status}" if status else "")
         self._ended.set()
         self.ua.call_ended(self)
@@ -861,12 +863,6 @@ class SipCall:
                 self.on_end(self)
             except Exception:
                 self.log.exception("on_end callback failed")
-
-    def _stop_retransmitter_unless_pending(self) -> None:
-        # A 2xx still unacknowledged keeps being resent until the BYE's transaction settles it;
-        # stopping here would make the peer's ACK-less retransmissions our problem. Simple rule:
-        # stop, the peer's ACK (or its absence) no longer matters once we sent BYE.
-        self._stop_retransmitter()
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)

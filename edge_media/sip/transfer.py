@@ -81,10 +81,10 @@ def on_refer_notify(call: SipCall, txn: TransactionId, request: SipRequest) -> N
     """A NOTIFY in a dialog where we sent REFER: answer it and wake `send_refer`."""
     refer = call.outgoing_refer
     if refer is None:
-        call._answer(txn, request, 481, "Subscription Does Not Exist")
+        call.reply(txn, request, 481, "Subscription Does Not Exist")
         return
     answer = refer.on_notify(request, call.endpoint.now())
-    call._answer(txn, request, answer.status, answer.reason, extra=answer.headers)
+    call.reply(txn, request, answer.status, answer.reason, extra=answer.headers)
     if refer.done:
         call.refer_done.set()
 
@@ -94,14 +94,14 @@ async def follow_refer(call: SipCall, txn: TransactionId, request: SipRequest) -
     try:
         refer = parse_refer(request)
     except ReferError as error:
-        call._answer(txn, request, error.status, error.reason)
+        call.reply(txn, request, error.status, error.reason)
         return
     ua = call.ua
     notifier = ReferNotifier(
         refer, first_in_dialog=call.refers_received == 0, now=call.endpoint.now()
     )
     call.refers_received += 1
-    call._answer(txn, request, 202, "Accepted", extra=notifier.accept_headers())
+    call.reply(txn, request, 202, "Accepted", extra=notifier.accept_headers())
     await _notify(call, notifier.accepted(call.endpoint.now()))
     target = refer.target.uri
     addr, kind = ua.resolve(target, call.peer, call.kind)

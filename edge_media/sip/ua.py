@@ -509,9 +509,9 @@ class UserAgent:
         try:
             dtmf = dtmf_of_info(request)
         except InfoDtmfError as error:
-            call._answer(txn, request, error.status, error.reason, extra=error.headers)
+            call.reply(txn, request, error.status, error.reason, extra=error.headers)
             return
-        call._answer(txn, request, 200)
+        call.reply(txn, request, 200)
         if dtmf is not None:
             call.log.info("INFO digit %s", dtmf.digit)
             call.deliver_info_digit(dtmf.digit, dtmf.duration_ms)
