@@ -7,7 +7,6 @@ reads back from moto is exactly what its requests put there. Host names in URLs 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 import time
@@ -336,16 +335,6 @@ class MangumFront:
 
     def close(self) -> None:
         pass
-
-
-@pytest.fixture
-def mangum_loop() -> Iterator[asyncio.AbstractEventLoop]:
-    """Mangum runs the app on asyncio's current loop and never closes it (fine on Lambda)."""
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    yield loop
-    asyncio.set_event_loop(None)
-    loop.close()
 
 
 @pytest.fixture(params=["uvicorn", "mangum"])
