@@ -14,9 +14,9 @@ import socket
 
 from tests.interop.peers import (
     Peers,
-    correlate,
     dtmf_digits,
     dtmf_events,
+    find_segments,
     grid_errors_ms,
     heard_pcm,
     percentiles,
@@ -47,19 +47,22 @@ def test_audio_and_dtmf_are_echoed_on_the_20ms_grid(peers: Peers) -> None:
     ((key, stream),) = streams.items()
     stats = stream_stats(key, stream)
     assert stats.lost == 0 and stats.duplicates == 0, stats
-    # On the grid: no frame slips (a slip is a 20 ms error) and no drift (a pacer that sleeps
-    # 20 ms after each send instead of to absolute deadlines drifts later and later). The
-    # ≤ 2 ms p99 budget of DESIGN §6 is measured by bench/rtp.py, not asserted here, since
-    # this machine also runs sipp, tshark and the test runner.
+    # On the grid: packets leave on their 20 ms slots (p99 well under a frame; one late wake-up
+    # of a busy CI box may delay a single packet) and do not drift (a pacer that sleeps 20 ms
+    # after each send instead of to absolute deadlines drifts later and later). The ≤ 2 ms p99
+    # budget of DESIGN §6 is measured by bench/rtp.py, not asserted here, since this machine
+    # also runs sipp, tshark and the test runner.
     grid = grid_errors_ms(stream)
     errors = percentiles(grid)
-    assert errors is not None and errors.max < 15.0, errors
+    assert errors is not None and errors.p99 < 10.0, errors
     head, tail = sorted(grid[:50]), sorted(grid[-50:])
     assert abs(tail[25] - head[25]) < 2.0, f"drift: median {head[25]:.2f} → {tail[25]:.2f} ms"
     # The caller hears itself: the echo is the caller's speech.
+    # Each half second is looked for on its own: the echo has no jitter buffer, so a packet that
+    # misses its tick shifts what follows by one frame, which spoils a whole-utterance match.
     heard = heard_pcm(from_node, dst_port=caller.media_port)
-    match = correlate(peers.media.caller_wav, heard)
-    assert match.peak >= 0.9, match
+    found = find_segments(peers.media.caller_wav, heard)
+    assert found.fraction >= 0.9, found
     # And its digits, as RFC 4733 events on the payload type it offered (96).
     assert dtmf_digits(dtmf_events(stream, payload_types=[96])) == "1234#"
     assert node.stop() == 0
