@@ -1,0 +1,92 @@
+"""The seam between a call's caller side and its bot: what the bridge and a driver may ask of each other.
+
+Why a seam this small: the caller side is a SIP leg today and an agent-stream WebSocket next
+(DESIGN.md §1), and the bot side is a Twilio-stream bot today and ElevenLabs or Vapi next. Each
+driver sees only `CallerLeg` (where bot audio, marks and clears go) and each caller leg sees only
+`BotDriver` (where caller audio and digits go). Everything on both sides is synchronous and never
+blocks, because it runs on the RTP read path and on the pacer tick; the only awaits are connecting,
+waiting for the bot to go away, and stopping it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+__all__ = [
+    "BotConnector",
+    "BotDriver",
+    "BotEnd",
+    "BotUnavailable",
+    "CallInfo",
+    "CallerLeg",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class CallInfo:
+    """What a bot is told about the call it serves (Twilio-stream ``start.customParameters``)."""
+
+    call_uuid: str
+    account_id: str
+    direction: str  # "inbound" | "outbound"
+    from_number: str
+    to_number: str
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class BotEnd:
+    """How a bot connection ended.
+
+    ``by_bot`` is True when the bot side closed or failed (the call should be hung up), False when
+    we stopped it (caller gone, redirect). ``code`` is the WebSocket close code when there was one.
+    """
+
+    by_bot: bool
+    reason: str
+    code: int | None = None
+
+
+class BotUnavailable(Exception):
+    """The bot could not be reached or refused the connection (the bridge falls back or rejects)."""
+
+
+class CallerLeg(Protocol):
+    """The caller side as a driver sees it. Implemented by the bridge over an `RtpSession`."""
+
+    def play(self, ulaw: bytes) -> None:
+        """Append bot audio (8 kHz μ-law, any length) to the playout queue."""
+
+    def mark(self, name: str) -> None:
+        """Queue a mark behind the audio played so far; `BotDriver.marks_played` reports it."""
+
+    def clear(self) -> list[str]:
+        """Drop all unplayed audio now; returns the pending marks in order (the driver echoes them)."""
+
+
+class BotDriver(Protocol):
+    """One live bot connection. Sync methods never block; they run on the media path."""
+
+    def send_audio(self, ulaw: bytes) -> None:
+        """One frame of caller audio (normally 20 ms, 160 bytes of μ-law)."""
+
+    def send_dtmf(self, digit: str) -> None:
+        """One caller key press (RFC 4733 or SIP INFO), once per key."""
+
+    def marks_played(self, names: list[str]) -> None:
+        """Playout reached these marks (in order)."""
+
+    async def wait_closed(self) -> BotEnd:
+        """Return when the connection is over, whoever ended it."""
+
+    async def stop(self, reason: str) -> None:
+        """End the stream from our side (protocol goodbye, then close); bounded in time."""
+
+    def stats(self) -> dict[str, Any]:
+        """Figures for the call record (messages in/out, dropped, round trip)."""
+
+
+BotConnector = Callable[[str, CallInfo, CallerLeg, float], Awaitable[BotDriver]]
+"""``connect(target, info, leg, timeout)``: a connected, started driver, or `BotUnavailable`."""
