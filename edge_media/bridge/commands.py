@@ -1,0 +1,184 @@
+"""Live commands from the node's own queue: hangup, transfer, redirect.
+
+A command names a call by uuid; one for a call this node does not own (ended already, or never
+here) is logged and dropped: the API sends to the owning node's queue, so that only happens
+after the call ended or when a command was delivered late. Duplicate deliveries never reach
+here (the consumer drops a repeated command id), and each action is harmless if repeated
+anyway: a hangup of an ended call does nothing, a redirect to the current target reconnects.
+
+Transfer: REFER when the destination is a SIP URI the far end can reach and the far end allows
+REFER; otherwise (numbers, extensions, peers without REFER, a refused REFER) the node dials the
+target itself and relays RTP between the legs. Either way the bot gets ``stop`` first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from edge_media.bridge.live_call import BridgeServices, LiveCall
+from edge_media.bridge.outbound import _resolve, trunk_target
+from edge_media.bridge.relay import relay_until_either_ends
+from edge_media.sip.call import SipCall
+from edge_media.sip.refer import TransferState
+from edge_media.sip.transfer import send_refer
+from edge_media.sip.ua import UserAgent
+from edge_media.sip.uri import SipUri
+from shared.commands import Command, Hangup, Redirect, Transfer
+from shared.events import CallRedirected, CallTransferred
+from shared.models import Account, Trunk
+from shared.validation import parse_transfer_destination
+
+__all__ = ["CommandHandler"]
+
+logger = logging.getLogger("agera.bridge")
+
+TRANSFER_RING_SECONDS = 60
+
+
+class CommandHandler:
+    """Applies node-queue commands to the calls in ``services.live``."""
+
+    def __init__(
+        self,
+        ua: UserAgent,
+        *,
+        services: BridgeServices,
+        accounts: Callable[[str], Awaitable[Account | None]],
+        trunk_for: Callable[[Account, str | None], Awaitable[Trunk | None]],
+    ) -> None:
+        self.ua = ua
+        self.services = services
+        self.accounts = accounts
+        self.trunk_for = trunk_for
+        self.tasks: set[asyncio.Task[Any]] = set()
+
+    async def handle(self, command: Command) -> None:
+        live = self.services.live.get(command.call_uuid)
+        if live is None:
+            logger.info(
+                "[call %s] %s command %s dropped: the call is not live on this node",
+                command.call_uuid,
+                command.type,
+                command.id,
+            )
+            return
+        if isinstance(command, Hangup):
+            await self.hangup(live, command.cause)
+        elif isinstance(command, Redirect):
+            self._spawn(self.redirect(live, command.media_server))
+        elif isinstance(command, Transfer):
+            self._spawn(self.transfer(live, command.destination))
+        else:
+            live.log.warning(
+                "command %s of type %s is not for a live call", command.id, command.type
+            )
+
+    def _spawn(self, work: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def hangup(self, live: LiveCall, cause: str) -> None:
+        sip = live.sip
+        if sip is None:  # still routing an originate: it stops before dialing
+            live.ended_cause = "ORIGINATOR_CANCEL"
+            live.log.info("hangup requested before dialing")
+            return
+        if not live.answered and cause == "NORMAL_CLEARING":
+            cause = "ORIGINATOR_CANCEL"  # stopping a call before it connects is a cancel
+        live.log.info("hangup requested (%s)", cause)
+        await sip.hangup(cause)
+
+    async def redirect(self, live: LiveCall, target: str) -> None:
+        if not live.answered or live.sip is None or live.sip.is_ended:
+            live.log.info("redirect ignored: the call is not connected")
+            return
+        live.log.info("redirect to %s", target.split("?", 1)[0])
+        if not await live.connect_bot(target):
+            live.log.warning("redirect failed: the new bot is unreachable; the old one stays")
+            return
+        await live.event(CallRedirected(**live._base(), media_server=target))
+
+    async def transfer(self, live: LiveCall, destination: str) -> None:
+        sip = live.sip
+        if sip is None or not live.answered or sip.is_ended:
+            live.log.info("transfer ignored: the call is not connected")
+            return
+        kind, value = parse_transfer_destination(destination)
+        live.transferring = True
+        await live.stop_bot("transferred")
+        if kind == "sip" and "REFER" in sip.peer_allow and _reachable_by_peer(value, sip.peer[0]):
+            state = await send_refer(sip, value)
+            if state in (TransferState.SUCCEEDED, TransferState.UNREPORTED):
+                await live.event(
+                    CallTransferred(**live._base(), destination=destination, method="refer")
+                )
+                if state is TransferState.SUCCEEDED and not sip.is_ended:
+                    await sip.hangup("NORMAL_CLEARING")  # RFC 5589: the transferor leaves
+                return
+            live.log.info("REFER %s; dialing the target ourselves", state)
+        if sip.is_ended:
+            return
+        other = await self._dial(live, kind, value)
+        if other is None:
+            live.log.warning("transfer to %s failed; the caller is hung up", destination)
+            await sip.hangup("NORMAL_TEMPORARY_FAILURE")
+            return
+        await live.event(CallTransferred(**live._base(), destination=destination, method="bridge"))
+        cause = await relay_until_either_ends(sip, other)
+        live.add_stats(transfer_leg=other.media.stats() if other.media else {})
+        live.log.info("transfer relay ended (%s)", cause)
+
+    async def _dial(self, live: LiveCall, kind: str, value: str) -> SipCall | None:
+        """The second leg of a relayed transfer, answered; None when it did not answer."""
+        from_user = live.info.from_number or "anonymous"
+        if kind == "extension":
+            bindings = self.ua.contacts_for(live.info.account_id, value)
+            if not bindings:
+                live.log.info("extension %s is not registered", value)
+                return None
+            other = self.ua.call_binding(bindings[0], from_user=from_user)
+        elif kind == "number":
+            account = await self.accounts(live.info.account_id)
+            trunk = await self.trunk_for(account, None) if account is not None else None
+            if trunk is None:
+                live.log.info("no trunk to dial %s", value)
+                return None
+            addr = await _resolve(trunk.host, trunk.port)
+            creds = (trunk.username, trunk.password) if trunk.username and trunk.password else None
+            other = self.ua.invite(
+                trunk_target(trunk, value),
+                addr=addr,
+                kind=trunk.transport.value,
+                from_user=from_user,
+                credentials=creds,
+            )
+        else:
+            uri = SipUri.parse(value)
+            addr = await _resolve(uri.host_address, uri.port or 5060)
+            transport = uri.transport or "udp"
+            other = self.ua.invite(value, addr=addr, kind=transport, from_user=from_user)
+        try:
+            async with asyncio.timeout(TRANSFER_RING_SECONDS):
+                answered = await other.wait_answered()
+        except TimeoutError:
+            answered = False
+        if not answered or live.sip is None or live.sip.is_ended:
+            await other.hangup("NO_ANSWER" if not answered else "NORMAL_CLEARING")
+            return None
+        return other
+
+
+_LOOPBACK = ("127.", "::1", "localhost")
+
+
+def _reachable_by_peer(uri: str, peer_host: str) -> bool:
+    """Whether the far end can dial ``uri`` itself: a loopback target only from loopback."""
+    try:
+        host = SipUri.parse(uri).host_address
+    except Exception:
+        return False
+    return not host.startswith(_LOOPBACK) or peer_host.startswith(_LOOPBACK)

@@ -1,0 +1,92 @@
+"""An inbound SIP call to a number or from an extension, bridged to its bot.
+
+The order is the one DESIGN.md §4 gives, and each step is raced against the caller hanging up
+(a CANCEL during a slow webhook must end the work, not leave it running): 180 Ringing at once,
+the call record, the routing decision (static or webhook), the bot connection (with the account
+default as fallback), then 200 OK. A route that cannot be served is answered with a final SIP
+status and a reason, never left ringing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edge_media.bridge.live_call import BridgeServices, LiveCall, until_ended
+from edge_media.drivers.base import CallInfo
+from edge_media.sip.call import SipCall
+from shared.models import Call, Direction
+
+__all__ = ["inbound_app"]
+
+
+async def inbound_app(sip: SipCall, *, route: Any, routing: Any, services: BridgeServices) -> None:
+    """The call application for an inbound call whose route was looked up (``route``)."""
+    account = route.account
+    caller = sip.remote_user or "anonymous"
+    dialed = sip.request_user or ""
+    info = CallInfo(
+        call_uuid=str(sip.call_uuid),
+        account_id=account.account_id,
+        direction=Direction.INBOUND.value,
+        from_number=caller,
+        to_number=dialed,
+    )
+    live = LiveCall(services, sip, info, sip.call_uuid)
+    live.register()
+    sip.log.info(
+        "inbound to %s for account %s (call %s)", route.label, account.account_id, sip.call_uuid
+    )
+    try:
+        sip.ring()
+        await services.recorder.create(
+            Call(
+                call_uuid=sip.call_uuid,
+                account_id=account.account_id,
+                direction=Direction.INBOUND,
+                from_number=caller[:256],
+                to_number=dialed[:256],
+                node_id=services.node_id,
+                webhook_url=route.callback_url,
+            )
+        )
+        await live.ringing()
+        finished, decision = await until_ended(
+            sip,
+            routing.decide(
+                route,
+                call_uuid=str(sip.call_uuid),
+                direction=Direction.INBOUND.value,
+                caller_number=caller,
+                destination_number=dialed,
+            ),
+        )
+        if not finished:
+            return
+        if getattr(decision, "webhook_ms", None) is not None:
+            services.metrics.routing_webhook_ms(decision.webhook_ms)
+        if not hasattr(decision, "target"):  # a refusal
+            live.log.info(
+                "refused by routing: %s %s (%s)", decision.status, decision.reason, decision.detail
+            )
+            sip.reject(decision.status, decision.reason, cause=decision.cause)
+            return
+        live.max_seconds = decision.max_seconds
+        finished, connected = await until_ended(
+            sip, live.connect_bot(decision.target, decision.fallback)
+        )
+        if not finished:
+            return
+        if not connected:
+            sip.reject(480, "Temporarily Unavailable", cause="NORMAL_TEMPORARY_FAILURE")
+            return
+        if not await sip.answer():
+            return
+        live.attach_media()
+        await live.mark_answered()
+        await live.run()
+    except Exception:
+        live.log.exception("inbound call failed")
+        if not sip.is_ended:
+            await sip.hangup("NORMAL_TEMPORARY_FAILURE")
+    finally:
+        await live.finish()

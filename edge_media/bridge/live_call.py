@@ -1,0 +1,328 @@
+"""One bridged call on this node: its SIP leg, its bot, its record, from first ring to the end.
+
+Why one object per call: every path a call can take (inbound, originate, redirect, transfer,
+hangup command, bot crash, node shutdown) must end in exactly one ``call.completed`` with the
+right status, cause and figures. `LiveCall` is where that guarantee lives: `finish` runs in a
+``finally`` of every call application, writes the terminal state once, and never raises.
+
+The bot side is swappable (redirect): `connect_bot` connects a new driver while the old one still
+plays, then the old one is stopped, its queued audio cleared, and caller media goes to the new
+one. The caller hears silence for the switch, never a drop of the SIP leg.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from edge_media.bridge.legs import BotSink, PlayoutLeg, SilentSink
+from edge_media.drivers.base import BotConnector, BotDriver, BotEnd, BotUnavailable, CallInfo
+from edge_media.sip.call import SipCall
+from shared.events import CallAnswered, CallCompleted, CallEvent, CallRinging
+from shared.models import CallStatus
+
+__all__ = ["BridgeServices", "LiveCall", "status_for_end"]
+
+logger = logging.getLogger("agera.bridge")
+
+T = TypeVar("T")
+
+BOT_STOP_SECONDS = 2.0
+
+# A call that never answered ends with the status its cause names (Twilio's vocabulary).
+_UNANSWERED_STATUS = {
+    "USER_BUSY": CallStatus.BUSY,
+    "NO_ANSWER": CallStatus.NO_ANSWER,
+    "NO_USER_RESPONSE": CallStatus.NO_ANSWER,
+    "ORIGINATOR_CANCEL": CallStatus.CANCELED,
+}
+
+
+def status_for_end(answered: bool, cause: str) -> CallStatus:
+    """The terminal status of a call from whether it was answered and its Q.850 cause."""
+    if answered:
+        return CallStatus.COMPLETED
+    return _UNANSWERED_STATUS.get(cause, CallStatus.FAILED)
+
+
+@dataclass
+class BridgeServices:
+    """What every call of a node shares: the node hands one of these to each call application."""
+
+    node_id: str
+    recorder: Any  # edge_media.control.records.CallRecorder
+    metrics: Any  # edge_media.control.metrics.NodeMetrics
+    connect: BotConnector
+    bot_connect_timeout: float
+    playout_seconds: float
+    pacing_p99: Callable[[], float | None]
+    live: dict[uuid.UUID, LiveCall]
+
+
+class _Log(logging.LoggerAdapter):  # type: ignore[type-arg]
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return f"[call {self.extra['call']}] {msg}", kwargs  # type: ignore[index]
+
+
+class LiveCall:
+    """A call this node owns. Create, `register`, drive it, and always `finish` it."""
+
+    def __init__(
+        self, services: BridgeServices, sip: SipCall | None, info: CallInfo, call_uuid: uuid.UUID
+    ) -> None:
+        self.services = services
+        self.sip = sip
+        self.info = info
+        self.call_uuid = call_uuid
+        self.log = _Log(logger, {"call": call_uuid})
+        self.leg = PlayoutLeg(self.log, capacity_seconds=services.playout_seconds)
+        self.driver: BotDriver | None = None
+        self.target: str | None = None
+        self.answered_at: datetime | None = None
+        self.started = time.monotonic()
+        self.ended_cause: str | None = None
+        self.sip_status: int | None = None
+        self.max_seconds: int | None = None
+        self.transferring = False
+        self._swapped = asyncio.Event()
+        self._finished = False
+        self._bot_stats: list[dict[str, Any]] = []
+        self._extra_stats: dict[str, Any] = {}
+
+    # -- registry ---------------------------------------------------------------------------
+
+    def register(self) -> None:
+        self.services.live[self.call_uuid] = self
+
+    @property
+    def answered(self) -> bool:
+        return self.answered_at is not None
+
+    async def event(self, event: CallEvent) -> bool:
+        """Write a state change to the record and the events queue (never raises)."""
+        try:
+            return bool(await self.services.recorder.record(event))
+        except Exception:
+            self.log.exception("recording %s failed", event.type)
+            return False
+
+    def _base(self) -> dict[str, Any]:
+        return {
+            "call_uuid": self.call_uuid,
+            "account_id": self.info.account_id,
+            "node_id": self.services.node_id,
+        }
+
+    async def ringing(self) -> None:
+        await self.event(CallRinging(**self._base()))
+
+    async def mark_answered(self) -> None:
+        self.answered_at = datetime.now(UTC)
+        self.services.metrics.call_setup_ms((time.monotonic() - self.started) * 1000)
+        await self.event(CallAnswered(**self._base(), media_target=self.target))
+
+    # -- the bot ----------------------------------------------------------------------------
+
+    async def connect_bot(self, target: str, fallback: str | None = None) -> bool:
+        """Connect ``target`` (or ``fallback`` when it is unreachable) and make it the call's bot.
+
+        The old driver, if any, keeps playing until the new one is connected; False (and the old
+        driver untouched) when neither connects.
+        """
+        for candidate in (target, fallback):
+            if not candidate:
+                continue
+            started = time.monotonic()
+            try:
+                driver = await self.services.connect(
+                    candidate, self.info, self.leg, self.services.bot_connect_timeout
+                )
+            except BotUnavailable as error:
+                self.log.warning("bot %s unreachable: %s", _shown(candidate), error)
+                continue
+            self.services.metrics.bot_connect_ms((time.monotonic() - started) * 1000)
+            self.log.info("bot connected: %s", _shown(candidate))
+            old = self.driver
+            self.driver, self.target = driver, candidate
+            if old is not None:
+                self._swapped.set()
+                await self._stop_driver(old, "redirected")
+                for name in self.leg.clear():  # the old bot's unplayed audio is not the new one's
+                    self.log.debug("mark %s dropped by redirect", name)
+            self._wire()
+            return True
+        return False
+
+    def _wire(self) -> None:
+        """Route the leg's media to the current driver (once the SIP leg has media)."""
+        sip, driver = self.sip, self.driver
+        if sip is None or sip.media is None or driver is None:
+            return
+        media = sip.media
+        self.leg.attach(media)
+        media.on_marks = driver.marks_played
+        media.sink = BotSink(driver)
+        sip.on_digit = lambda digit, _ms: driver.send_dtmf(digit)
+
+    def attach_media(self) -> None:
+        """After the answer: bot audio plays on the leg, caller audio goes to the bot."""
+        self._wire()
+
+    def detach_bot(self) -> None:
+        sip = self.sip
+        if sip is not None and sip.media is not None:
+            sip.media.sink = SilentSink()
+            sip.media.on_marks = None
+            sip.on_digit = None
+
+    async def _stop_driver(self, driver: BotDriver, reason: str) -> None:
+        try:
+            async with asyncio.timeout(BOT_STOP_SECONDS + 1):
+                await driver.stop(reason)
+        except Exception as error:
+            self.log.info("bot stop (%s) did not complete cleanly: %s", reason, error)
+        try:
+            self._bot_stats.append(driver.stats())
+        except Exception:
+            self.log.exception("bot stats failed")
+
+    async def stop_bot(self, reason: str) -> None:
+        driver, self.driver = self.driver, None
+        if driver is not None:
+            self.detach_bot()
+            await self._stop_driver(driver, reason)
+
+    async def run(self) -> None:
+        """Serve the answered call until the caller or the bot ends it (or the session limit)."""
+        sip = self.sip
+        assert sip is not None
+        deadline = None if not self.max_seconds else time.monotonic() + self.max_seconds
+        ended = asyncio.ensure_future(sip.ended())
+        try:
+            while not sip.is_ended:
+                driver = self.driver
+                if driver is None:  # transferred away from the bot: wait for the end
+                    await ended
+                    break
+                self._swapped.clear()
+                closed = asyncio.ensure_future(driver.wait_closed())
+                swapped = asyncio.ensure_future(self._swapped.wait())
+                timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+                done, _ = await asyncio.wait(
+                    {ended, closed, swapped}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+                for task in (closed, swapped):
+                    if task not in done:
+                        task.cancel()
+                if ended in done:
+                    break
+                if not done:
+                    self.log.info("session limit of %d s reached; hanging up", self.max_seconds)
+                    await sip.hangup("NORMAL_CLEARING")
+                    break
+                if closed in done and driver is self.driver and not self.transferring:
+                    end: BotEnd = closed.result()
+                    if end.by_bot:
+                        self.log.info(
+                            "bot ended the stream (%s%s); hanging up",
+                            end.reason,
+                            f", code {end.code}" if end.code is not None else "",
+                        )
+                        await sip.hangup("NORMAL_CLEARING")
+                        break
+                    await ended
+                    break
+        finally:
+            ended.cancel()
+
+    # -- the end ----------------------------------------------------------------------------
+
+    def add_stats(self, **figures: Any) -> None:
+        self._extra_stats.update(figures)
+
+    async def finish(self, *, cause: str | None = None, sip_status: int | None = None) -> None:
+        """Stop the bot, write ``call.completed`` once, forget the call. Never raises."""
+        if self._finished:
+            return
+        self._finished = True
+        try:
+            await self.stop_bot("call ended")
+        except Exception:
+            self.log.exception("stopping the bot failed")
+        sip = self.sip
+        end = sip.end if sip is not None else None
+        cause = cause or (end.cause if end is not None else None) or "NORMAL_CLEARING"
+        if sip_status is None and end is not None:
+            sip_status = end.status
+        stats = self._stats()
+        duration = 0
+        if self.answered_at is not None:
+            duration = max(0, math.floor((datetime.now(UTC) - self.answered_at).total_seconds()))
+        status = status_for_end(self.answered, cause)
+        completed = CallCompleted(
+            **self._base(),
+            status=status,
+            answered_at=self.answered_at,
+            duration=duration,
+            hangup_cause=cause,
+            sip_status=sip_status,
+            stats=stats,
+        )
+        self.log.info("completed: %s, %s, %d s", status.value, cause, duration)
+        await self.event(completed)
+        self._report_media(stats)
+        self.services.live.pop(self.call_uuid, None)
+
+    def _stats(self) -> dict[str, Any]:
+        stats: dict[str, Any] = {}
+        sip = self.sip
+        if sip is not None and sip.media is not None:
+            try:
+                stats.update(sip.media.stats())
+            except Exception:
+                self.log.exception("media stats failed")
+        pacing = self.services.pacing_p99()
+        if pacing is not None:
+            stats["pacing_error_p99_ms"] = round(pacing, 2)
+        rtts = [s["bot_rtt_ms"] for s in self._bot_stats if s.get("bot_rtt_ms") is not None]
+        if rtts:
+            stats["bot_rtt_ms"] = round(rtts[-1], 2)
+        if self._bot_stats:
+            stats["bot"] = self._bot_stats
+        stats.update(self._extra_stats)
+        return stats
+
+    def _report_media(self, stats: dict[str, Any]) -> None:
+        received = stats.get("packets_in")
+        lost = stats.get("lost")
+        if isinstance(received, int) and isinstance(lost, int) and received + lost > 0:
+            self.services.metrics.rtp_loss_pct(100.0 * max(lost, 0) / (received + max(lost, 0)))
+
+
+def _shown(target: str) -> str:
+    """A media target for logs: no query string (tokens live there)."""
+    return target.split("?", 1)[0]
+
+
+async def until_ended(sip: SipCall, work: Awaitable[T]) -> tuple[bool, T | None]:
+    """Run ``work`` unless the SIP call ends first: (finished, result); the work is cancelled."""
+    task = asyncio.ensure_future(work)
+    ended = asyncio.ensure_future(sip.ended())
+    try:
+        done, _ = await asyncio.wait({task, ended}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        ended.cancel()
+    if task in done:
+        return True, task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task  # its outcome no longer matters: the caller is gone
+    return False, None

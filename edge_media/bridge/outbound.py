@@ -1,0 +1,188 @@
+"""The ``originate`` command: claim the queued call, route it, dial the trunk, bridge on answer.
+
+Why the claim comes first: every live node long-polls the shared originate queue, and the API
+may cancel a queued call at the same moment. One conditional write (``queued`` and no
+``node_id``) decides who owns the call; a node that loses drops the command without a word to
+the record (the winner writes it).
+
+The routing webhook runs before the INVITE (the API guide consults it "when a call starts",
+inbound or outbound), so a ``hangup`` answer costs the callee nothing. The bot is connected when
+the callee answers, as a Twilio ``<Connect><Stream>`` starts after the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from edge_media.bridge.live_call import BridgeServices, LiveCall, until_ended
+from edge_media.drivers.base import CallInfo
+from edge_media.sip.call import SipCall
+from edge_media.sip.ua import UserAgent
+from shared.commands import Originate
+from shared.models import Account, Direction, Trunk
+
+__all__ = ["Originator", "trunk_target"]
+
+logger = logging.getLogger("agera.bridge")
+
+TrunkLookup = Callable[[Account, str | None], Awaitable[Trunk | None]]
+
+
+def trunk_target(trunk: Trunk, number: str) -> str:
+    """The Request-URI for ``number`` at the trunk (``sip:+15551230000@carrier:5060``)."""
+    host = f"[{trunk.host}]" if ":" in trunk.host else trunk.host
+    return f"sip:{number}@{host}:{trunk.port}"
+
+
+async def _resolve(host: str, port: int) -> tuple[str, int]:
+    """The trunk's address; a name is resolved once per call (no RFC 3263 SRV/NAPTR)."""
+    try:
+        socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+        return host, port
+    except OSError:
+        pass
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    if not infos:
+        raise OSError(f"{host} does not resolve")
+    return str(infos[0][4][0]), port
+
+
+class Originator:
+    """Runs originate commands on this node (one task per call)."""
+
+    def __init__(
+        self,
+        ua: UserAgent,
+        *,
+        services: BridgeServices,
+        routing: Any,
+        accounts: Callable[[str], Awaitable[Account | None]],
+        trunk_for: TrunkLookup,
+    ) -> None:
+        self.ua = ua
+        self.services = services
+        self.routing = routing
+        self.accounts = accounts
+        self.trunk_for = trunk_for
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def handle(self, command: Originate) -> None:
+        """Claim the call; on success its work runs in the background and this returns."""
+        claimed = await self.services.recorder.claim(command.call_uuid)
+        if claimed is None:
+            logger.info(
+                "[call %s] originate dropped: canceled, or another node claimed it",
+                command.call_uuid,
+            )
+            return
+        task = asyncio.ensure_future(self._run(command, claimed))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _run(self, command: Originate, record: Any) -> None:
+        caller = command.caller_id_number or "anonymous"
+        info = CallInfo(
+            call_uuid=str(command.call_uuid),
+            account_id=command.account_id,
+            direction=Direction.OUTBOUND.value,
+            from_number=command.caller_id_number or "",
+            to_number=command.destination_number,
+        )
+        live = LiveCall(self.services, None, info, command.call_uuid)
+        live.register()
+        cause: str | None = None
+        try:
+            account = await self.accounts(command.account_id)
+            if account is None:
+                live.log.warning("originate for unknown account %s", command.account_id)
+                cause = "CALL_REJECTED"
+                return
+            trunk = await self.trunk_for(account, command.trunk_id)
+            if trunk is None:
+                live.log.warning(
+                    "account %s has no trunk to dial %s through; add one with POST /api/trunks",
+                    account.account_id,
+                    command.destination_number,
+                )
+                cause = "NO_ROUTE_DESTINATION"
+                return
+            route = self.routing.route_for_originate(
+                account, command.socket_url, command.webhook_url
+            )
+            decision = await self.routing.decide(
+                route,
+                call_uuid=str(command.call_uuid),
+                direction=Direction.OUTBOUND.value,
+                caller_number=caller,
+                destination_number=command.destination_number,
+            )
+            if getattr(decision, "webhook_ms", None) is not None:
+                self.services.metrics.routing_webhook_ms(decision.webhook_ms)
+            if not hasattr(decision, "target"):
+                live.log.info("refused by routing: %s (%s)", decision.cause, decision.detail)
+                cause = decision.cause
+                return
+            if live.services.live.get(command.call_uuid) is not live or live.ended_cause:
+                cause = live.ended_cause or "ORIGINATOR_CANCEL"
+                return
+            live.max_seconds = decision.max_seconds
+            addr = await _resolve(trunk.host, trunk.port)
+            credentials = (
+                (trunk.username, trunk.password) if trunk.username and trunk.password else None
+            )
+            from_user = command.caller_id_number or trunk.caller_id_number or "anonymous"
+            sip = self.ua.invite(
+                trunk_target(trunk, command.destination_number),
+                addr=addr,
+                kind=trunk.transport.value,
+                from_user=from_user,
+                from_display=command.caller_id_name,
+                credentials=credentials,
+            )
+            sip.call_uuid = command.call_uuid
+            live.sip = sip
+            await self._dial(live, sip, command, decision)
+        except Exception:
+            live.log.exception("originate failed")
+            cause = "NORMAL_TEMPORARY_FAILURE"
+            if live.sip is not None and not live.sip.is_ended:
+                await live.sip.hangup(cause)
+        finally:
+            await live.finish(cause=cause if live.sip is None else None)
+
+    async def _dial(self, live: LiveCall, sip: SipCall, command: Originate, decision: Any) -> None:
+        """Ring (up to ring_timeout), then bridge; a hangup command while ringing CANCELs."""
+        ringing = asyncio.ensure_future(self._report_ringing(live, sip))
+        try:
+            try:
+                async with asyncio.timeout(command.ring_timeout):
+                    answered = await sip.wait_answered()
+            except TimeoutError:
+                live.log.info("no answer in %d s; canceling", command.ring_timeout)
+                await sip.hangup("NO_ANSWER")
+                return
+        finally:
+            ringing.cancel()
+        if not answered:
+            return
+        finished, connected = await until_ended(
+            sip, live.connect_bot(decision.target, decision.fallback)
+        )
+        if not finished:
+            return
+        if not connected:
+            await sip.hangup("NORMAL_TEMPORARY_FAILURE")
+            return
+        live.attach_media()
+        await live.mark_answered()
+        await live.run()
+
+    @staticmethod
+    async def _report_ringing(live: LiveCall, sip: SipCall) -> None:
+        if await sip.wait_ringing():
+            # Shielded: an answer right after the 180 must not cut the record write in half.
+            await asyncio.shield(live.ringing())
