@@ -1,10 +1,18 @@
-"""The edge media node: one process that terminates SIP and RTP and runs call applications.
+"""The edge media node: one process that terminates SIP and RTP and bridges calls to bots.
 
-It assembles the layers from settings: the SIP endpoint (UDP+TCP), the user agent, the RTP
-port range and the one `MediaClock` that paces every call's outbound audio. Routing is
-deliberately small here (the echo line, else 404); numbers, extensions, webhooks and bots plug
-into `route` (issue 5). Shutdown drains: new INVITEs get 503 with Retry-After, live calls may
-finish for ``drain_seconds``, the rest are hung up with cause SYSTEM_SHUTDOWN.
+It assembles the layers from settings: the SIP endpoint (UDP+TCP), the user agent, the RTP port
+range and the one `MediaClock` that paces every call's outbound audio; and, when the control
+plane is configured (the originate and events queue URLs are set), the parts that make it a
+gateway node: its registration and heartbeat in DynamoDB, its own command queue, the consumers
+of that queue and of the shared originate queue, the call recorder, routing (numbers,
+extensions, routing webhooks), the trunk book (inbound CIDRs, outbound trunks) and EMF metrics.
+Without a control plane it is a standalone SIP node with the echo line (the interop tests and
+a first trunk test use it that way).
+
+Shutdown drains: the node is marked draining and stops taking originate commands, new INVITEs
+get 503 with Retry-After, live calls may finish for ``drain_seconds``, the rest are hung up with
+cause SYSTEM_SHUTDOWN, and the node waits (bounded) for their ``call.completed`` to be written
+before it deregisters.
 """
 
 from __future__ import annotations
@@ -13,8 +21,13 @@ import asyncio
 import functools
 import logging
 import secrets
+import socket
+import time
+import uuid
+from typing import Any
 
 from edge_media.apps.echo import ECHO_USER, echo_app
+from edge_media.bridge.live_call import BridgeServices, LiveCall
 from edge_media.rtp.ports import PortAllocator
 from edge_media.rtp.transport import MediaClock, monotonic_clock_for
 from edge_media.sip.acl import SourceAcl
@@ -31,13 +44,34 @@ __all__ = ["EdgeNode"]
 
 logger = logging.getLogger("agera.edge")
 
+LOOKUP_SECONDS = 2.0  # a number/extension lookup slower than this gets 503, never a hang
+SETTLE_SECONDS = 10.0  # after the shutdown hangups, time for the records to be written
+METRICS_SECONDS = 60.0
+
+
+def _node_id(settings: Settings) -> str:
+    return settings.node_id or f"node-{socket.gethostname()[:32]}-{secrets.token_hex(4)}"
+
 
 class EdgeNode:
     """``await start()``, then ``await stop()`` (drains); `ua` places and tracks calls."""
 
-    def __init__(self, settings: Settings, *, directory: ExtensionDirectory | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        directory: ExtensionDirectory | None = None,
+        control: bool | None = None,
+    ) -> None:
         self.settings = settings
-        self.directory = directory or StaticDirectory()
+        self.node_id = _node_id(settings)
+        self.control_enabled = (
+            bool(settings.originate_queue_url and settings.events_queue_url)
+            if control is None
+            else control
+        )
+        self.directory: ExtensionDirectory = directory or StaticDirectory()
+        self._directory_given = directory is not None
         # Nonces are checked by the node that issued them (a phone's REGISTER and INVITE reach
         # the same worker: same 4-tuple), so a per-process secret is enough.
         self.registrar = Registrar(
@@ -59,16 +93,26 @@ class EdgeNode:
         )
         self.clock: MediaClock | None = None
         self.ua: UserAgent | None = None
+        self.live: dict[uuid.UUID, LiveCall] = {}
+        self.services: BridgeServices | None = None
+        self.routing: Any = None
+        self._control: Any = None  # edge_media.node_control.ControlPlane when enabled
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self.clock = MediaClock.create(loop=loop, clock=monotonic_clock_for(loop))
+        if self.control_enabled:
+            from edge_media.node_control import ControlPlane
+
+            self._control = ControlPlane(self)
+            await self._control.open()
         self.ua = UserAgent(
             self.endpoint,
             ports=self.ports,
             pacer=self.clock.pacer,
             router=self.route,
-            source_allowed=self.acl.allows,
+            source_allowed=lambda source: self.acl.allows(source),
             media_host=self.settings.sip_host,
             advertised_media=self.settings.advertised_address,
             playout_seconds=self.settings.max_playout_seconds,
@@ -79,24 +123,65 @@ class EdgeNode:
         await self.endpoint.start()
         self.clock.start()
         self.ua.start_media_sweep()
+        if self._control is not None:
+            await self._control.start()
         logger.info(
-            "edge node up: SIP %s:%d, RTP %d-%d, echo %s",
+            "edge node %s up: SIP %s:%d, RTP %d-%d, echo %s, control plane %s",
+            self.node_id,
             *self.endpoint.local_addr,
             self.settings.rtp_port_min,
             self.settings.rtp_port_max,
             "on" if self.settings.echo_enabled else "off",
+            "on" if self._control is not None else "off (standalone SIP node)",
+        )
+
+    def pacing_p99(self) -> float | None:
+        """The node clock's wake-up lateness p99 (ms): what every call's RTP departures share."""
+        if self.clock is None:
+            return None
+        return float(self.clock.stats().late_p99_ms)
+
+    def set_trusted_sources(self, extra: list[str]) -> None:
+        """Settings' CIDRs plus ``extra`` (the trunks' inbound sources)."""
+        self.acl = SourceAcl(
+            [*self.settings.sip_trusted_sources, *extra],
+            trust_loopback=self.settings.trust_loopback,
         )
 
     async def route(self, call: SipCall) -> CallApp | Reject:
-        """Pick the application for an inbound call from its Request-URI user."""
+        """Pick the application for an inbound call: echo, else its number or extension's route."""
         user = call.request_user
         if self.settings.echo_enabled and user == ECHO_USER:
             return functools.partial(echo_app, ring_seconds=self.settings.echo_ring_seconds)
-        return Reject(404, "Not Found", "NO_ROUTE_DESTINATION")
+        if self._control is None:
+            return Reject(404, "Not Found", "NO_ROUTE_DESTINATION")
+        from edge_media.bridge.inbound import inbound_app
+        from edge_media.bridge.routing import Refuse
+
+        ext = call.extension
+        extension = (ext.account_id, ext.extension) if ext is not None else None
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(LOOKUP_SECONDS):
+                found = await self.routing.lookup_inbound(
+                    user or "", extension, call_uuid=str(call.call_uuid)
+                )
+        except Exception as error:
+            call.log.warning("route lookup for %r failed: %r", user, error)
+            return Reject(503, "Service Unavailable", "NORMAL_TEMPORARY_FAILURE")
+        if isinstance(found, Refuse):
+            call.log.info("no route for %r: %s", user, getattr(found, "detail", ""))
+            return Reject(found.status, found.reason, found.cause)
+        call.log.debug("route lookup %.1f ms", (time.monotonic() - started) * 1000)
+        return functools.partial(
+            inbound_app, route=found, routing=self.routing, services=self.services
+        )
 
     async def stop(self, drain_seconds: float | None = None) -> None:
         """Drain, then close: no new calls, live ones get ``drain_seconds`` to finish."""
         ua = self.ua
+        if self._control is not None:
+            await self._control.drain()
         if ua is not None:
             ua.accepting = False
             limit = self.settings.drain_seconds if drain_seconds is None else drain_seconds
@@ -104,8 +189,22 @@ class EdgeNode:
                 logger.info("draining %d calls for up to %.0f s", ua.active_calls, limit)
             await ua.wait_idle(limit)
             await ua.hangup_all("SYSTEM_SHUTDOWN")
+        await self._settle()
+        if self._control is not None:
+            await self._control.close()
+        if ua is not None:
             await ua.close()
         if self.clock is not None:
             self.clock.stop()
         await self.endpoint.close()
-        logger.info("edge node stopped")
+        logger.info("edge node %s stopped", self.node_id)
+
+    async def _settle(self) -> None:
+        """Wait (bounded) for every live call's ``call.completed`` to be written."""
+        waits = [asyncio.ensure_future(call.done.wait()) for call in self.live.values()]
+        if waits:
+            _, pending = await asyncio.wait(waits, timeout=SETTLE_SECONDS)
+            for task in pending:
+                task.cancel()
+        if self.live:
+            logger.warning("%d calls did not finish their records before shutdown", len(self.live))

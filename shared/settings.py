@@ -100,6 +100,12 @@ class Settings(BaseModel):
     rtp_timeout_seconds: float = Field(
         60.0, ge=0, description="Hang up an answered call after this long without RTP (0: never)."
     )
+    bot_connect_timeout_seconds: float = Field(
+        5.0,
+        gt=0,
+        le=30,
+        description="How long a bot WebSocket may take to connect before fallback.",
+    )
     echo_ring_seconds: float = Field(
         0.0, ge=0, le=60, description="How long the echo app rings before answering."
     )

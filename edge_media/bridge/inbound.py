@@ -9,9 +9,8 @@ status and a reason, never left ringing.
 
 from __future__ import annotations
 
-from typing import Any
-
 from edge_media.bridge.live_call import BridgeServices, LiveCall, until_ended
+from edge_media.bridge.routing import CallRoute, CallRouter, Refuse
 from edge_media.drivers.base import CallInfo
 from edge_media.sip.call import SipCall
 from shared.models import Call, Direction
@@ -19,7 +18,9 @@ from shared.models import Call, Direction
 __all__ = ["inbound_app"]
 
 
-async def inbound_app(sip: SipCall, *, route: Any, routing: Any, services: BridgeServices) -> None:
+async def inbound_app(
+    sip: SipCall, *, route: CallRoute, routing: CallRouter, services: BridgeServices
+) -> None:
     """The call application for an inbound call whose route was looked up (``route``)."""
     account = route.account
     caller = sip.remote_user or "anonymous"
@@ -64,7 +65,7 @@ async def inbound_app(sip: SipCall, *, route: Any, routing: Any, services: Bridg
             return
         if getattr(decision, "webhook_ms", None) is not None:
             services.metrics.routing_webhook_ms(decision.webhook_ms)
-        if not hasattr(decision, "target"):  # a refusal
+        if isinstance(decision, Refuse):
             live.log.info(
                 "refused by routing: %s %s (%s)", decision.status, decision.reason, decision.detail
             )

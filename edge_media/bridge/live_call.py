@@ -94,6 +94,7 @@ class LiveCall:
         self.transferring = False
         self._swapped = asyncio.Event()
         self._finished = False
+        self.done = asyncio.Event()  # set once call.completed is written (or given up on)
         self._bot_stats: list[dict[str, Any]] = []
         self._extra_stats: dict[str, Any] = {}
 
@@ -254,6 +255,15 @@ class LiveCall:
             return
         self._finished = True
         try:
+            await self._complete(cause, sip_status)
+        except Exception:
+            self.log.exception("writing call.completed failed")
+        finally:
+            self.services.live.pop(self.call_uuid, None)
+            self.done.set()
+
+    async def _complete(self, cause: str | None, sip_status: int | None) -> None:
+        try:
             await self.stop_bot("call ended")
         except Exception:
             self.log.exception("stopping the bot failed")
@@ -279,7 +289,6 @@ class LiveCall:
         self.log.info("completed: %s, %s, %d s", status.value, cause, duration)
         await self.event(completed)
         self._report_media(stats)
-        self.services.live.pop(self.call_uuid, None)
 
     def _stats(self) -> dict[str, Any]:
         stats: dict[str, Any] = {}

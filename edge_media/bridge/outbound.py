@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from edge_media.bridge.live_call import BridgeServices, LiveCall, until_ended
+from edge_media.bridge.routing import CallRouter, Connect, Refuse
 from edge_media.drivers.base import CallInfo
 from edge_media.sip.call import SipCall
 from edge_media.sip.ua import UserAgent
@@ -59,7 +60,7 @@ class Originator:
         ua: UserAgent,
         *,
         services: BridgeServices,
-        routing: Any,
+        routing: CallRouter,
         accounts: Callable[[str], Awaitable[Account | None]],
         trunk_for: TrunkLookup,
     ) -> None:
@@ -122,7 +123,7 @@ class Originator:
             )
             if getattr(decision, "webhook_ms", None) is not None:
                 self.services.metrics.routing_webhook_ms(decision.webhook_ms)
-            if not hasattr(decision, "target"):
+            if isinstance(decision, Refuse):
                 live.log.info("refused by routing: %s (%s)", decision.cause, decision.detail)
                 cause = decision.cause
                 return
@@ -154,7 +155,9 @@ class Originator:
         finally:
             await live.finish(cause=cause if live.sip is None else None)
 
-    async def _dial(self, live: LiveCall, sip: SipCall, command: Originate, decision: Any) -> None:
+    async def _dial(
+        self, live: LiveCall, sip: SipCall, command: Originate, decision: Connect
+    ) -> None:
         """Ring (up to ring_timeout), then bridge; a hangup command while ringing CANCELs."""
         ringing = asyncio.ensure_future(self._report_ringing(live, sip))
         try:
