@@ -10,7 +10,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help dev test lint format install system-deps bench clean
+.PHONY: help dev test lint format install system-deps pipecat-venv bench clean
 
 help:
 	@echo "make dev     run the whole gateway locally (API :8000, moto for DynamoDB and SQS)"
@@ -32,6 +32,10 @@ install: $(BIN)/.installed
 system-deps:
 	@bash infra/setup/system-deps.sh
 
+# A real pipecat bot is a test peer; it lives in its own venv (~600 MB) so .venv stays lean.
+pipecat-venv:
+	@bash infra/setup/pipecat-venv.sh
+
 dev: install
 	$(BIN)/agera dev $(ARGS)
 
@@ -43,14 +47,14 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: install system-deps lint
+test: install system-deps pipecat-venv lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench: install
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .aws-sam *.egg-info
+	rm -rf $(VENV) .venv-pipecat .pytest_cache .ruff_cache .aws-sam *.egg-info
 
 # `sam build` targets (BuildMethod: makefile) for the Lambda functions.
 include infra/sam-build.mk
