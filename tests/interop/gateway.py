@@ -1,0 +1,122 @@
+"""An in-process edge node wired to the control plane at the session's moto, for bridge tests.
+
+The node runs in the test's event loop with its real SIP/RTP sockets on loopback, its real
+aioboto3 clients (DynamoDB and SQS at moto) and a real routing/bot path, so a test can drive a
+call from a real SIP peer (sipp, baresip) to a real bot (StrictTwilioBot, pipecat) and then read
+the call record and the events the node published.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import boto3
+
+from edge_media.node import EdgeNode
+from shared.dynamo.repository import Repository
+from shared.models import Account, Call, Number, Route, Trunk
+from shared.settings import Settings
+from tests.interop.peers import HOST, free_port, free_udp_range
+
+
+@dataclass
+class Tenant:
+    account: Account
+    number: str | None = None
+
+
+def new_number() -> str:
+    return "+1555" + "".join(secrets.choice("0123456789") for _ in range(7))
+
+
+def make_tenant(repo: Repository, *, socket_url: str | None = None, **account: Any) -> Tenant:
+    acct = Account(name="bridge test", webhook_secret=secrets.token_hex(16), **account)
+    repo.put(acct)
+    tenant = Tenant(acct)
+    if socket_url is not None or account.get("webhook_url"):
+        tenant.number = add_number(repo, acct, Route(socket_url=socket_url) if socket_url else None)
+    return tenant
+
+
+def add_number(
+    repo: Repository, account: Account, route: Route | None = None, **route_fields: Any
+) -> str:
+    number = new_number()
+    repo.put(
+        Number(number=number, account_id=account.account_id, route=route or Route(**route_fields))
+    )
+    return number
+
+
+def add_trunk(repo: Repository, account: Account, port: int, **fields: Any) -> Trunk:
+    trunk = Trunk(account_id=account.account_id, name="test trunk", host=HOST, port=port, **fields)
+    repo.put(trunk)
+    return trunk
+
+
+@asynccontextmanager
+async def running_gateway(**overrides: Any) -> AsyncIterator[EdgeNode]:
+    """An EdgeNode with the control plane on (the ``aws`` fixture must be active)."""
+    low, high = free_udp_range(64)
+    # Each node gets an events queue of its own, so a test reads exactly its calls' events.
+    events = boto3.client("sqs").create_queue(
+        QueueName=f"agera-test-events-{uuid.uuid4().hex[:12]}"
+    )
+    overrides.setdefault("events_queue_url", events["QueueUrl"])
+    settings = Settings.load(
+        sip_host=HOST,
+        sip_port=free_port(),
+        rtp_port_min=low,
+        rtp_port_max=high,
+        trust_loopback=True,
+        node_id=f"test-{uuid.uuid4().hex[:12]}",
+        **overrides,
+    )
+    node = EdgeNode(settings)
+    await node.start()
+    try:
+        yield node
+    finally:
+        await node.stop(drain_seconds=0)
+
+
+def node_address(node: EdgeNode) -> str:
+    host, port = node.endpoint.local_addr[:2]
+    return f"{host}:{port}"
+
+
+async def wait_record(
+    repo: Repository, call_uuid: str, *, terminal: bool = True, seconds: float = 10.0
+) -> Call:
+    """The call record once it is terminal (the node writes it as the call ends)."""
+    with anyio.fail_after(seconds):
+        while True:
+            call = repo.get(Call, call_uuid, consistent=True)
+            if call is not None and (not terminal or call.status.terminal):
+                return call
+            await anyio.sleep(0.05)
+
+
+def events_for(
+    queue_url: str, call_uuid: str, *, want: str = "call.completed", polls: int = 20
+) -> list[dict[str, Any]]:
+    """The events the node published for ``call_uuid``, read (and deleted) until ``want``."""
+    sqs = boto3.client("sqs")
+    found: list[dict[str, Any]] = []
+    for _ in range(polls):
+        reply = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+        for message in reply.get("Messages", []):
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+            body = json.loads(message["Body"])
+            if body.get("call_uuid") == call_uuid:
+                found.append(body)
+        if any(event["type"] == want for event in found):
+            break
+    return found
