@@ -3,9 +3,11 @@
 Each event is applied to its call record with one conditional update (see
 ``mapping.call_transition_request``): statuses only move forward and an event id is applied once,
 so SQS's duplicates and reordering cannot corrupt a record. When an update is refused the record is
-read back: if the event was applied before (a redelivery after a crash between the update and the
-callback enqueue), its callback is queued again under the same callback id; if the record had
-already moved past it (a late ``call.ringing`` after ``call.completed``), no callback is sent, since a
+read back. If the event was applied before, its callback is queued under the event's callback id:
+that is the normal path, since the edge applies each event to the record itself (the same fold,
+``shared.call_fold``) before queuing it here; it is also what a redelivery after a crash between
+the update and the callback enqueue does (same callback id again). If the record had already moved
+past the event (a late ``call.ringing`` after ``call.completed``), no callback is sent, since a
 customer must never see a call ring after it ended.
 """
 
@@ -24,61 +26,25 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.context import Context, default_context
 from functions.observability import logger, metrics
-from shared.clock import iso_z, utc_now
+from shared.call_fold import fold
+from shared.clock import utc_now
 from shared.dynamo import mapping
 from shared.dynamo.repository import AlreadyExists, ConditionFailed
 from shared.events import (
-    CallAnswered,
     CallbackMessage,
     CallCompleted,
     CallCreated,
     CallEvent,
-    CallFailed,
-    CallRedirected,
-    CallRinging,
-    CallTransferred,
     callback_payload,
     parse_event,
 )
-from shared.models import Call, CallStatus
+from shared.models import Call
 
 processor = BatchProcessor(event_type=EventType.SQS)
 
 
 class CallNotYetKnown(Exception):
     """The event's call record does not exist (yet); the record is retried."""
-
-
-def fold(event: CallEvent) -> tuple[CallStatus, dict[str, Any], bool]:
-    """What an event does to its record: (status, fields to set, allow same status)."""
-    if isinstance(event, CallRinging):
-        return CallStatus.RINGING, {}, False
-    if isinstance(event, CallAnswered):
-        fields: dict[str, Any] = {"answered_at": iso_z(event.occurred_at, millis=True)}
-        return CallStatus.IN_PROGRESS, fields, False
-    if isinstance(event, CallCompleted):
-        fields = {
-            "ended_at": iso_z(event.occurred_at, millis=True),
-            "duration": event.duration,
-            "hangup_cause": event.hangup_cause,
-            "sip_status": event.sip_status,
-            "stats": event.stats or None,
-        }
-        if event.answered_at:
-            fields["answered_at"] = iso_z(event.answered_at, millis=True)
-        return event.status, fields, False
-    if isinstance(event, CallFailed):
-        fields = {
-            "ended_at": iso_z(event.occurred_at, millis=True),
-            "hangup_cause": event.hangup_cause,
-            "sip_status": event.sip_status,
-        }
-        return CallStatus.FAILED, fields, False
-    if isinstance(event, CallTransferred):
-        return CallStatus.IN_PROGRESS, {"transferred_to": event.destination}, True
-    if isinstance(event, CallRedirected):
-        return CallStatus.IN_PROGRESS, {"socket_url": event.media_server}, True
-    raise TypeError(f"no fold for {type(event).__name__}")
 
 
 def _create(ctx: Context, event: CallCreated) -> None:
@@ -127,7 +93,10 @@ def apply(ctx: Context, event: CallEvent) -> Call | None:
     applied = item.get("applied_events", {}).get("SS", [])
     call = mapping.from_item(Call, item)
     if event.id in applied:
-        logger.info("event redelivered; callback queued again", extra={"event_id": event.id})
+        logger.info(
+            "event applied by the edge (or redelivered); callback queued",
+            extra={"event_id": event.id},
+        )
         return call
     logger.info(
         "stale event ignored",
