@@ -66,7 +66,7 @@ class ControlPlane:
         repo = AsyncRepository(self.dynamodb, settings.table_name)
         node.routing = self.routing = CallRouter(repo, RoutingWebhook(self.http, settings))
         self.recorder = CallRecorder(self.dynamodb, self.sqs, settings, node_id=node.node_id)
-        self.metrics = NodeMetrics(node_id=node.node_id)
+        self.metrics = NodeMetrics("AgeraVoiceGateway", node_id=node.node_id)
         self.trunks = TrunkBook(repo, on_change=self._trunks_changed)
         await self.trunks.load()
         if not node._directory_given:

@@ -38,6 +38,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("agera.dev")
 
+# Where the demo number's calls go unless --socket-url says otherwise: examples/echo_bot.py's
+# default address, so "make your first call" needs no configuration.
+DEMO_SOCKET_URL = "ws://127.0.0.1:8765/"
+
 
 class DevError(Exception):
     """The local stack cannot start; the message is one line saying what to do."""
@@ -54,6 +58,7 @@ class DevOptions:
     admin_key: str | None = None
     webhook_url: str | None = None
     socket_url: str | None = None
+    demo_number: str = "+15550001000"
     show_metrics: bool = False
     out: TextIO = field(default=sys.stdout)
 
@@ -116,6 +121,11 @@ def banner(options: DevOptions, boot: Bootstrap, endpoint: str, resources: Local
         f"  API key         {boot.api_key}",
         f"  admin key       {boot.admin_key}",
         f"  webhook secret  {boot.account.webhook_secret}",
+        f"  demo number     {options.demo_number} → {boot.account.socket_url}",
+        "",
+        "  first call:     python examples/echo_bot.py        (in another terminal)",
+        f"                  agera call sip:{options.demo_number}@{options.host}:{options.sip_port}"
+        " --hangup-after 10 --record heard.wav",
         "",
         f"  try: curl -s -H 'X-API-KEY: {boot.api_key}' {api}/account",
         "  stop: Ctrl-C",
@@ -133,6 +143,7 @@ async def run_dev(options: DevOptions) -> None:
     from functions.context import reset_default_context
     from functions.workers import callbacks, events
     from shared.dynamo.repository import Repository
+    from shared.models import Number, Route
 
     Settings.load()  # a malformed AGERA_* variable fails here, before anything starts
     _check_port_free(options.host, options.api_port, "API", "--api-port")
@@ -154,7 +165,15 @@ async def run_dev(options: DevOptions) -> None:
             api_key=options.api_key,
             admin_key=options.admin_key,
             webhook_url=options.webhook_url,
-            socket_url=options.socket_url,
+            socket_url=options.socket_url or DEMO_SOCKET_URL,
+        )
+        repo.put(
+            Number(
+                number=options.demo_number,
+                account_id=boot.account.account_id,
+                route=Route(socket_url=boot.account.socket_url),
+                description="demo number of the local stack",
+            )
         )
         sqs = session.client("sqs")
         pollers = [

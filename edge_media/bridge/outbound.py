@@ -20,6 +20,8 @@ from typing import Any
 
 from edge_media.bridge.live_call import BridgeServices, LiveCall, until_ended
 from edge_media.bridge.routing import CallRouter, Connect, Refuse
+from edge_media.control.consumer import RetryLater
+from edge_media.control.records import RecordUnavailable
 from edge_media.drivers.base import CallInfo
 from edge_media.sip.call import SipCall
 from edge_media.sip.ua import UserAgent
@@ -73,7 +75,12 @@ class Originator:
 
     async def handle(self, command: Originate) -> None:
         """Claim the call; on success its work runs in the background and this returns."""
-        claimed = await self.services.recorder.claim(command.call_uuid)
+        if not self.ua.accepting:
+            raise RetryLater("node draining", delay_seconds=0)  # another node takes it at once
+        try:
+            claimed = await self.services.recorder.claim(command.call_uuid)
+        except RecordUnavailable as error:
+            raise RetryLater(f"claim failed: {error}") from None
         if claimed is None:
             logger.info(
                 "[call %s] originate dropped: canceled, or another node claimed it",
