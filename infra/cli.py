@@ -1,7 +1,8 @@
 """The ``agera`` command: ``agera dev`` (local stack), ``agera settings`` (every setting).
 
-``agera edge`` runs an edge media node. Later subcommands (``call``) plug in here. Exit codes: 0 success, 2 bad usage or
-configuration (one line on stderr naming what to fix).
+``agera edge`` runs an edge media node; ``agera call`` is a test phone (infra/phone.py). Exit
+codes: 0 success, 2 bad usage or configuration (one line on stderr naming what to fix); ``call``
+adds 1 for a call that was not answered or failed.
 """
 
 from __future__ import annotations
@@ -60,6 +61,12 @@ def _edge(args: argparse.Namespace) -> int:
     return edge.main(overrides)
 
 
+def _call(args: argparse.Namespace) -> int:
+    from infra import phone
+
+    return phone.main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agera", description="Agera Voice Gateway")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -81,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     edge.add_argument("--sip-host", help="address to bind (default AGERA_SIP_HOST or 127.0.0.1)")
     edge.add_argument("--sip-port", type=int, help="SIP port, UDP and TCP (default AGERA_SIP_PORT)")
     edge.set_defaults(func=_edge)
+
+    call = sub.add_parser("call", help="a test phone: dial a SIP URI, play, record, send DTMF")
+    from infra.phone import add_arguments
+
+    add_arguments(call)
+    call.set_defaults(func=_call)
 
     settings = sub.add_parser("settings", help="list every setting with its default")
     settings.set_defaults(func=_settings)
