@@ -146,6 +146,10 @@ class RtpSession:
             timestamp=self._timestamp,
             ptime_ms=ptime,
             dtmf_payload_type=media.dtmf_payload_type,
+            # A bot listening is silent for long stretches; carriers and SBCs hang up calls whose
+            # RTP stops (inactivity timers of 30-60 s) and NAT bindings expire, so the leg sends
+            # silence frames whenever the playout queue is empty, as Twilio does.
+            comfort_silence=True,
         )
         self._sent_params = params
 
