@@ -33,6 +33,7 @@ from edge_media.control.metrics import NodeMetrics
 from edge_media.control.records import CallRecorder
 from edge_media.control.registry import NodeRegistry
 from edge_media.drivers.registry import make_connector
+from edge_media.trunk_registrations import TrunkRegistrations
 from shared.dynamo.repository import AsyncRepository
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ class ControlPlane:
         self.consumers: list[CommandConsumer] = []
         self.registry: NodeRegistry | None = None
         self._tasks: list[asyncio.Task[Any]] = []
+        self.registrations: TrunkRegistrations | None = None
 
     async def open(self) -> None:
         node, settings = self.node, self.node.settings
@@ -86,6 +88,8 @@ class ControlPlane:
         cidrs = self.trunks.inbound_cidrs()
         self.node.set_trusted_sources(cidrs)
         logger.info("trunks: %d, inbound sources: %s", len(trunks), ", ".join(cidrs) or "none")
+        if self.registrations is not None:  # the SIP endpoint is up: follow the new set
+            self._tasks.append(asyncio.ensure_future(self.registrations.sync(trunks)))
 
     async def start(self) -> None:
         node, settings = self.node, self.node.settings
@@ -126,6 +130,8 @@ class ControlPlane:
         ]
         for consumer in self.consumers:
             consumer.start()
+        self.registrations = TrunkRegistrations(node.endpoint)
+        await self.registrations.sync(self.trunks.trunks)
         self.trunks.start()
         self.metrics.start()
         self._tasks.append(asyncio.ensure_future(self._report()))
@@ -158,6 +164,8 @@ class ControlPlane:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.trunks.stop()
+        if self.registrations is not None:
+            await self.registrations.stop()  # carriers stop sending this node calls
         pending = [*self.originator.tasks, *self.commands.tasks] if self.registry else []
         if pending:
             await asyncio.wait(pending, timeout=5.0)
