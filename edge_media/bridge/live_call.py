@@ -129,22 +129,33 @@ class LiveCall:
         self.answered_at = datetime.now(UTC)
         self.services.metrics.call_setup_ms((time.monotonic() - self.started) * 1000)
         await self.event(CallAnswered(**self._base(), media_target=self.target))
+        if self.target is not None:  # which bot took the call, for GET /api/calls/{id}
+            await self._update({"socket_url": self.target})
+
+    async def _update(self, fields: dict[str, Any]) -> None:
+        try:
+            await self.services.recorder.update(self.call_uuid, fields)
+        except Exception:
+            self.log.exception("record update failed")
 
     # -- the bot ----------------------------------------------------------------------------
 
     async def connect_bot(self, target: str, fallback: str | None = None) -> bool:
         """Connect ``target`` (or ``fallback`` when it is unreachable) and make it the call's bot.
 
-        The old driver, if any, keeps playing until the new one is connected; False (and the old
-        driver untouched) when neither connects.
+        Each bot gets a playout queue of its own: a new bot's greeting queues up while the old
+        one still plays, and the swap makes the new queue the leg's, so the old bot's unplayed
+        audio (and its marks) go with it. False, with the old driver untouched, when neither
+        target connects.
         """
         for candidate in (target, fallback):
             if not candidate:
                 continue
+            leg = PlayoutLeg(self.log, capacity_seconds=self.services.playout_seconds)
             started = time.monotonic()
             try:
                 driver = await self.services.connect(
-                    candidate, self.info, self.leg, self.services.bot_connect_timeout
+                    candidate, self.info, leg, self.services.bot_connect_timeout
                 )
             except BotUnavailable as error:
                 self.log.warning("bot %s unreachable: %s", _shown(candidate), error)
@@ -152,13 +163,11 @@ class LiveCall:
             self.services.metrics.bot_connect_ms((time.monotonic() - started) * 1000)
             self.log.info("bot connected: %s", _shown(candidate))
             old = self.driver
-            self.driver, self.target = driver, candidate
+            self.driver, self.target, self.leg = driver, candidate, leg
+            self._wire()
             if old is not None:
                 self._swapped.set()
                 await self._stop_driver(old, "redirected")
-                for name in self.leg.clear():  # the old bot's unplayed audio is not the new one's
-                    self.log.debug("mark %s dropped by redirect", name)
-            self._wire()
             return True
         return False
 
