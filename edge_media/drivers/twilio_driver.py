@@ -1,0 +1,236 @@
+"""The Twilio-stream bot driver: a `BotDriver` over `TwilioStreamProtocol` and `WsConnection`.
+
+Why this split: the protocol object decides every byte (and is tested on literal JSON), the
+WebSocket layer moves bytes, and this class only wires them to the caller leg: bot audio, marks
+and clears go to `CallerLeg`, caller audio and digits go to the bot, and playout reaching a mark
+sends its echo (protocols/media-protocols.md §1.5: marks are echoed at playout time, never on
+receipt).
+
+Once `stop` begins (caller gone, or a redirect swaps the bot), anything the old bot still sends
+is dropped: its late audio must never reach the caller or the next bot's playout.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import ssl
+from typing import Any
+
+from edge_media.drivers.base import BotEnd, CallerLeg, CallInfo
+from edge_media.drivers.twilio_stream import (
+    Clear,
+    Ignored,
+    PlayMark,
+    PlayMedia,
+    TwilioStreamProtocol,
+)
+from edge_media.drivers.ws_client import CLOSE_TIMEOUT, WsClosed, WsConnection, connect_websocket
+
+__all__ = ["STREAM_SID_PREFIX", "TwilioStreamDriver", "connect_twilio_stream", "new_stream_sid"]
+
+logger = logging.getLogger("agera.drivers.twilio")
+
+STREAM_SID_PREFIX = "MZ"  # Twilio's prefix for stream SIDs; bots may check it
+STREAM_SID_HEX_BYTES = 16  # 32 hex digits after the prefix, as Twilio's
+NORMAL_CLOSURE = 1000  # §1.7 rule 7: caller hangs up → stop, then close 1000
+
+
+def new_stream_sid() -> str:
+    """A fresh Twilio-shaped stream SID: "MZ" and 32 lower-case hex digits."""
+    return STREAM_SID_PREFIX + secrets.token_hex(STREAM_SID_HEX_BYTES)
+
+
+class TwilioStreamDriver:
+    """One call's Twilio-stream bot. Built and started by `connect_twilio_stream`."""
+
+    def __init__(
+        self,
+        protocol: TwilioStreamProtocol,
+        leg: CallerLeg,
+        *,
+        close_timeout: float = CLOSE_TIMEOUT,
+    ) -> None:
+        self.protocol = protocol
+        self._leg = leg
+        self._close_timeout = close_timeout
+        self._call = protocol.info.call_uuid
+        self._conn: WsConnection | None = None
+        self._stop_reason: str | None = None
+        self._drops_logged = False
+        self._media_in = 0
+        self._bytes_in = 0
+        self._media_out = 0
+        self._marks_in = 0
+        self._marks_echoed = 0
+        self._clears = 0
+        self._ignored = 0
+        self._dtmf_out = 0
+
+    @property
+    def stream_sid(self) -> str:
+        return self.protocol.stream_sid
+
+    @property
+    def connection(self) -> WsConnection | None:
+        """The WebSocket once open (None before the handshake completed)."""
+        return self._conn
+
+    # -- BotDriver ---------------------------------------------------------------------------
+
+    def send_audio(self, ulaw: bytes) -> None:
+        conn = self._conn
+        if conn is None or self._stop_reason is not None:
+            return
+        if conn.send_text(self.protocol.media(ulaw)):
+            self._media_out += 1
+        elif conn.is_open and not self._drops_logged:
+            self._drops_logged = True
+            logger.warning(
+                "[call %s] bot at %s is not reading: caller audio is being dropped",
+                self._call,
+                conn.url,
+            )
+
+    def send_dtmf(self, digit: str) -> None:
+        conn = self._conn
+        if conn is None or self._stop_reason is not None:
+            return
+        if conn.send_text(self.protocol.dtmf(digit)):
+            self._dtmf_out += 1
+
+    def marks_played(self, names: list[str]) -> None:
+        if self._stop_reason is not None:
+            return
+        for name in names:
+            self._echo_mark(name)
+
+    async def wait_closed(self) -> BotEnd:
+        conn = self._conn
+        assert conn is not None, "wait_closed before the driver was connected"
+        closed = await conn.closed
+        return self._bot_end(closed)
+
+    async def stop(self, reason: str) -> None:
+        """§1.7 rule 7: `stop`, then close 1000; the closing handshake is bounded by the
+        driver's close timeout, after which the connection is aborted."""
+        conn = self._conn
+        if conn is None:
+            return
+        if self._stop_reason is None:
+            self._stop_reason = reason
+            if conn.is_open:
+                conn.send_text(self.protocol.stop())
+        await conn.close(NORMAL_CLOSURE, reason, self._close_timeout)
+
+    def stats(self) -> dict[str, Any]:
+        conn = self._conn
+        return {
+            "media_in": self._media_in,
+            "bytes_in": self._bytes_in,
+            "media_out": self._media_out,
+            "dtmf_out": self._dtmf_out,
+            "marks_in": self._marks_in,
+            "marks_echoed": self._marks_echoed,
+            "clears": self._clears,
+            "ignored": self._ignored,
+            "dropped_out": conn.dropped if conn is not None else 0,
+            "bot_rtt_ms": conn.median_rtt_ms if conn is not None else None,
+            "bot_rtt_last_ms": conn.last_rtt_ms if conn is not None else None,
+        }
+
+    # -- WebSocket callbacks -----------------------------------------------------------------
+
+    def on_open(self, conn: WsConnection) -> None:
+        """§1.4: `connected` first, `start` second, before anything the bot sends is handled."""
+        self._conn = conn
+        conn.send_text(self.protocol.connected())
+        conn.send_text(self.protocol.start())
+
+    def on_text(self, text: str) -> None:
+        if self._stop_reason is not None:
+            return
+        leg = self._leg
+        for event in self.protocol.receive_text(text):
+            if type(event) is PlayMedia:
+                self._media_in += 1
+                self._bytes_in += len(event.payload)
+                leg.play(event.payload)
+            elif type(event) is PlayMark:
+                self._marks_in += 1
+                leg.mark(event.name)
+            elif type(event) is Clear:
+                self._clears += 1
+                # §1.5: empty the queue, then echo every pending mark, in order.
+                for name in leg.clear():
+                    self._echo_mark(name)
+            elif type(event) is Ignored:
+                self._note_ignored(event)
+
+    def on_bytes(self, data: bytes) -> None:
+        if self._stop_reason is not None:
+            return
+        for event in self.protocol.receive_bytes(data):
+            if type(event) is Ignored:
+                self._note_ignored(event)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _echo_mark(self, name: str) -> None:
+        conn = self._conn
+        if conn is not None and conn.send_text(self.protocol.mark(name)):
+            self._marks_echoed += 1
+
+    def _note_ignored(self, event: Ignored) -> None:
+        self._ignored += 1
+        if event.first:
+            logger.warning(
+                "[call %s] ignored a bot message (%s): %s; later ones of this kind are only "
+                "counted",
+                self._call,
+                event.kind,
+                event.detail,
+            )
+
+    def _bot_end(self, closed: WsClosed) -> BotEnd:
+        if not closed.by_peer and self._stop_reason is not None:
+            return BotEnd(by_bot=False, reason=self._stop_reason, code=closed.code)
+        if closed.reason:
+            reason = f"bot closed the stream ({closed.code} {closed.reason})"
+        else:
+            reason = f"bot closed the stream ({closed.code})"
+        return BotEnd(by_bot=True, reason=reason, code=closed.code)
+
+
+async def connect_twilio_stream(
+    target: str,
+    info: CallInfo,
+    leg: CallerLeg,
+    seconds: float,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    close_timeout: float = CLOSE_TIMEOUT,
+) -> TwilioStreamDriver:
+    """A `BotConnector`: open ``target`` (ws:// or wss://), send `connected` and `start`.
+
+    The callSid is the call uuid (the bot can use it with our API) and the accountSid the
+    account id. Raises `BotUnavailable` when the bot cannot be reached within ``seconds``.
+    """
+    protocol = TwilioStreamProtocol(
+        stream_sid=new_stream_sid(),
+        call_sid=info.call_uuid,
+        account_sid=info.account_id,
+        info=info,
+    )
+    driver = TwilioStreamDriver(protocol, leg, close_timeout=close_timeout)
+    await connect_websocket(
+        target,
+        seconds=seconds,
+        on_open=driver.on_open,
+        on_text=driver.on_text,
+        on_bytes=driver.on_bytes,
+        ssl_context=ssl_context,
+    )
+    shown = driver.connection.url if driver.connection is not None else target
+    logger.info("[call %s] bot stream %s open to %s", info.call_uuid, driver.stream_sid, shown)
+    return driver

@@ -1,0 +1,491 @@
+"""A WebSocket client for bot connections: websockets' sans-I/O `ClientProtocol` under a plain
+`asyncio.Protocol`.
+
+Why not the websockets asyncio client: its ``send`` is a coroutine, so every 20 ms frame of
+caller audio would need an await or a task. Here `WsConnection.send_text` is a plain call that
+frames the message and hands it to the transport at once, so it can run on the RTP read path
+(drivers/base.py: the media path never awaits). Incoming messages reach plain callbacks from
+``data_received``, with no reader task per connection.
+
+Why sending may drop: a bot that stops reading would otherwise make us buffer caller audio
+without end. Above `WRITE_BUFFER_LIMIT` bytes waiting in the transport, `send_text` refuses and
+counts the drop, like an RTP socket dropping on a full queue. The bot sees gaps in
+``sequenceNumber``, which is what Twilio's counters are for.
+
+The layer also keeps what the core cannot (STYLE.md §1): the connect and handshake deadline,
+the closing-handshake timer (`close_expected`), and keepalive pings whose pong round trip is
+kept for the call record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import ssl
+import statistics
+import struct
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import NamedTuple, cast
+from urllib.parse import urlsplit
+
+from websockets.client import ClientProtocol
+from websockets.exceptions import InvalidStatus, InvalidURI
+from websockets.frames import CloseCode, Frame, Opcode
+from websockets.http11 import Response
+from websockets.protocol import State
+from websockets.uri import parse_uri
+
+from edge_media.drivers.base import BotUnavailable
+
+__all__ = [
+    "CLOSE_TIMEOUT",
+    "MAX_MESSAGE_BYTES",
+    "PING_INTERVAL",
+    "WRITE_BUFFER_LIMIT",
+    "WsClosed",
+    "WsConnection",
+    "connect_websocket",
+    "display_url",
+]
+
+logger = logging.getLogger("agera.drivers.ws")
+
+WRITE_BUFFER_LIMIT = 128 * 1024  # ~7 s of Twilio media messages beyond the kernel's buffer
+MAX_MESSAGE_BYTES = 1 << 20  # one bot message; ~90 s of base64 μ-law, far beyond real bots
+PING_INTERVAL = 5.0  # seconds between keepalive pings (one is sent at connect)
+PINGS_IN_FLIGHT = 8  # unanswered pings remembered; older ones are forgotten
+RTT_SAMPLES = 32  # pong round trips kept for the median
+CLOSE_TIMEOUT = 2.0  # seconds for the closing handshake before the TCP connection is aborted
+MAX_CLOSE_REASON_BYTES = 123  # RFC 6455 §5.5: control payload ≤ 125 bytes, 2 of them the code
+USER_AGENT = "agera-voice-gateway"
+
+OnText = Callable[[str], None]
+OnBytes = Callable[[bytes], None]
+
+
+class WsClosed(NamedTuple):
+    """How a connection ended. ``by_peer`` is False only when we started the closing handshake
+    with `WsConnection.close`; the peer closing, a reset, an EOF or a peer protocol error are
+    all ``by_peer``. ``code`` is 1006 when no close frame was exchanged (RFC 6455 §7.1.5)."""
+
+    code: int
+    reason: str
+    by_peer: bool
+
+
+def display_url(url: str) -> str:
+    """The URL fit for logs and error messages: no user info, query or fragment (bot URLs often
+    carry a token in the query)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port is not None else ""
+    except ValueError:
+        return "<invalid URL>"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+class WsConnection(asyncio.Protocol):
+    """One client WebSocket connection. Built by `connect_websocket`, open when returned.
+
+    Send with `send_text` / `send_bytes` (sync, never block, may drop), end with `close`,
+    learn the end from `closed`. The asyncio callbacks (`connection_made` ...) belong to the
+    transport, not to users.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        core: ClientProtocol,
+        *,
+        url: str,
+        on_text: OnText,
+        on_bytes: OnBytes,
+        on_open: Callable[[WsConnection], None] | None,
+        extra_headers: Mapping[str, str] | None,
+        write_buffer_limit: int,
+        ping_interval: float | None,
+    ) -> None:
+        self._loop = loop
+        self._core = core
+        self._url = url
+        self._on_text = on_text
+        self._on_bytes = on_bytes
+        self._on_open = on_open
+        self._extra_headers = extra_headers
+        self._write_buffer_limit = write_buffer_limit
+        self._ping_interval = ping_interval
+        self._transport: asyncio.Transport | None = None
+        self._handshake: asyncio.Future[None] = loop.create_future()
+        self._closed: asyncio.Future[WsClosed] = loop.create_future()
+        self._close_requested = False
+        self._close_timeout = CLOSE_TIMEOUT
+        self._close_timer: asyncio.TimerHandle | None = None
+        self._ping_timer: asyncio.TimerHandle | None = None
+        self._pings: dict[bytes, float] = {}
+        self._ping_count = 0
+        self._rtts: deque[float] = deque(maxlen=RTT_SAMPLES)
+        self._fragments: list[bytes] = []
+        self._fragment_opcode = Opcode.TEXT
+        self._failed = False
+        self.messages_in = 0
+        self.messages_out = 0
+        self.dropped = 0  # messages refused because the peer is not reading
+
+    # -- public API --------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The URL without credentials or query, for logs."""
+        return display_url(self._url)
+
+    @property
+    def is_open(self) -> bool:
+        """True while messages can be sent (handshake done, no close started)."""
+        return self._core.state is State.OPEN
+
+    @property
+    def closed(self) -> asyncio.Future[WsClosed]:
+        """Resolves once the TCP connection is gone. Shielded: a waiter that gives up (a
+        timeout) cancels only its own wait, never the result other waiters need."""
+        return asyncio.shield(self._closed)
+
+    @property
+    def write_buffer_size(self) -> int:
+        """Bytes accepted by `send_text` but not yet taken by the kernel."""
+        transport = self._transport
+        return 0 if transport is None else transport.get_write_buffer_size()
+
+    def send_text(self, text: str) -> bool:
+        """Send one text message now. False, and nothing sent, when the connection is not open
+        or the peer is not reading (the drop is counted in `dropped`)."""
+        return self._send(Opcode.TEXT, text.encode())
+
+    def send_bytes(self, data: bytes) -> bool:
+        """Send one binary message now; same rules as `send_text`."""
+        return self._send(Opcode.BINARY, data)
+
+    def ping(self) -> None:
+        """Send a keepalive ping now; its pong adds a round-trip sample."""
+        if self._core.state is not State.OPEN:
+            return
+        self._ping_count += 1
+        payload = struct.pack("!I", self._ping_count & 0xFFFFFFFF)
+        self._pings[payload] = time.perf_counter()  # loop.time() is 1 ms coarse on uvloop
+        while len(self._pings) > PINGS_IN_FLIGHT:
+            del self._pings[next(iter(self._pings))]
+        self._core.send_ping(payload)
+        self._flush()
+
+    @property
+    def rtt_ms(self) -> tuple[float, ...]:
+        """Recent ping→pong round trips in ms, oldest first."""
+        return tuple(self._rtts)
+
+    @property
+    def last_rtt_ms(self) -> float | None:
+        return self._rtts[-1] if self._rtts else None
+
+    @property
+    def median_rtt_ms(self) -> float | None:
+        return statistics.median(self._rtts) if self._rtts else None
+
+    async def close(
+        self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "", seconds: float = CLOSE_TIMEOUT
+    ) -> WsClosed:
+        """Start the closing handshake (if nobody did yet) and wait for the connection to end,
+        at most ``seconds`` before aborting it. The reason is cut to fit a close frame."""
+        if self._core.state is State.OPEN:
+            self._close_requested = True
+            self._close_timeout = seconds
+            self._core.send_close(code, _cut_reason(reason))
+            self._flush()
+        try:
+            async with asyncio.timeout(seconds):
+                return await asyncio.shield(self._closed)
+        except TimeoutError:
+            self.abort()
+        return await self._closed_after_abort()
+
+    def abort(self) -> None:
+        """Drop the TCP connection now, without a closing handshake."""
+        if self._transport is not None:
+            self._transport.abort()
+
+    async def handshake_complete(self) -> None:
+        """Wait for the opening handshake; `BotUnavailable` when it fails. For `connect_websocket`."""
+        await self._handshake
+
+    def forget_handshake(self) -> None:
+        """Stop waiting for the handshake (connect gave up): a late failure is then not an
+        unretrieved exception."""
+        if not self._handshake.done():
+            self._handshake.cancel()
+
+    # -- asyncio.Protocol --------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # A cast, not isinstance: uvloop's transports do not subclass asyncio.Transport.
+        self._transport = cast(asyncio.Transport, transport)
+        request = self._core.connect()
+        request.headers["User-Agent"] = USER_AGENT
+        for name, value in (self._extra_headers or {}).items():
+            request.headers[name] = value
+        self._core.send_request(request)
+        self._flush()
+
+    def data_received(self, data: bytes) -> None:
+        core = self._core
+        core.receive_data(data)
+        events = core.events_received()
+        self._flush()
+        for event in events:
+            if isinstance(event, Frame):
+                self._frame(event)
+            elif isinstance(event, Response):
+                self._handshake_done()
+        if not self._handshake.done() and core.handshake_exc is not None:
+            self._handshake_done()
+
+    def eof_received(self) -> bool:
+        self._core.receive_eof()
+        self._flush()
+        return False  # let the transport close itself
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._core.receive_eof()  # idempotent; moves the core to CLOSED
+        self._core.data_to_send()  # nowhere to send it any more
+        for timer in (self._close_timer, self._ping_timer):
+            if timer is not None:
+                timer.cancel()
+        if not self._handshake.done():
+            detail = f": {exc}" if exc else ""
+            self._handshake.set_exception(
+                BotUnavailable(f"bot at {self.url} closed the connection in the handshake{detail}")
+            )
+        if not self._closed.done():
+            self._closed.set_result(self._how_it_ended(exc))
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _send(self, opcode: Opcode, data: bytes) -> bool:
+        core = self._core
+        transport = self._transport
+        if core.state is not State.OPEN or transport is None or transport.is_closing():
+            return False
+        if transport.get_write_buffer_size() > self._write_buffer_limit:
+            self.dropped += 1
+            return False
+        if opcode is Opcode.TEXT:
+            core.send_text(data)
+        else:
+            core.send_binary(data)
+        for chunk in core.data_to_send():
+            transport.write(chunk)
+        self.messages_out += 1
+        return True
+
+    def _flush(self) -> None:
+        transport = self._transport
+        writes = self._core.data_to_send()
+        if transport is None or transport.is_closing():
+            return
+        for chunk in writes:
+            if chunk:
+                transport.write(chunk)
+            elif transport.can_write_eof():  # SEND_EOF: half-close (not possible over TLS)
+                transport.write_eof()
+        if self._close_timer is None and self._core.close_expected():
+            # RFC 6455 §7.1.1: the server should close TCP first; give it `_close_timeout`.
+            self._close_timer = self._loop.call_later(self._close_timeout, self.abort)
+
+    def _handshake_done(self) -> None:
+        if self._handshake.done():
+            return
+        error = self._core.handshake_exc
+        if error is not None:
+            if isinstance(error, InvalidStatus):
+                status = error.response.status_code
+                reason = f"bot at {self.url} refused the WebSocket upgrade: HTTP {status}"
+            else:
+                reason = f"bot at {self.url} failed the WebSocket handshake: {error}"
+            self._handshake.set_exception(BotUnavailable(reason))
+            return
+        self._handshake.set_result(None)
+        if self._on_open is not None:
+            self._on_open(self)
+        if self._ping_interval is not None:
+            self._ping_tick()
+
+    def _frame(self, frame: Frame) -> None:
+        opcode = frame.opcode
+        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+            if frame.fin:
+                self._deliver(opcode, frame.data)
+            else:
+                self._fragment_opcode = opcode
+                self._fragments = [frame.data]
+        elif opcode is Opcode.CONT:
+            # The core rejects out-of-place continuations and counts their size against
+            # max_size, so the buffer here is bounded by MAX_MESSAGE_BYTES.
+            self._fragments.append(frame.data)
+            if frame.fin:
+                data = b"".join(self._fragments)
+                self._fragments = []
+                self._deliver(self._fragment_opcode, data)
+        elif opcode is Opcode.PONG:
+            self._pong(frame.data)
+
+    def _deliver(self, opcode: Opcode, data: bytes) -> None:
+        if self._failed:
+            return
+        self.messages_in += 1
+        try:
+            if opcode is Opcode.TEXT:
+                try:
+                    text = data.decode()
+                except UnicodeDecodeError:
+                    # RFC 6455 §8.1: invalid UTF-8 in a text message fails the connection.
+                    self._failed = True
+                    self._core.fail(CloseCode.INVALID_DATA, "invalid UTF-8 in a text message")
+                    self._flush()
+                    return
+                self._on_text(text)
+            else:
+                self._on_bytes(bytes(data))
+        except Exception:
+            # Our own handler's bug must not kill the connection's reader.
+            logger.exception("handler of a message from %s failed", self.url)
+
+    def _ping_tick(self) -> None:
+        self._ping_timer = None
+        if self._core.state is not State.OPEN or self._ping_interval is None:
+            return
+        self.ping()
+        self._ping_timer = self._loop.call_later(self._ping_interval, self._ping_tick)
+
+    def _pong(self, payload: bytes) -> None:
+        sent = self._pings.pop(bytes(payload), None)
+        if sent is None:
+            return  # unsolicited, or for a ping we forgot
+        self._rtts.append((time.perf_counter() - sent) * 1000.0)
+        # RFC 6455 §5.5.3: a peer may answer only the latest of several pings; the earlier ones
+        # (sent before this one, so first in the dict) will not be answered now.
+        for earlier in [key for key, at in self._pings.items() if at <= sent]:
+            del self._pings[earlier]
+
+    def _how_it_ended(self, exc: Exception | None) -> WsClosed:
+        core = self._core
+        sent, received = core.close_sent, core.close_rcvd
+        if self._close_requested and sent is not None:
+            return WsClosed(sent.code, sent.reason, by_peer=False)
+        if received is not None:
+            return WsClosed(received.code, received.reason, by_peer=True)
+        if sent is not None:  # we failed the connection over a peer protocol error
+            return WsClosed(sent.code, sent.reason, by_peer=True)
+        reason = f"connection lost: {exc}" if exc else "connection lost without a close frame"
+        return WsClosed(CloseCode.ABNORMAL_CLOSURE, reason, by_peer=True)
+
+    async def _closed_after_abort(self) -> WsClosed:
+        # abort() schedules connection_lost on the next loop iteration; wait for it, bounded.
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                return await asyncio.shield(self._closed)
+        except TimeoutError:
+            if not self._closed.done():
+                self._closed.set_result(self._how_it_ended(None))
+            return self._closed.result()
+
+
+def _why(exc: OSError) -> str:
+    """One line on a failed connect, the same on asyncio and uvloop (asyncio words a refusal
+    "Connect call failed (addr)", uvloop "Connection refused")."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        text = f"TLS certificate verify failed: {exc.verify_message}"
+    elif isinstance(exc, ssl.SSLError):
+        text = f"TLS error: {exc.reason or exc}"
+    elif exc.errno and exc.errno > 0 and not isinstance(exc, socket.gaierror):
+        text = os.strerror(exc.errno)
+    else:
+        text = exc.strerror or str(exc)
+    return " ".join(text.split())
+
+
+def _cut_reason(reason: str) -> str:
+    encoded = reason.encode()
+    if len(encoded) <= MAX_CLOSE_REASON_BYTES:
+        return reason
+    return encoded[:MAX_CLOSE_REASON_BYTES].decode(errors="ignore")
+
+
+async def connect_websocket(
+    url: str,
+    *,
+    seconds: float,
+    on_text: OnText,
+    on_bytes: OnBytes,
+    on_open: Callable[[WsConnection], None] | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    extra_headers: Mapping[str, str] | None = None,
+    write_buffer_limit: int = WRITE_BUFFER_LIMIT,
+    ping_interval: float | None = PING_INTERVAL,
+    max_message_bytes: int = MAX_MESSAGE_BYTES,
+) -> WsConnection:
+    """Open a WebSocket to ``url`` (ws:// or wss://) within ``seconds``.
+
+    ``on_open`` runs once, right when the handshake completes and before any message is
+    delivered, so a caller can send its greeting ahead of handling the peer's first message.
+    Messages then reach ``on_text`` / ``on_bytes`` as they arrive, whole (fragments joined).
+
+    Raises `BotUnavailable` with a one-line reason naming the URL (no query) when the
+    connection is refused, fails, times out or the server rejects the upgrade.
+    """
+    shown = display_url(url)
+    try:
+        uri = parse_uri(url)
+    except (InvalidURI, ValueError):
+        raise BotUnavailable(f"not a WebSocket URL: {shown}") from None
+    loop = asyncio.get_running_loop()
+    connection = WsConnection(
+        loop,
+        ClientProtocol(uri, max_size=max_message_bytes),
+        url=url,
+        on_text=on_text,
+        on_bytes=on_bytes,
+        on_open=on_open,
+        extra_headers=extra_headers,
+        write_buffer_limit=write_buffer_limit,
+        ping_interval=ping_interval,
+    )
+    tls = (ssl_context or ssl.create_default_context()) if uri.secure else None
+    try:
+        async with asyncio.timeout(seconds):
+            await loop.create_connection(
+                lambda: connection,
+                uri.host,
+                uri.port,
+                ssl=tls,
+                server_hostname=uri.host if tls is not None else None,
+            )
+            await connection.handshake_complete()
+    except TimeoutError:
+        connection.abort()
+        raise BotUnavailable(f"bot at {shown} did not answer within {seconds:g} s") from None
+    except BotUnavailable:
+        connection.abort()
+        raise
+    except OSError as exc:  # refused, unreachable, DNS, TLS verification
+        connection.abort()
+        raise BotUnavailable(f"cannot connect to bot at {shown}: {_why(exc)}") from None
+    except BaseException:  # cancelled: leave nothing open behind
+        connection.abort()
+        raise
+    finally:
+        connection.forget_handshake()
+    return connection
