@@ -35,11 +35,11 @@ __all__ = ["NodeMetrics"]
 logger = logging.getLogger("agera.control.metrics")
 
 FLUSH_SECONDS = 60.0  # CloudWatch's standard resolution: one line a minute per node
-CALL_SETUP_TIME = "CallSetupTime"  # INVITE received (or originate taken) → 200 OK / answered
-ROUTING_WEBHOOK_TIME = "RoutingWebhookTime"
-BOT_CONNECT_TIME = "BotConnectTime"
-RTP_LOSS = "RtpLoss"  # per call, at its end
-PACING_ERROR = "PacingError"  # outbound RTP departure error against the 20 ms grid
+CALL_SETUP_TIME = "CallSetupMs"  # INVITE received (or originate taken) → 200 OK / answered
+ROUTING_WEBHOOK_TIME = "RoutingWebhookMs"
+BOT_CONNECT_TIME = "BotConnectMs"
+RTP_LOSS = "RtpLossPct"  # per call, at its end
+PACING_ERROR = "PacingErrorMs"  # outbound RTP departure error against the 20 ms grid
 ACTIVE_CALLS = "ActiveCalls"
 
 

@@ -48,16 +48,16 @@ def test_one_line_per_flush_with_names_units_values_and_dimensions(
     assert line["service"] == "edge-node"
     assert line["node_id"] == "node-7"  # a property of the line, not a dimension
     assert units == {
-        "CallSetupTime": "Milliseconds",
-        "RoutingWebhookTime": "Milliseconds",
-        "BotConnectTime": "Milliseconds",
-        "RtpLoss": "Percent",
-        "PacingError": "Milliseconds",
+        "CallSetupMs": "Milliseconds",
+        "RoutingWebhookMs": "Milliseconds",
+        "BotConnectMs": "Milliseconds",
+        "RtpLossPct": "Percent",
+        "PacingErrorMs": "Milliseconds",
         "ActiveCalls": "Count",
     }
-    assert line["CallSetupTime"] == [42.5, 8.0]
-    assert (line["RoutingWebhookTime"], line["BotConnectTime"]) == ([120.0], [35.0])
-    assert (line["RtpLoss"], line["PacingError"], line["ActiveCalls"]) == ([0.25], [1.5], [12.0])
+    assert line["CallSetupMs"] == [42.5, 8.0]
+    assert (line["RoutingWebhookMs"], line["BotConnectMs"]) == ([120.0], [35.0])
+    assert (line["RtpLossPct"], line["PacingErrorMs"], line["ActiveCalls"]) == ([0.25], [1.5], [12.0])
     assert metrics.pending == 0
 
 
@@ -95,11 +95,11 @@ def test_the_hundredth_value_writes_a_line_by_itself(
     for n in range(150):
         metrics.pacing_error_ms(n / 10)
     [line] = emf_lines(capsys)  # Powertools' own flush at 100 values
-    assert line["PacingError"] == [n / 10 for n in range(100)]
+    assert line["PacingErrorMs"] == [n / 10 for n in range(100)]
     assert metrics.pending == 50
     metrics.flush()
     [rest] = emf_lines(capsys)
-    assert rest["PacingError"] == [n / 10 for n in range(100, 150)]
+    assert rest["PacingErrorMs"] == [n / 10 for n in range(100, 150)]
     assert rest["node_id"] == "node-7"
 
 
@@ -110,8 +110,8 @@ def test_non_finite_values_are_dropped(enabled: None, capsys: pytest.CaptureFixt
     metrics.rtp_loss_pct(1.0)
     metrics.flush()
     [line] = emf_lines(capsys)
-    assert line["RtpLoss"] == [1.0]
-    assert "PacingError" not in line
+    assert line["RtpLossPct"] == [1.0]
+    assert "PacingErrorMs" not in line
 
 
 def test_disabled_writes_nothing_even_at_a_hundred_values(
