@@ -249,7 +249,9 @@ async def test_junk_from_the_bot_is_ignored_and_logged_once_per_kind(
     assert leg.calls == [("play", b"\x55" * 160)]  # the call went on
     assert driver.stats()["ignored"] == 4
     call = f"[call {INFO.call_uuid}]"
-    assert [record.getMessage() for record in caplog.records] == [
+    # Only warnings: another test may have left an agera logger at INFO (it logs the open).
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == [
         f"{call} ignored a bot message (binary): binary frame of 2 bytes; later ones of this "
         "kind are only counted",
         f"{call} ignored a bot message (bad_json): invalid JSON (JSONDecodeError); later ones "
