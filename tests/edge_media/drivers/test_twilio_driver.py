@@ -373,7 +373,7 @@ async def test_a_bot_that_does_not_read_gets_drops_not_an_endless_buffer(
             driver.send_audio(second)
     assert driver.stats()["dropped_out"] == 11
     assert connection.write_buffer_size < 200 * 1024
-    assert [record.getMessage() for record in caplog.records] == [
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
         f"[call {INFO.call_uuid}] bot at {bot.url} is not reading: caller audio is being dropped"
     ]
     # Stopping is still bounded: the bot never reads the stop, the close times out and aborts.
