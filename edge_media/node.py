@@ -98,6 +98,7 @@ class EdgeNode:
         self.routing: Any = None
         self._control: Any = None  # edge_media.node_control.ControlPlane when enabled
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._stopped = False
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -178,7 +179,13 @@ class EdgeNode:
         )
 
     async def stop(self, drain_seconds: float | None = None) -> None:
-        """Drain, then close: no new calls, live ones get ``drain_seconds`` to finish."""
+        """Drain, then close: no new calls, live ones get ``drain_seconds`` to finish.
+
+        A second call does nothing (a SIGTERM handler and a context manager may both stop).
+        """
+        if self._stopped:
+            return
+        self._stopped = True
         ua = self.ua
         if self._control is not None:
             await self._control.drain()
