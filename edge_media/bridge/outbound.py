@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from edge_media.bridge.live_call import BridgeServices, LiveCall, until_ended
-from edge_media.bridge.routing import CallRouter, Connect, Refuse
+from edge_media.bridge.routing import CallRoute, CallRouter, Connect, Refuse
 from edge_media.control.consumer import RetryLater
 from edge_media.control.records import RecordUnavailable
 from edge_media.drivers.base import CallInfo
@@ -118,9 +118,7 @@ class Originator:
                 )
                 cause = "NO_ROUTE_DESTINATION"
                 return
-            route = self.routing.route_for_originate(
-                account, command.socket_url, command.webhook_url
-            )
+            route = CallRoute.for_originate(account, command.socket_url, command.webhook_url)
             decision = await self.routing.decide(
                 route,
                 call_uuid=str(command.call_uuid),
