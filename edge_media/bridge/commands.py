@@ -127,8 +127,10 @@ class CommandHandler:
             live.log.warning("transfer to %s failed; the caller is hung up", destination)
             await sip.hangup("NORMAL_TEMPORARY_FAILURE")
             return
+        relay = asyncio.ensure_future(relay_until_either_ends(sip, other))  # join first: the
+        await asyncio.sleep(0)  # target's first words must not wait for the record write
         await live.event(CallTransferred(**live._base(), destination=destination, method="bridge"))
-        cause = await relay_until_either_ends(sip, other)
+        cause = await relay
         live.add_stats(transfer_leg=other.media.stats() if other.media else {})
         live.log.info("transfer relay ended (%s)", cause)
 

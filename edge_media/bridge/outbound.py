@@ -174,6 +174,8 @@ class Originator:
                 await sip.hangup("NO_ANSWER")
                 return
         finally:
+            if sip.ringing_seen:  # call.ringing goes out before call.answered, never after
+                await asyncio.wait({ringing}, timeout=2.0)
             ringing.cancel()
         if not answered:
             return

@@ -189,6 +189,11 @@ class SipCall:
             ended.cancel()
         return self._answered.is_set()
 
+    @property
+    def ringing_seen(self) -> bool:
+        """A provisional 180/183 came (outbound calls)."""
+        return self._ringing.is_set()
+
     async def wait_ringing(self) -> bool:
         ringing = asyncio.ensure_future(self._ringing.wait())
         ended = asyncio.ensure_future(self._ended.wait())

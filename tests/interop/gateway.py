@@ -104,7 +104,7 @@ async def wait_record(
             await anyio.sleep(0.05)
 
 
-def events_for(
+def _events_for_sync(
     queue_url: str, call_uuid: str, *, want: str = "call.completed", polls: int = 20
 ) -> list[dict[str, Any]]:
     """The events the node published for ``call_uuid``, read (and deleted) until ``want``."""
@@ -120,3 +120,12 @@ def events_for(
         if any(event["type"] == want for event in found):
             break
     return found
+
+
+async def events_for(
+    queue_url: str, call_uuid: str, *, want: str = "call.completed", polls: int = 20
+) -> list[dict[str, Any]]:
+    """`_events_for_sync` in a worker thread: the node in this loop must keep sending meanwhile."""
+    return await anyio.to_thread.run_sync(
+        lambda: _events_for_sync(queue_url, call_uuid, want=want, polls=polls)
+    )

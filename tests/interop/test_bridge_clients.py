@@ -65,7 +65,7 @@ async def read_events(node: Any, call_uuid: str) -> list[dict[str, Any]]:
     on the event loop it would starve the node's own publishing of ``call.completed``, which
     may still be on its way when the record already reads terminal."""
     queue_url = node.settings.events_queue_url
-    return await anyio.to_thread.run_sync(lambda: events_for(queue_url, call_uuid))
+    return await events_for(queue_url, call_uuid)
 
 
 def event_types(events: list[dict[str, Any]]) -> list[str]:

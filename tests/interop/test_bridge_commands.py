@@ -11,7 +11,6 @@ bots StrictTwilioBot. Every test reads back what a user can see: the SIP message
 from __future__ import annotations
 
 import asyncio
-import functools
 import math
 import re
 import time
@@ -216,7 +215,7 @@ async def read_events(node: EdgeNode, call_uuid: str) -> list[dict[str, Any]]:
     """``events_for`` in a worker thread: it blocks on SQS, and the node must keep running
     meanwhile (its ``call.completed`` may still be on its way to the queue)."""
     queue_url = node.settings.events_queue_url
-    return await anyio.to_thread.run_sync(functools.partial(events_for, queue_url, call_uuid))
+    return await events_for(queue_url, call_uuid)
 
 
 def no_events(queue_url: str, *, polls: int = 2) -> list[str]:

@@ -259,7 +259,7 @@ async def test_webhook_connect_bridges_and_the_session_limit_hangs_up(
                 await session.wait_closed()
                 call_uuid = call_uuid_of(session)
                 record = await wait_record(repo, call_uuid)
-                events = events_for(node.settings.events_queue_url, call_uuid)
+                events = await events_for(node.settings.events_queue_url, call_uuid)
             requests = list(hook.received)
 
     assert result.ok, result.describe()
@@ -314,7 +314,7 @@ async def test_webhook_hangup_answers_603_with_q850_cause_21(
             assert len(hook.received) == 1
             call_uuid = hook.received[0].headers["x-call-uuid"]
             record = await wait_record(repo, call_uuid)
-            events = events_for(node.settings.events_queue_url, call_uuid)
+            events = await events_for(node.settings.events_queue_url, call_uuid)
 
     assert result.ok, result.describe()
     assert final_responses(result) == ["SIP/2.0 603 Decline"]
@@ -363,7 +363,7 @@ async def test_failed_webhook_falls_back_to_the_account_default(
                 await session.wait_closed()
                 call_uuid = call_uuid_of(session)
                 record = await wait_record(repo, call_uuid)
-                events = events_for(node.settings.events_queue_url, call_uuid)
+                events = await events_for(node.settings.events_queue_url, call_uuid)
             asked = len(hook.received)
 
     assert result.ok, result.describe()
@@ -391,7 +391,7 @@ async def test_failed_webhook_without_a_default_answers_480(
                 (record_item,) = calls_to(repo, number)
                 call_uuid = record_item["call_uuid"]["S"]
                 record = await wait_record(repo, call_uuid)
-                events = events_for(node.settings.events_queue_url, call_uuid)
+                events = await events_for(node.settings.events_queue_url, call_uuid)
             asked = len(hook.received)
 
     assert result.ok, result.describe()
@@ -444,7 +444,7 @@ async def test_unreachable_bot_falls_back_to_the_account_default(
                 await session.wait_closed()
                 call_uuid = call_uuid_of(session)
                 record = await wait_record(repo, call_uuid)
-                events = events_for(node.settings.events_queue_url, call_uuid)
+                events = await events_for(node.settings.events_queue_url, call_uuid)
             asked = len(hook.received)
 
     assert result.ok, result.describe()
@@ -473,7 +473,7 @@ async def test_unreachable_bot_without_a_working_default_answers_480(
             (record_item,) = calls_to(repo, number)
             call_uuid = record_item["call_uuid"]["S"]
             record = await wait_record(repo, call_uuid)
-            events = events_for(node.settings.events_queue_url, call_uuid)
+            events = await events_for(node.settings.events_queue_url, call_uuid)
 
     assert result.ok, result.describe()
     assert final_responses(result) == ["SIP/2.0 480 Temporarily Unavailable"]
@@ -511,7 +511,7 @@ async def test_bot_gone_mid_call_hangs_up_the_caller(
             result = await sipp.wait()
             call_uuid = call_uuid_of(session)
             record = await wait_record(repo, call_uuid)
-            events = events_for(node.settings.events_queue_url, call_uuid)
+            events = await events_for(node.settings.events_queue_url, call_uuid)
 
     assert result.ok, result.describe()
     (timing,) = call_timings(result.messages)
@@ -566,7 +566,7 @@ async def test_malformed_bot_messages_are_ignored_and_the_call_goes_on(
             await session.wait_closed()
             call_uuid = call_uuid_of(session)
             record = await wait_record(repo, call_uuid)
-            events = events_for(node.settings.events_queue_url, call_uuid)
+            events = await events_for(node.settings.events_queue_url, call_uuid)
 
     # The caller ended the call (its BYE after 4 s); the node never hung up on the junk.
     assert result.ok, result.describe()
@@ -605,7 +605,7 @@ async def test_cancel_while_the_webhook_thinks(peers: Peers, aws: Any, repo: Any
                 assert len(hook.received) == 1
                 call_uuid = hook.received[0].headers["x-call-uuid"]
                 record = await wait_record(repo, call_uuid)
-                events = events_for(node.settings.events_queue_url, call_uuid)
+                events = await events_for(node.settings.events_queue_url, call_uuid)
 
     assert result.ok, result.describe()
     assert final_responses(result) == ["SIP/2.0 487 Request Terminated"]
@@ -637,7 +637,7 @@ async def test_node_shutdown_hangs_up_live_calls(peers: Peers, aws: Any, repo: A
             result = await sipp.wait()
         # stop() waits for call.completed to be written before it returns.
         record = await wait_record(repo, call_uuid, seconds=1.0)
-        events = events_for(node.settings.events_queue_url, call_uuid)
+        events = await events_for(node.settings.events_queue_url, call_uuid)
         await session.wait_closed()
 
     assert result.ok, result.describe()

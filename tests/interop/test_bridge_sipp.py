@@ -54,7 +54,7 @@ async def test_carrier_call_reaches_the_bot_both_ways(peers: Peers, aws: Any, re
             await session.wait_closed()
             call_uuid = session.start["start"]["customParameters"]["call_uuid"]
             record = await wait_record(repo, call_uuid)
-            events = events_for(node.settings.events_queue_url, call_uuid)
+            events = await events_for(node.settings.events_queue_url, call_uuid)
 
     # The bot saw a well-formed stream: connected, start, media..., the digits, stop, close 1000.
     assert session.violations == [], session.violations

@@ -57,7 +57,11 @@ def test_one_line_per_flush_with_names_units_values_and_dimensions(
     }
     assert line["CallSetupMs"] == [42.5, 8.0]
     assert (line["RoutingWebhookMs"], line["BotConnectMs"]) == ([120.0], [35.0])
-    assert (line["RtpLossPct"], line["PacingErrorMs"], line["ActiveCalls"]) == ([0.25], [1.5], [12.0])
+    assert (line["RtpLossPct"], line["PacingErrorMs"], line["ActiveCalls"]) == (
+        [0.25],
+        [1.5],
+        [12.0],
+    )
     assert metrics.pending == 0
 
 
