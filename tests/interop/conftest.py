@@ -16,6 +16,7 @@ import pytest
 
 from tests.interop.media import MediaFiles, make_media
 from tests.interop.peers import Peers
+from tests.interop.ports import release_all
 from tests.interop.sipp import default_peers_dir
 
 _HERE = Path(__file__).resolve().parent
@@ -66,3 +67,10 @@ def peers(
         reports = request.node.stash.get(_PHASE_REPORTS, {})
         if any(r.failed for r in reports.values()):
             print(f"\nartifacts: {tmp_path}\n{owner.report()}")
+
+
+@pytest.fixture(autouse=True)
+def _release_ports() -> Iterator[None]:
+    """Each test's ports return to the pool once its peers (stopped by their fixtures) are gone."""
+    yield
+    release_all()

@@ -24,6 +24,14 @@ _handed_out: set[int] = set()  # never hand the same port out twice in one proce
 _random = random.Random()
 
 
+def release_all() -> None:
+    """Forget the ports handed out so far (after a test, its peers are gone and the ports free).
+
+    Without this the random blocks of a long suite fragment the 12,000 ports until no block of
+    200 is left, which the bridge tests reached."""
+    _handed_out.clear()
+
+
 class PortError(RuntimeError):
     """No free port (or range) could be found in the bounded number of attempts."""
 
