@@ -9,29 +9,12 @@ from __future__ import annotations
 
 import asyncio
 
-from edge_media.rtp.dtmf import DtmfDigit
-from edge_media.rtp.session import RtpSession
+from edge_media.bridge.relay import RelaySink
 from edge_media.sip.call import SipCall
 
-__all__ = ["ECHO_USER", "EchoSink", "echo_app"]
+__all__ = ["ECHO_USER", "echo_app"]
 
 ECHO_USER = "echo"
-
-
-class EchoSink:
-    """Inbound media of one leg, sent back out of the same leg."""
-
-    def __init__(self, media: RtpSession) -> None:
-        self._media = media
-        self._push = media.playout.push_media
-
-    def on_frames(self, frames: tuple[bytes, ...]) -> None:
-        for frame in frames:
-            self._push(frame)
-
-    def on_digits(self, digits: tuple[DtmfDigit, ...]) -> None:
-        for digit in digits:
-            self._media.send_dtmf(digit.digit)
 
 
 async def echo_app(call: SipCall, *, ring_seconds: float = 0.0) -> None:
@@ -48,6 +31,6 @@ async def echo_app(call: SipCall, *, ring_seconds: float = 0.0) -> None:
         return
     media = call.media
     assert media is not None
-    media.sink = EchoSink(media)
+    media.sink = RelaySink(media)  # a relay from the leg to itself
     call.on_digit = lambda digit, duration_ms: media.send_dtmf(digit)
     await call.ended()

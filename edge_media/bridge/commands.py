@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from edge_media.bridge.live_call import BridgeServices, LiveCall
-from edge_media.bridge.outbound import _resolve, trunk_target
+from edge_media.bridge.outbound import dial_trunk, resolve_address
 from edge_media.bridge.relay import relay_until_either_ends
 from edge_media.sip.call import SipCall
 from edge_media.sip.refer import TransferState
@@ -149,18 +149,10 @@ class CommandHandler:
             if trunk is None:
                 live.log.info("no trunk to dial %s", value)
                 return None
-            addr = await _resolve(trunk.host, trunk.port)
-            creds = (trunk.username, trunk.password) if trunk.username and trunk.password else None
-            other = self.ua.invite(
-                trunk_target(trunk, value),
-                addr=addr,
-                kind=trunk.transport.value,
-                from_user=from_user,
-                credentials=creds,
-            )
+            other = await dial_trunk(self.ua, trunk, value, from_user=from_user)
         else:
             uri = SipUri.parse(value)
-            addr = await _resolve(uri.host_address, uri.port or 5060)
+            addr = await resolve_address(uri.host_address, uri.port or 5060)
             transport = uri.transport or "udp"
             other = self.ua.invite(value, addr=addr, kind=transport, from_user=from_user)
         try:

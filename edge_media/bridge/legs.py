@@ -19,7 +19,7 @@ from edge_media.drivers.base import BotDriver
 from edge_media.rtp.dtmf import DtmfDigit
 from edge_media.rtp.session import RtpSession
 
-__all__ = ["BotSink", "PlayoutLeg", "SilentSink"]
+__all__ = ["BotSink", "PlayoutLeg"]
 
 
 class PlayoutLeg:
@@ -66,13 +66,3 @@ class BotSink:
     def on_digits(self, digits: tuple[DtmfDigit, ...]) -> None:
         for digit in digits:
             self._driver.send_dtmf(digit.digit)
-
-
-class SilentSink:
-    """Caller media while no bot is attached (a redirect in progress): dropped on purpose."""
-
-    def on_frames(self, frames: tuple[bytes, ...]) -> None:
-        pass
-
-    def on_digits(self, digits: tuple[DtmfDigit, ...]) -> None:
-        pass

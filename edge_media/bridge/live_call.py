@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from edge_media.bridge.legs import BotSink, PlayoutLeg, SilentSink
+from edge_media.bridge.legs import BotSink, PlayoutLeg
 from edge_media.drivers.base import BotConnector, BotDriver, BotEnd, BotUnavailable, CallInfo
+from edge_media.rtp.session import DISCARD
 from edge_media.sip.call import SipCall
 from shared.events import CallAnswered, CallCompleted, CallEvent, CallRinging
 from shared.models import CallStatus
@@ -83,7 +84,7 @@ class LiveCall:
         self.info = info
         self.call_uuid = call_uuid
         self.log = _Log(logger, {"call": call_uuid})
-        self.leg = PlayoutLeg(self.log, capacity_seconds=services.playout_seconds)
+        self.leg: PlayoutLeg | None = None  # the current bot's playout queue
         self.driver: BotDriver | None = None
         self.target: str | None = None
         self.answered_at: datetime | None = None
@@ -173,11 +174,11 @@ class LiveCall:
 
     def _wire(self) -> None:
         """Route the leg's media to the current driver (once the SIP leg has media)."""
-        sip, driver = self.sip, self.driver
-        if sip is None or sip.media is None or driver is None:
+        sip, driver, leg = self.sip, self.driver, self.leg
+        if sip is None or sip.media is None or driver is None or leg is None:
             return
         media = sip.media
-        self.leg.attach(media)
+        leg.attach(media)
         media.on_marks = driver.marks_played
         media.sink = BotSink(driver)
         sip.on_digit = lambda digit, _ms: driver.send_dtmf(digit)
@@ -189,7 +190,7 @@ class LiveCall:
     def detach_bot(self) -> None:
         sip = self.sip
         if sip is not None and sip.media is not None:
-            sip.media.sink = SilentSink()
+            sip.media.sink = DISCARD  # caller audio is dropped until the next bot
             sip.media.on_marks = None
             sip.on_digit = None
 

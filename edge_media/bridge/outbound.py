@@ -28,7 +28,7 @@ from edge_media.sip.ua import UserAgent
 from shared.commands import Originate
 from shared.models import Account, Direction, Trunk
 
-__all__ = ["Originator", "trunk_target"]
+__all__ = ["Originator", "dial_trunk", "resolve_address", "trunk_target"]
 
 logger = logging.getLogger("agera.bridge")
 
@@ -41,7 +41,7 @@ def trunk_target(trunk: Trunk, number: str) -> str:
     return f"sip:{number}@{host}:{trunk.port}"
 
 
-async def _resolve(host: str, port: int) -> tuple[str, int]:
+async def resolve_address(host: str, port: int) -> tuple[str, int]:
     """The trunk's address; a name is resolved once per call (no RFC 3263 SRV/NAPTR)."""
     try:
         socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
@@ -52,6 +52,22 @@ async def _resolve(host: str, port: int) -> tuple[str, int]:
     if not infos:
         raise OSError(f"{host} does not resolve")
     return str(infos[0][4][0]), port
+
+
+async def dial_trunk(
+    ua: UserAgent, trunk: Trunk, number: str, *, from_user: str, from_display: str | None = None
+) -> SipCall:
+    """INVITE ``number`` through ``trunk`` (digest when it has credentials); returns at once."""
+    addr = await resolve_address(trunk.host, trunk.port)
+    credentials = (trunk.username, trunk.password) if trunk.username and trunk.password else None
+    return ua.invite(
+        trunk_target(trunk, number),
+        addr=addr,
+        kind=trunk.transport.value,
+        from_user=from_user,
+        from_display=from_display,
+        credentials=credentials,
+    )
 
 
 class Originator:
@@ -136,18 +152,13 @@ class Originator:
                 cause = live.ended_cause or "ORIGINATOR_CANCEL"
                 return
             live.max_seconds = decision.max_seconds
-            addr = await _resolve(trunk.host, trunk.port)
-            credentials = (
-                (trunk.username, trunk.password) if trunk.username and trunk.password else None
-            )
             from_user = command.caller_id_number or trunk.caller_id_number or "anonymous"
-            sip = self.ua.invite(
-                trunk_target(trunk, command.destination_number),
-                addr=addr,
-                kind=trunk.transport.value,
+            sip = await dial_trunk(
+                self.ua,
+                trunk,
+                command.destination_number,
                 from_user=from_user,
                 from_display=command.caller_id_name,
-                credentials=credentials,
             )
             sip.call_uuid = command.call_uuid
             live.sip = sip
