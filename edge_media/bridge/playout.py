@@ -39,6 +39,7 @@ class PlayoutQueue:
         "_overflow_reported",
         "_overflowed",
         "_partial",
+        "_starved",
     )
 
     def __init__(self, *, capacity_seconds: float = DEFAULT_CAPACITY_SECONDS) -> None:
@@ -51,6 +52,13 @@ class PlayoutQueue:
         self._dropped_bytes = 0
         self._overflowed = False
         self._overflow_reported = False
+        self._starved = True
+
+    @property
+    def starved(self) -> bool:
+        """True when the last `next_frame` had no audio to give (and before the first one):
+        whatever is pushed now starts a new talkspurt rather than continuing one."""
+        return self._starved
 
     @property
     def buffered_ms(self) -> float:
@@ -137,6 +145,7 @@ class PlayoutQueue:
                 self._frames -= 1
             else:
                 break
+        self._starved = frame is None
         return frame, marks
 
     # -- internals -----------------------------------------------------------------------------

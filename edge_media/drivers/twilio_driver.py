@@ -119,8 +119,8 @@ class TwilioStreamDriver:
             return
         if self._stop_reason is None:
             self._stop_reason = reason
-            if conn.is_open:
-                conn.send_text(self.protocol.stop())
+            if conn.is_open:  # past the write cap: a bot that lags still learns the call ended
+                conn.send_text(self.protocol.stop(), always=True)
         await conn.close(NORMAL_CLOSURE, reason, self._close_timeout)
 
     def stats(self) -> dict[str, Any]:

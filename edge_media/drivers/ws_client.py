@@ -162,10 +162,11 @@ class WsConnection(asyncio.Protocol):
         transport = self._transport
         return 0 if transport is None else transport.get_write_buffer_size()
 
-    def send_text(self, text: str) -> bool:
+    def send_text(self, text: str, *, always: bool = False) -> bool:
         """Send one text message now. False, and nothing sent, when the connection is not open
-        or the peer is not reading (the drop is counted in `dropped`)."""
-        return self._send(Opcode.TEXT, text.encode())
+        or the peer is not reading (the drop is counted in `dropped`). ``always`` skips the
+        not-reading check: for the few messages that end a stream and must not be lost."""
+        return self._send(Opcode.TEXT, text.encode(), always=always)
 
     def send_bytes(self, data: bytes) -> bool:
         """Send one binary message now; same rules as `send_text`."""
@@ -274,12 +275,12 @@ class WsConnection(asyncio.Protocol):
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _send(self, opcode: Opcode, data: bytes) -> bool:
+    def _send(self, opcode: Opcode, data: bytes, *, always: bool = False) -> bool:
         core = self._core
         transport = self._transport
         if core.state is not State.OPEN or transport is None or transport.is_closing():
             return False
-        if transport.get_write_buffer_size() > self._write_buffer_limit:
+        if not always and transport.get_write_buffer_size() > self._write_buffer_limit:
             self.dropped += 1
             return False
         if opcode is Opcode.TEXT:

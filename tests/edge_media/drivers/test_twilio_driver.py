@@ -382,3 +382,24 @@ async def test_a_bot_that_does_not_read_gets_drops_not_an_endless_buffer(
     await driver.stop("caller hung up")
     assert loop.time() - began < 3.0  # a bound, not a measurement
     assert await driver.wait_closed() == BotEnd(by_bot=False, reason="caller hung up", code=1000)
+
+
+async def test_a_lagging_bot_still_gets_stop_when_it_catches_up(bot: StrictTwilioBot) -> None:
+    """The write cap drops caller audio, never the `stop` that ends the stream."""
+    driver, session, _ = await open_call(bot, close_timeout=5.0)
+    session.stop_reading()
+    second = b"\x33" * 8000
+    for _ in range(20_000):
+        driver.send_audio(second)
+        if driver.stats()["dropped_out"]:
+            break
+    else:
+        pytest.fail("the write cap was never reached")
+    stopping = asyncio.ensure_future(driver.stop("caller hung up"))
+    await asyncio.sleep(0.05)
+    session.resume_reading()  # the bot catches up with its backlog
+    await stopping
+    await session.wait_closed()
+    assert session.stop is not None
+    assert session.events()[-1] == "stop"
+    assert session.close_code == 1000

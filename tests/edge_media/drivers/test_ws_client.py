@@ -386,6 +386,9 @@ async def test_send_drops_instead_of_buffering_when_the_peer_does_not_read() -> 
         assert conn.is_open
         assert not conn.send_text(message)
         assert conn.dropped == 2
+        # A message that ends the stream goes out past the cap (and is not a drop).
+        assert conn.send_text("the end", always=True)
+        assert (conn.dropped, conn.messages_out) == (2, sent + 1)
         conn.abort()
 
 
