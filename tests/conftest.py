@@ -1,5 +1,8 @@
 """Fixtures shared by the whole suite: one moto server per session, provisioned from template.yaml.
 
+moto runs in a child process (infra/moto_process.py): in this process its ever-growing store made
+garbage collections take seconds late in the suite, stalling the edge nodes the tests run here.
+
 Tests isolate by using fresh ids (uuid-based accounts, calls) rather than resetting moto, because
 provisioning the template's table and queues takes a few seconds and resetting would wipe them.
 """
@@ -15,7 +18,8 @@ import boto3
 import pytest
 
 from functions.context import Context, reset_default_context
-from infra.local_aws import LocalResources, MotoServer, aws_env, provision
+from infra.local_aws import LocalResources, aws_env, provision
+from infra.moto_process import MotoProcess
 from shared.dynamo.repository import Repository
 from shared.settings import Settings
 
@@ -27,7 +31,7 @@ def anyio_backend() -> str:
 
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
-    server = MotoServer("127.0.0.1", 0)
+    server = MotoProcess("127.0.0.1", 0)
     endpoint = server.start()
     yield endpoint
     server.stop()

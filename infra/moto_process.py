@@ -1,0 +1,112 @@
+"""moto in a process of its own: the test suite's and the benchmarks' local AWS.
+
+Why not in the caller's process (as ``agera dev`` does): moto keeps every item and message as
+Python objects, a dozen per attribute. Over the suite's few thousand tests that is over ten
+million objects, and each full collection of the cyclic garbage collector walks all of them: a
+pause of seconds, during which an edge node running in the same process misses its 2 s route
+lookup deadline and its 20 ms RTP ticks. The same objects also hold the GIL while moto works. In a
+child process moto's heap is only moto's problem, and here it is kept cheap too: every few seconds
+what survived a collection is frozen (``gc.freeze``), so later collections walk only the objects
+made since, never the growing store.
+
+The child reads its standard input until EOF, so it ends with its parent however that ends.
+
+Run: ``python -m infra.moto_process 127.0.0.1 0`` prints ``port N`` once serving.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import subprocess
+import sys
+import threading
+from typing import IO
+
+from infra.local_aws import REPO_ROOT, LocalStackError
+
+__all__ = ["MotoProcess", "main"]
+
+FREEZE_EVERY_SECONDS = 5.0
+START_SECONDS = 60.0
+
+
+class MotoProcess:
+    """A moto server in a child process on a loopback port (0 = pick a free one)."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host = host
+        self.port = port
+        self._child: subprocess.Popen[str] | None = None
+
+    def start(self) -> str:
+        """Start the child and wait until it serves; returns the endpoint URL."""
+        child = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
+            [sys.executable, "-m", "infra.moto_process", self.host, str(self.port)],
+            cwd=REPO_ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self._child = child
+        assert child.stdout is not None
+        line = _read_line(child.stdout, START_SECONDS)
+        if not line.startswith("port "):
+            self.stop()
+            raise LocalStackError(f"moto did not start (exit {child.poll()}): {line.strip()!r}")
+        self.port = int(line.split()[1])
+        return f"http://{self.host}:{self.port}"
+
+    def stop(self) -> None:
+        child, self._child = self._child, None
+        if child is None:
+            return
+        if child.stdin is not None:
+            child.stdin.close()  # EOF: the child stops its server and exits
+        try:
+            child.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        if child.stdout is not None:
+            child.stdout.close()
+
+
+def _read_line(stream: IO[str], seconds: float) -> str:
+    """The child's first line, or "" when it does not come within ``seconds``."""
+    box: list[str] = []
+    reader = threading.Thread(target=lambda: box.append(stream.readline()), daemon=True)
+    reader.start()
+    reader.join(seconds)
+    return box[0] if box else ""
+
+
+def _freeze_survivors(stop: threading.Event) -> None:
+    while not stop.wait(FREEZE_EVERY_SECONDS):
+        gc.collect()  # walks only what is not frozen yet: the last few seconds' objects
+        gc.freeze()
+
+
+def main(argv: list[str]) -> int:
+    host, port = [*argv, "127.0.0.1", "0"][:2]
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # per-request access log: ~4x slower
+    server = ThreadedMotoServer(ip_address=host, port=int(port), verbose=False)
+    server.start()
+    _, bound = server.get_host_and_port()
+    gc.collect()
+    gc.freeze()  # moto's own modules and models: never worth walking again
+    stop = threading.Event()
+    threading.Thread(target=_freeze_survivors, args=(stop,), daemon=True).start()
+    print(f"port {bound}", flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.stdin.read()  # until the parent closes it or dies
+    stop.set()
+    server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
