@@ -55,6 +55,7 @@ class ControlPlane:
         self.consumers: list[CommandConsumer] = []
         self.registry: NodeRegistry | None = None
         self._tasks: list[asyncio.Task[Any]] = []
+        self._originate_stopped: asyncio.Future[None] | None = None
         self.registrations: TrunkRegistrations | None = None
 
     async def open(self) -> None:
@@ -125,6 +126,8 @@ class ControlPlane:
                 self.originator.handle,
                 name="originate",
                 accepting=lambda: ua.accepting,
+                wait_seconds=settings.originate_poll_seconds,
+                shared=True,
             ),
             CommandConsumer(self.sqs, queue_url, self.commands.handle, name="commands"),
         ]
@@ -153,10 +156,14 @@ class ControlPlane:
                 await self.registry.set_draining()
             except Exception as error:
                 logger.warning("could not mark the node draining: %s", error)
+        # The originate poll in flight may take its full wait to end (see CommandConsumer): it
+        # ends while live calls drain, and close() waits for what is left of it.
         for consumer in self.consumers[:1]:
-            await consumer.stop()
+            self._originate_stopped = asyncio.ensure_future(consumer.stop())
 
     async def close(self) -> None:
+        if self._originate_stopped is not None:
+            await self._originate_stopped
         for consumer in self.consumers:
             await consumer.stop()
         for task in self._tasks:

@@ -99,6 +99,8 @@ def _local_environment(options: DevOptions, endpoint: str) -> dict[str, str]:
             "AGERA_TRUST_LOOPBACK": "true",
             "POWERTOOLS_SERVICE_NAME": "agera-dev",
             "POWERTOOLS_TRACE_DISABLED": "1",
+            # One node, nobody to hand originates to: Ctrl-C should not wait out a 20 s poll.
+            "AGERA_ORIGINATE_POLL_SECONDS": os.environ.get("AGERA_ORIGINATE_POLL_SECONDS", "2"),
         }
     )
     if not options.show_metrics:

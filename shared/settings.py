@@ -106,6 +106,13 @@ class Settings(BaseModel):
         le=30,
         description="How long a bot WebSocket may take to connect before fallback.",
     )
+    originate_poll_seconds: int = Field(
+        20,
+        ge=1,
+        le=20,
+        description="Long-poll wait on the shared originate queue; a stopping node lets its poll "
+        "finish (at most this long) and hands back what it brings.",
+    )
     echo_ring_seconds: float = Field(
         0.0, ge=0, le=60, description="How long the echo app rings before answering."
     )

@@ -10,6 +10,12 @@ and the shared originate queue. The rules come from SQS's contract:
   crash) is deleted, because a poison command that loops forever is worse than one lost command.
 - While ``accepting()`` is False (draining, or full) the node stops receiving, so the shared
   originate queue is served by nodes that can take calls.
+- A long poll on a *shared* queue is never cut short when the consumer stops: cancelling the
+  request only closes our side of the connection; SQS may still hand that request the next
+  message, which then stays hidden for the visibility timeout (60 s for originate) with nobody to
+  take it. The poll is let finish (at most ``wait_seconds``) and whatever it brings is handed
+  back at once (visibility 0) for another node. A node's own queue has nobody else to serve it:
+  its poll is cut at once.
 - SQS errors (network, throttling) back off exponentially up to a cap; they never end the loop.
 
 Handlers of one received batch run concurrently: a slow transfer must not hold a hangup. A handler
@@ -43,6 +49,7 @@ IDLE_SECONDS = 1.0  # how often a consumer that is not accepting looks again
 ERROR_BACKOFF_BASE = 0.5
 ERROR_BACKOFF_CAP = 20.0
 STOP_GRACE_SECONDS = 5.0  # how long stop() lets running handlers finish before cancelling them
+RECEIVE_MARGIN_SECONDS = 5.0  # beyond wait_seconds, for a stopping shared queue's last poll
 COMMAND_TAGS = frozenset({"originate", "hangup", "transfer", "redirect"})
 
 Handler = Callable[[Command], Awaitable[None]]
@@ -107,6 +114,7 @@ class CommandConsumer:
         backoff_base: float = ERROR_BACKOFF_BASE,
         backoff_cap: float = ERROR_BACKOFF_CAP,
         clock: Callable[[], float] = time.monotonic,
+        shared: bool = False,
     ) -> None:
         if not 0 <= wait_seconds <= MAX_WAIT_SECONDS:
             raise ValueError(f"wait_seconds must be 0..{MAX_WAIT_SECONDS}")
@@ -126,6 +134,7 @@ class CommandConsumer:
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.clock = clock
+        self.shared = shared  # other nodes consume the queue too (see the module docstring)
         # Counters for tests, health and metrics.
         self.handled = 0
         self.duplicates = 0
@@ -133,9 +142,11 @@ class CommandConsumer:
         self.failed = 0
         self.retried = 0
         self.receive_errors = 0
+        self.handed_back = 0  # received by a poll that finished after stop()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
-        self._interruptible = False  # True while waiting on SQS or sleeping, not in handlers
+        self._receiving = False  # a ReceiveMessage is in flight
+        self._sleeping = False  # idle or backing off
 
     @property
     def running(self) -> bool:
@@ -149,14 +160,18 @@ class CommandConsumer:
         )
 
     async def stop(self, grace_seconds: float = STOP_GRACE_SECONDS) -> None:
-        """Stop receiving; a long poll or pause is cut at once, running handlers get a grace."""
+        """Stop receiving. A pause is cut at once; a long poll too, unless the queue is shared
+        (then it finishes and its messages are handed back); running handlers get a grace."""
         self._stopping = True
         task = self._task
         if task is None or task.done():
             return
-        if self._interruptible:
+        limit = grace_seconds
+        if self._sleeping or (self._receiving and not self.shared):
             task.cancel()
-        await asyncio.wait({task}, timeout=grace_seconds)
+        elif self._receiving:
+            limit += self.wait_seconds + RECEIVE_MARGIN_SECONDS
+        await asyncio.wait({task}, timeout=limit)
         if not task.done():
             logger.warning(
                 "%s: handlers still running after %.1f s; cancelled", self.name, grace_seconds
@@ -190,11 +205,14 @@ class CommandConsumer:
                 await self._pause(delay)
                 continue
             failures = 0
+            if self._stopping:
+                await self._hand_back(messages)
+                break
             if messages:
                 await self.handle_batch(messages)
 
     async def _receive(self) -> list[dict[str, Any]]:
-        self._interruptible = True
+        self._receiving = True
         try:
             response = await self.sqs.receive_message(
                 QueueUrl=self.queue_url,
@@ -202,15 +220,27 @@ class CommandConsumer:
                 WaitTimeSeconds=self.wait_seconds,
             )
         finally:
-            self._interruptible = False
+            self._receiving = False
         return list(response.get("Messages", []))
 
     async def _pause(self, seconds: float) -> None:
-        self._interruptible = True
+        self._sleeping = True
         try:
             await asyncio.sleep(seconds)
         finally:
-            self._interruptible = False
+            self._sleeping = False
+
+    async def _hand_back(self, messages: list[dict[str, Any]]) -> None:
+        """Messages of a poll that ended after stop(): visible again at once, for another node."""
+        for message in messages:
+            self.handed_back += 1
+            logger.info(
+                "%s: stopping; message %s handed back to the queue",
+                self.name,
+                message.get("MessageId"),
+                extra={"queue": self.name},
+            )
+            await self._release(message, 0, _body_id(str(message.get("Body", ""))) or "unknown")
 
     async def poll_once(self) -> int:
         """One receive and its handling, outside the loop (tools and tests); messages received."""

@@ -77,7 +77,7 @@ async def running_gateway(**overrides: Any) -> AsyncIterator[EdgeNode]:
         rtp_port_max=high,
         trust_loopback=True,
         node_id=f"test-{uuid.uuid4().hex[:12]}",
-        **overrides,
+        **{"originate_poll_seconds": 1, **overrides},  # stopping waits for the poll in flight
     )
     node = EdgeNode(settings)
     await node.start()

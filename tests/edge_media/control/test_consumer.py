@@ -245,6 +245,34 @@ async def test_stop_cuts_a_long_poll(aio) -> None:
     assert not consumer.running
 
 
+async def test_stopping_a_shared_queue_finishes_its_poll_and_hands_back_what_it_brings(
+    aio,
+) -> None:
+    """A cut poll would still take the next message at SQS and hide it for the visibility
+    timeout; a shared queue's consumer lets it end and makes its messages visible at once."""
+    queue = await aio.new_queue("originate")
+    handler = Recorder()
+    consumer = CommandConsumer(
+        aio.sqs, queue, handler, name="originate", wait_seconds=3, shared=True
+    )
+    consumer.start()
+    await asyncio.sleep(0.3)  # inside the long poll
+    stopping = asyncio.ensure_future(consumer.stop())
+    await asyncio.sleep(0.1)
+    assert not stopping.done()  # the poll is not cut
+    command = hangup()
+    await send(aio, queue, command.model_dump_json())  # the poll in flight takes it
+    with anyio.fail_after(WAIT_LIMIT):
+        await stopping
+    assert not consumer.running
+    assert (consumer.handed_back, handler.ids) == (1, [])
+    assert await aio.counts(queue) == (1, 0)  # visible again at once, for another node
+    other = Recorder()
+    taker = CommandConsumer(aio.sqs, queue, other, name="originate", wait_seconds=1, shared=True)
+    await taker.poll_once()
+    assert other.ids == [command.id]
+
+
 async def test_stop_lets_a_running_handler_finish(aio) -> None:
     queue = await aio.new_queue("node")
     started, release = asyncio.Event(), asyncio.Event()
