@@ -159,6 +159,10 @@ class EdgeNode:
         from edge_media.bridge.inbound import inbound_app
         from edge_media.bridge.routing import Refuse
 
+        # 180 before the lookup, not after: the caller hears ringing while routing runs (the
+        # lookup is one or two DynamoDB reads, the webhook up to 3 s), and INVITE -> 180 does not
+        # depend on storage latency. An unknown number then gets 180 followed by 404.
+        call.ring()
         ext = call.extension
         extension = (ext.account_id, ext.extension) if ext is not None else None
         started = time.monotonic()

@@ -1,13 +1,15 @@
 """An inbound SIP call to a number or from an extension, bridged to its bot.
 
-The order is the one DESIGN.md §4 gives, and each step is raced against the caller hanging up
-(a CANCEL during a slow webhook must end the work, not leave it running): 180 Ringing at once,
-the call record, the routing decision (static or webhook), the bot connection (with the account
-default as fallback), then 200 OK. A route that cannot be served is answered with a final SIP
-status and a reason, never left ringing.
+Each step is raced against the caller hanging up (a CANCEL during a slow webhook must end the
+work, not leave it running): 180 Ringing at once (the node sends it before the route lookup), the
+call record, then the routing decision (static or webhook) and the bot connection (with the
+account default as fallback) while `call.ringing` is written, then 200 OK. A route that cannot
+be served is answered with a final SIP status and a reason, never left ringing.
 """
 
 from __future__ import annotations
+
+import asyncio
 
 from edge_media.bridge.live_call import BridgeServices, LiveCall, until_ended
 from edge_media.bridge.routing import CallRoute, CallRouter, Refuse
@@ -16,6 +18,8 @@ from edge_media.sip.call import SipCall
 from shared.models import Call, Direction
 
 __all__ = ["inbound_app"]
+
+RINGING_WAIT_SECONDS = 5.0
 
 
 async def inbound_app(
@@ -37,6 +41,7 @@ async def inbound_app(
     sip.log.info(
         "inbound to %s for account %s (call %s)", route.label, account.account_id, sip.call_uuid
     )
+    ringing: asyncio.Future[None] | None = None
     try:
         sip.ring()
         await services.recorder.create(
@@ -50,7 +55,9 @@ async def inbound_app(
                 webhook_url=route.callback_url,
             )
         )
-        await live.ringing()
+        # call.ringing is written while routing and the bot connection run (it must only come
+        # before call.answered); the record itself exists before the webhook or the bot hear of it.
+        ringing = asyncio.ensure_future(live.ringing())
         finished, decision = await until_ended(
             sip,
             routing.decide(
@@ -80,6 +87,7 @@ async def inbound_app(
         if not connected:
             sip.reject(480, "Temporarily Unavailable", cause="NORMAL_TEMPORARY_FAILURE")
             return
+        await ringing
         if not await sip.answer():
             return
         live.attach_media()
@@ -90,4 +98,6 @@ async def inbound_app(
         if not sip.is_ended:
             await sip.hangup("NORMAL_TEMPORARY_FAILURE")
     finally:
+        if ringing is not None and not ringing.done():
+            await asyncio.wait({ringing}, timeout=RINGING_WAIT_SECONDS)  # before call.completed
         await live.finish()
