@@ -93,10 +93,21 @@ class CommandHandler:
         await sip.hangup(cause)
 
     async def redirect(self, live: LiveCall, target: str) -> None:
-        if not live.answered or live.sip is None or live.sip.is_ended:
-            live.log.info("redirect ignored: the call is not connected")
+        """Swap the bot; before the first bot connects (routing, ringing), set where it goes."""
+        shown = target.split("?", 1)[0]
+        if live.sip is not None and live.sip.is_ended:
+            live.log.info("redirect ignored: the call has ended")
             return
-        live.log.info("redirect to %s", target.split("?", 1)[0])
+        if live.driver is None and not live.answered:
+            live.log.info("redirect to %s before the bot connected: it connects there", shown)
+            # No call.redirected here: it would move a ringing record to in-progress; the
+            # answer's call.answered (media_target) and the record's socket_url name the bot.
+            live.pending_target = target
+            return
+        if live.transferring or live.driver is None:
+            live.log.info("redirect ignored: the call was transferred away from its bot")
+            return
+        live.log.info("redirect to %s", shown)
         if not await live.connect_bot(target):
             live.log.warning("redirect failed: the new bot is unreachable; the old one stays")
             return

@@ -93,6 +93,9 @@ class LiveCall:
         self.sip_status: int | None = None
         self.max_seconds: int | None = None
         self.transferring = False
+        # A redirect that came while the call was routing or ringing, before any bot connected:
+        # the first connection goes there instead of to the route's target.
+        self.pending_target: str | None = None
         self._swapped = asyncio.Event()
         self._finished = False
         self.done = asyncio.Event()  # set once call.completed is written (or given up on)
@@ -149,6 +152,9 @@ class LiveCall:
         audio (and its marks) go with it. False, with the old driver untouched, when neither
         target connects.
         """
+        if self.driver is None and self.pending_target is not None:
+            self.log.info("connecting the redirect target instead of %s", _shown(target))
+            target = self.pending_target
         for candidate in (target, fallback):
             if not candidate:
                 continue

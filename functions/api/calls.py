@@ -419,6 +419,16 @@ def _send_to_node(ctx: Context, call: Call, command: Hangup | Transfer | Redirec
             "the command was not sent",
             headers=RETRY_AFTER,
         )
+    if node.expires_at <= utc_now():
+        # The item outlives the node until DynamoDB's TTL sweep (minutes to hours): a node that
+        # missed its heartbeats has crashed or lost AWS, and its queue has no reader.
+        raise ApiError(
+            503,
+            "unavailable",
+            f"edge node {call.node_id}, which owns call {call.call_uuid}, has sent no heartbeat "
+            f"since {iso_z(node.expires_at)}; the command was not sent",
+            headers=RETRY_AFTER,
+        )
     try:
         ctx.sqs.send_message(QueueUrl=node.queue_url, MessageBody=command.model_dump_json())
     except (ClientError, BotoCoreError) as exc:

@@ -942,6 +942,27 @@ def test_unreachable_node_is_503_naming_it(front, ctx, tenant, sqs) -> None:
     assert f"command queue of edge node {dead.node_id}" in reply.error["message"]
 
 
+def test_a_node_past_its_heartbeat_gets_no_commands(front, ctx, tenant, sqs) -> None:
+    """A crashed node's item stays until the TTL sweep; its queue has nobody reading it."""
+    silent = EdgeNode(
+        node_id=f"node-{uuid.uuid4().hex[:6]}",
+        queue_url=new_queue(sqs, "node"),
+        sip_address="127.0.0.1:5060",
+        expires_at=utc_now() - timedelta(seconds=5),
+    )
+    ctx.repo.put(silent)
+    call = store_call(ctx, tenant.account_id, CallStatus.IN_PROGRESS, silent.node_id)
+    reply = front.request(
+        "POST", "/api/calls/hangup", key=tenant.key, body={"call_uuid": str(call.call_uuid)}
+    )
+    assert reply.status == 503, reply.body
+    assert reply.error["code"] == "unavailable"
+    assert f"edge node {silent.node_id}" in reply.error["message"]
+    assert "has sent no heartbeat since" in reply.error["message"]
+    assert reply.headers["retry-after"]
+    assert receive_all(sqs, silent.queue_url) == []
+
+
 @pytest.mark.parametrize(
     ("path", "body", "field", "code"),
     [

@@ -29,6 +29,7 @@ from edge_media.node import EdgeNode
 from shared.commands import Command, Hangup, Originate, Redirect, Transfer
 from shared.dynamo.repository import Repository
 from shared.models import Account, Call, CallStatus, Direction
+from tests.edge_media.bridge.routing_peer import Reply, WebhookPeer
 from tests.interop.audio import find_segments
 from tests.interop.capture import (
     AUDIO_PAYLOAD_TYPES,
@@ -40,6 +41,7 @@ from tests.interop.capture import (
     split_streams,
 )
 from tests.interop.gateway import (
+    add_number,
     add_trunk,
     events_for,
     make_tenant,
@@ -633,6 +635,71 @@ async def test_redirect_to_an_unreachable_bot_keeps_the_first_one(
     assert event_types(events) == ["call.ringing", "call.answered", "call.completed"], events
     assert record.socket_url == bot_a.url, (record.socket_url, bot_a.url, bot_b.url)
     assert record.status is CallStatus.COMPLETED and record.hangup_cause == "NORMAL_CLEARING"
+
+
+async def test_redirect_while_the_call_routes_sends_it_to_the_new_bot(
+    peers: Peers, aws: Any, repo: Any
+) -> None:
+    """A redirect accepted while the routing webhook still thinks (the API takes redirects of
+    ringing calls) decides where the call goes: the bot the webhook names never hears of it."""
+    async with (
+        StrictTwilioBot(echo=True) as bot_a,
+        StrictTwilioBot(echo=True) as bot_b,
+    ):
+        tenant = make_tenant(repo)
+        with WebhookPeer(tenant.account.webhook_secret) as hook:
+            hook.reply = Reply.json({"action": "connect", "socket_url": bot_a.url}, delay=1.5)
+            tenant.number = add_number(repo, tenant.account, webhook_url=hook.url("/route"))
+            async with gateway() as node:
+                caller = peers.sipp(
+                    UNTIL_BYE, remote=node_address(node), service=tenant.number, calls=1
+                )
+                await anyio.to_thread.run_sync(caller.start)
+                call_uuid = await record_of_number(repo, tenant.number)
+                await send_command(
+                    command_queue(node),
+                    Redirect(
+                        call_uuid=call_uuid,
+                        account_id=tenant.account.account_id,
+                        media_server=bot_b.url,
+                    ),
+                )
+                b = await started(bot_b, 10)
+                await b.wait_for(lambda: len(b.audio) >= 8000, "1 s of audio at B", 5)
+                await send_command(
+                    command_queue(node),
+                    Hangup(call_uuid=call_uuid, account_id=tenant.account.account_id),
+                )
+                await b.wait_closed(10)
+                result = await anyio.to_thread.run_sync(caller.wait, 30.0)
+                record = await wait_record(repo, str(call_uuid))
+                events = await read_events(node, str(call_uuid))
+
+    assert result.ok, result.describe()
+    assert len(hook.received) == 1  # the webhook was asked, and its answer overruled
+    assert bot_a.sessions == [] and bot_a.requests == []
+    assert custom_parameters(b)["call_uuid"] == str(call_uuid)
+    assert b.violations == [], b.violations
+    assert event_types(events) == ["call.ringing", "call.answered", "call.completed"], events
+    assert record.socket_url == bot_b.url
+    assert record.status is CallStatus.COMPLETED
+
+
+async def record_of_number(repo: Any, number: str, seconds: float = 10.0) -> uuid.UUID:
+    """The call_uuid of the (one) call record to ``number``, once the node has written it."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        page = await anyio.to_thread.run_sync(
+            lambda: repo.client.scan(
+                TableName=repo.table,
+                FilterExpression="to_number = :n",
+                ExpressionAttributeValues={":n": {"S": number}},
+            )
+        )
+        for item in page.get("Items", []):
+            return uuid.UUID(item["call_uuid"]["S"])
+        await anyio.sleep(0.05)
+    raise AssertionError(f"no call record to {number} within {seconds:g} s")
 
 
 # --------------------------------------------------------------------------- 6. transfer
