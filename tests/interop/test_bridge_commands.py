@@ -220,6 +220,25 @@ async def read_events(node: EdgeNode, call_uuid: str) -> list[dict[str, Any]]:
     return await events_for(queue_url, call_uuid)
 
 
+async def hang_up(
+    node: EdgeNode,
+    repo: Any,
+    tenant: Any,
+    call_uuid: uuid.UUID,
+    bot: BotSession,
+    caller: SippRun,
+) -> tuple[Any, Call, list[dict[str, Any]]]:
+    """A hangup command for a bridged call, then its outcome: the sipp caller's result, the
+    completed record and the call's events, once the bot's stream has closed."""
+    await send_command(
+        command_queue(node), Hangup(call_uuid=call_uuid, account_id=tenant.account.account_id)
+    )
+    await bot.wait_closed(10)
+    result = await anyio.to_thread.run_sync(caller.wait, 30.0)
+    record = await wait_record(repo, str(call_uuid))
+    return result, record, await read_events(node, str(call_uuid))
+
+
 def no_events(queue_url: str, *, polls: int = 2) -> list[str]:
     """Whatever is on the node's events queue now (a test expects nothing)."""
     sqs = boto3.client("sqs")
@@ -542,15 +561,8 @@ async def test_redirect_moves_the_call_to_another_bot_without_a_gap(
             await a.wait_closed(5)
             await b.wait_for(lambda: len(b.audio) >= 8000, "1 s of audio at B", 5)
             await anyio.sleep(1.0)
-            await send_command(
-                command_queue(node),
-                Hangup(call_uuid=call_uuid, account_id=tenant.account.account_id),
-            )
-            await b.wait_closed(10)
-            caller_result = await anyio.to_thread.run_sync(caller.wait, 30.0)
+            caller_result, record, events = await hang_up(node, repo, tenant, call_uuid, b, caller)
             await talking
-            record = await wait_record(repo, str(call_uuid))
-            events = await read_events(node, str(call_uuid))
             await anyio.to_thread.run_sync(capture.stop)
 
     assert caller_result.ok, caller_result.describe()
@@ -618,14 +630,7 @@ async def test_redirect_to_an_unreachable_bot_keeps_the_first_one(
             heard_before = len(a.audio)
             await anyio.sleep(1.0)
             heard_after = len(a.audio)
-            await send_command(
-                command_queue(node),
-                Hangup(call_uuid=call_uuid, account_id=tenant.account.account_id),
-            )
-            await a.wait_closed(10)
-            result = await anyio.to_thread.run_sync(caller.wait, 30.0)
-            record = await wait_record(repo, str(call_uuid))
-            events = await read_events(node, str(call_uuid))
+            result, record, events = await hang_up(node, repo, tenant, call_uuid, a, caller)
 
     assert result.ok, result.describe()
     assert bot_b.sessions == []
@@ -666,14 +671,7 @@ async def test_redirect_while_the_call_routes_sends_it_to_the_new_bot(
                 )
                 b = await started(bot_b, 10)
                 await b.wait_for(lambda: len(b.audio) >= 8000, "1 s of audio at B", 5)
-                await send_command(
-                    command_queue(node),
-                    Hangup(call_uuid=call_uuid, account_id=tenant.account.account_id),
-                )
-                await b.wait_closed(10)
-                result = await anyio.to_thread.run_sync(caller.wait, 30.0)
-                record = await wait_record(repo, str(call_uuid))
-                events = await read_events(node, str(call_uuid))
+                result, record, events = await hang_up(node, repo, tenant, call_uuid, b, caller)
 
     assert result.ok, result.describe()
     assert len(hook.received) == 1  # the webhook was asked, and its answer overruled
