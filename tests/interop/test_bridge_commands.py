@@ -776,6 +776,61 @@ async def test_transfer_to_a_sip_uri_from_a_caller_without_refer_is_relayed(
     assert events[2]["method"] == "bridge" and events[2]["destination"] == destination
 
 
+async def test_transfer_to_a_number_dials_it_through_the_accounts_trunk(
+    peers: Peers, aws: Any, repo: Any
+) -> None:
+    """A phone number is dialled through the account's trunk and relayed (not REFERred: the
+    caller would have no route to the carrier)."""
+    number = "+15557654321"
+    async with StrictTwilioBot(echo=True) as bot:
+        tenant = make_tenant(repo, socket_url=bot.url)
+        target = peers.sipp("uas_answer.xml", calls=1)  # the carrier; hangs up 8 s after answer
+        add_trunk(repo, tenant.account, target.local_port)
+        await anyio.to_thread.run_sync(target.start)
+        async with gateway() as node:
+            caller = peers.sipp(
+                UNTIL_BYE, remote=node_address(node), service=tenant.number, calls=1
+            )
+            capture = peers.capture(
+                "transfer-number",
+                ports=[node.endpoint.local_addr[1], caller.media_port, target.media_port],
+            )
+            await anyio.to_thread.run_sync(capture.start)
+            await anyio.to_thread.run_sync(caller.start)
+            session = await started(bot, 10)
+            call_uuid = uuid.UUID(custom_parameters(session)["call_uuid"])
+            await session.wait_for(lambda: len(session.audio) >= 8000, "1 s of audio", 5)
+            await send_command(
+                command_queue(node),
+                Transfer(
+                    call_uuid=call_uuid, account_id=tenant.account.account_id, destination=number
+                ),
+            )
+            await session.wait_closed(5)
+            caller_result = await anyio.to_thread.run_sync(caller.wait, 30.0)
+            record = await wait_record(repo, str(call_uuid))
+            events = await read_events(node, str(call_uuid))
+            await anyio.to_thread.run_sync(capture.stop)
+        target_result = await anyio.to_thread.run_sync(target.wait, 10.0)
+
+    assert caller_result.ok, caller_result.describe()
+    assert requests_of(sip_messages(caller), "REFER") == []
+    assert target_result.ok, target_result.describe()
+    invites = requests_of(sip_messages(target), "INVITE")
+    assert len(invites) == 1, invites
+    assert invites[0].startswith(f"INVITE sip:{number}@{HOST}:{target.local_port}"), invites[0]
+    assert session.events()[-1] == "stop" and session.close_code == 1000
+    packets = read_rtp(capture.path, sip_ports=[node.endpoint.local_addr[1]])
+    at_target = heard_pcm(from_node(packets, target.media_port), dst_port=target.media_port)
+    heard = find_segments(peers.media.caller_wav, at_target)
+    assert heard.fraction >= 0.9, heard  # the caller's speech reached the carrier
+    assert record.transferred_to == number
+    assert record.status is CallStatus.COMPLETED and record.hangup_cause == "NORMAL_CLEARING"
+    types = event_types(events)
+    assert types == ["call.ringing", "call.answered", "call.transferred", "call.completed"], types
+    assert events[2]["method"] == "bridge" and events[2]["destination"] == number
+
+
 async def test_transfer_to_a_caller_that_accepts_refer_sends_refer(
     peers: Peers, aws: Any, repo: Any
 ) -> None:
