@@ -129,3 +129,19 @@ async def events_for(
     return await anyio.to_thread.run_sync(
         lambda: _events_for_sync(queue_url, call_uuid, want=want, polls=polls)
     )
+
+
+def calls_to(repo: Any, number: str) -> list[dict[str, Any]]:
+    """Every call record in the table whose to_number is ``number`` (a scan: no index has it)."""
+    items: list[dict[str, Any]] = []
+    kwargs: dict[str, Any] = {
+        "TableName": repo.table,
+        "FilterExpression": "to_number = :n",
+        "ExpressionAttributeValues": {":n": {"S": number}},
+    }
+    while True:
+        page = repo.client.scan(**kwargs)
+        items += page.get("Items", [])
+        if "LastEvaluatedKey" not in page:
+            return items
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]

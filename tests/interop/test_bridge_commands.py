@@ -43,6 +43,7 @@ from tests.interop.capture import (
 from tests.interop.gateway import (
     add_number,
     add_trunk,
+    calls_to,
     events_for,
     make_tenant,
     node_address,
@@ -237,6 +238,41 @@ async def hang_up(
     result = await anyio.to_thread.run_sync(caller.wait, 30.0)
     record = await wait_record(repo, str(call_uuid))
     return result, record, await read_events(node, str(call_uuid))
+
+
+async def transfer_a_bridged_call(
+    peers: Peers,
+    node: EdgeNode,
+    repo: Any,
+    tenant: Any,
+    bot: StrictTwilioBot,
+    target: SippRun,
+    destination: str,
+) -> tuple[SippRun, BotSession, Any, Call, list[dict[str, Any]], Any]:
+    """A sipp caller talks to ``bot`` for a second, then a transfer command sends the call to
+    ``destination`` (answered by ``target``); returns the caller, the bot session, the caller's
+    result, the record, the events and the RTP capture of all three legs, once the call ended."""
+    caller = peers.sipp(UNTIL_BYE, remote=node_address(node), service=tenant.number, calls=1)
+    capture = peers.capture(
+        "transfer", ports=[node.endpoint.local_addr[1], caller.media_port, target.media_port]
+    )
+    await anyio.to_thread.run_sync(capture.start)
+    await anyio.to_thread.run_sync(caller.start)
+    session = await started(bot, 10)
+    call_uuid = uuid.UUID(custom_parameters(session)["call_uuid"])
+    await session.wait_for(lambda: len(session.audio) >= 8000, "1 s of audio", 5)
+    await send_command(
+        command_queue(node),
+        Transfer(
+            call_uuid=call_uuid, account_id=tenant.account.account_id, destination=destination
+        ),
+    )
+    await session.wait_closed(5)
+    caller_result = await anyio.to_thread.run_sync(caller.wait, 30.0)
+    record = await wait_record(repo, str(call_uuid))
+    events = await read_events(node, str(call_uuid))
+    await anyio.to_thread.run_sync(capture.stop)
+    return caller, session, caller_result, record, events, capture
 
 
 def no_events(queue_url: str, *, polls: int = 2) -> list[str]:
@@ -687,14 +723,7 @@ async def record_of_number(repo: Any, number: str, seconds: float = 10.0) -> uui
     """The call_uuid of the (one) call record to ``number``, once the node has written it."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        page = await anyio.to_thread.run_sync(
-            lambda: repo.client.scan(
-                TableName=repo.table,
-                FilterExpression="to_number = :n",
-                ExpressionAttributeValues={":n": {"S": number}},
-            )
-        )
-        for item in page.get("Items", []):
+        for item in await anyio.to_thread.run_sync(calls_to, repo, number):
             return uuid.UUID(item["call_uuid"]["S"])
         await anyio.sleep(0.05)
     raise AssertionError(f"no call record to {number} within {seconds:g} s")
@@ -712,32 +741,9 @@ async def test_transfer_to_a_sip_uri_from_a_caller_without_refer_is_relayed(
         await anyio.to_thread.run_sync(target.start)
         destination = f"sip:agent@{HOST}:{target.local_port}"
         async with gateway() as node:
-            caller = peers.sipp(
-                UNTIL_BYE, remote=node_address(node), service=tenant.number, calls=1
-            )
-            capture = peers.capture(
-                "transfer",
-                ports=[node.endpoint.local_addr[1], caller.media_port, target.media_port],
-            )
-            await anyio.to_thread.run_sync(capture.start)
-            await anyio.to_thread.run_sync(caller.start)
-            session = await started(bot, 10)
-            call_uuid = uuid.UUID(custom_parameters(session)["call_uuid"])
-            await session.wait_for(lambda: len(session.audio) >= 8000, "1 s of audio", 5)
-            await send_command(
-                command_queue(node),
-                Transfer(
-                    call_uuid=call_uuid,
-                    account_id=tenant.account.account_id,
-                    destination=destination,
-                ),
-            )
-            await session.wait_closed(5)
-            caller_result = await anyio.to_thread.run_sync(caller.wait, 30.0)
-            record = await wait_record(repo, str(call_uuid))
-            events = await read_events(node, str(call_uuid))
-            await anyio.to_thread.run_sync(capture.stop)
+            run = await transfer_a_bridged_call(peers, node, repo, tenant, bot, target, destination)
         target_result = await anyio.to_thread.run_sync(target.wait, 10.0)
+        caller, session, caller_result, record, events, capture = run
 
     # The caller was never sent a REFER; the target was dialed with the caller's number.
     assert caller_result.ok, caller_result.describe()
@@ -788,30 +794,9 @@ async def test_transfer_to_a_number_dials_it_through_the_accounts_trunk(
         add_trunk(repo, tenant.account, target.local_port)
         await anyio.to_thread.run_sync(target.start)
         async with gateway() as node:
-            caller = peers.sipp(
-                UNTIL_BYE, remote=node_address(node), service=tenant.number, calls=1
-            )
-            capture = peers.capture(
-                "transfer-number",
-                ports=[node.endpoint.local_addr[1], caller.media_port, target.media_port],
-            )
-            await anyio.to_thread.run_sync(capture.start)
-            await anyio.to_thread.run_sync(caller.start)
-            session = await started(bot, 10)
-            call_uuid = uuid.UUID(custom_parameters(session)["call_uuid"])
-            await session.wait_for(lambda: len(session.audio) >= 8000, "1 s of audio", 5)
-            await send_command(
-                command_queue(node),
-                Transfer(
-                    call_uuid=call_uuid, account_id=tenant.account.account_id, destination=number
-                ),
-            )
-            await session.wait_closed(5)
-            caller_result = await anyio.to_thread.run_sync(caller.wait, 30.0)
-            record = await wait_record(repo, str(call_uuid))
-            events = await read_events(node, str(call_uuid))
-            await anyio.to_thread.run_sync(capture.stop)
+            run = await transfer_a_bridged_call(peers, node, repo, tenant, bot, target, number)
         target_result = await anyio.to_thread.run_sync(target.wait, 10.0)
+        caller, session, caller_result, record, events, capture = run
 
     assert caller_result.ok, caller_result.describe()
     assert requests_of(sip_messages(caller), "REFER") == []

@@ -32,6 +32,7 @@ from tests.edge_media.bridge.routing_peer import Reply, WebhookPeer, closed_port
 from tests.interop.capture import read_rtp
 from tests.interop.gateway import (
     add_number,
+    calls_to,
     events_for,
     new_number,
     node_address,
@@ -129,22 +130,6 @@ def final_responses(result: SippResult) -> list[str]:
         for m in result.messages
         if not m.sent and m.cseq_method == "INVITE" and (m.status or 0) >= 200
     ]
-
-
-def calls_to(repo: Any, number: str) -> list[dict[str, Any]]:
-    """Every call record in the table whose to_number is ``number`` (a scan: no index has it)."""
-    items: list[dict[str, Any]] = []
-    kwargs: dict[str, Any] = {
-        "TableName": repo.table,
-        "FilterExpression": "to_number = :n",
-        "ExpressionAttributeValues": {":n": {"S": number}},
-    }
-    while True:
-        page = repo.client.scan(**kwargs)
-        items += page.get("Items", [])
-        if "LastEvaluatedKey" not in page:
-            return items
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
 def no_events(queue_url: str, polls: int = 2) -> list[dict[str, Any]]:

@@ -354,6 +354,18 @@ async def test_a_bot_that_never_answers_is_bot_unavailable_within_the_timeout() 
 # -- a bot that stops reading ----------------------------------------------------------------
 
 
+ONE_SECOND = b"\x33" * 8000  # one second per message fills the buffers quickly
+
+
+def fill_until_the_cap_drops(driver: TwilioStreamDriver) -> None:
+    """Caller audio to a bot that stopped reading, until the write cap drops a message."""
+    for _ in range(20_000):
+        driver.send_audio(ONE_SECOND)
+        if driver.stats()["dropped_out"]:
+            return
+    pytest.fail("caller audio was buffered without limit for a bot that does not read")
+
+
 async def test_a_bot_that_does_not_read_gets_drops_not_an_endless_buffer(
     bot: StrictTwilioBot, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -361,16 +373,10 @@ async def test_a_bot_that_does_not_read_gets_drops_not_an_endless_buffer(
     connection = driver.connection
     assert connection is not None
     session.stop_reading()
-    second = b"\x33" * 8000  # one second per message fills the buffers quickly
     with caplog.at_level(logging.WARNING, logger="agera.drivers.twilio"):
-        for _ in range(20_000):
-            driver.send_audio(second)
-            if driver.stats()["dropped_out"]:
-                break
-        else:
-            pytest.fail("caller audio was buffered without limit for a bot that does not read")
+        fill_until_the_cap_drops(driver)
         for _ in range(10):
-            driver.send_audio(second)
+            driver.send_audio(ONE_SECOND)
     assert driver.stats()["dropped_out"] == 11
     assert connection.write_buffer_size < 200 * 1024
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
@@ -388,13 +394,7 @@ async def test_a_lagging_bot_still_gets_stop_when_it_catches_up(bot: StrictTwili
     """The write cap drops caller audio, never the `stop` that ends the stream."""
     driver, session, _ = await open_call(bot, close_timeout=5.0)
     session.stop_reading()
-    second = b"\x33" * 8000
-    for _ in range(20_000):
-        driver.send_audio(second)
-        if driver.stats()["dropped_out"]:
-            break
-    else:
-        pytest.fail("the write cap was never reached")
+    fill_until_the_cap_drops(driver)
     stopping = asyncio.ensure_future(driver.stop("caller hung up"))
     await asyncio.sleep(0.05)
     session.resume_reading()  # the bot catches up with its backlog
