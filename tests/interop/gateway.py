@@ -20,8 +20,9 @@ import anyio
 import boto3
 
 from edge_media.node import EdgeNode
+from shared.commands import Originate
 from shared.dynamo.repository import Repository
-from shared.models import Account, Call, Number, Route, Trunk
+from shared.models import Account, Call, Direction, Number, Route, Trunk
 from shared.settings import Settings
 from tests.interop.peers import HOST, free_port, free_udp_range
 
@@ -145,3 +146,42 @@ def calls_to(repo: Any, number: str) -> list[dict[str, Any]]:
         if "LastEvaluatedKey" not in page:
             return items
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+async def read_events(node: EdgeNode, call_uuid: str) -> list[dict[str, Any]]:
+    """The call's events from the node's events queue, up to ``call.completed``."""
+    return await events_for(node.settings.events_queue_url, call_uuid)
+
+
+def event_types(events: list[dict[str, Any]]) -> list[str]:
+    return [event["type"] for event in events]
+
+
+CALLER_ID = "+15550001111"  # the caller id of originated calls
+DESTINATION = "+15557654321"  # the number originated calls dial
+
+
+def queued_call(repo: Repository, account: Account, **fields: Any) -> Call:
+    """The record POST /api/calls writes before it queues the originate command."""
+    call = Call(
+        account_id=account.account_id,
+        direction=Direction.OUTBOUND,
+        from_number=fields.pop("from_number", CALLER_ID),
+        to_number=fields.pop("to_number", DESTINATION),
+        **fields,
+    )
+    repo.put(call, create_only=True)
+    return call
+
+
+def originate_for(call: Call, **fields: Any) -> Originate:
+    """The originate command the API queues for ``call``."""
+    return Originate(
+        call_uuid=call.call_uuid,
+        account_id=call.account_id,
+        destination_number=call.to_number,
+        caller_id_number=call.from_number,
+        caller_id_name=call.caller_id_name,
+        socket_url=call.socket_url,
+        **fields,
+    )

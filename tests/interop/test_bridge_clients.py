@@ -21,16 +21,20 @@ import anyio
 import boto3
 import pytest
 
-from shared.commands import Originate
 from shared.dynamo.repository import Repository
-from shared.models import Account, Call, CallStatus, Direction
+from shared.models import Call, CallStatus, Direction
 from tests.interop.audio import find_segments
 from tests.interop.capture import RtpSeen, heard_pcm, read_rtp
 from tests.interop.gateway import (
+    CALLER_ID,
+    DESTINATION,
     add_trunk,
-    events_for,
+    event_types,
     make_tenant,
     node_address,
+    originate_for,
+    queued_call,
+    read_events,
     running_gateway,
     wait_record,
 )
@@ -45,8 +49,6 @@ with warnings.catch_warnings():
 pytestmark = pytest.mark.anyio
 
 SIPP_CALLER = "+155501001"  # the From user of the sip-peers carrier scenarios' first call
-CALLER_ID = "+15550001111"
-DESTINATION = "+15557654321"
 CALL_MS = 6000  # sipp's talk time before its DTMF and BYE: the whole caller utterance
 SPEECH_S = 7.0  # baresip's source: 0.5 s of silence, then the ~6 s utterance
 SPEECH_BYTES = int(SPEECH_S * 8000)  # μ-law at 8 kHz
@@ -58,18 +60,6 @@ EVENTS_ANSWERED = ["call.ringing", "call.answered", "call.completed"]
 
 def ulaw_to_pcm(ulaw: bytes) -> bytes:
     return audioop.ulaw2lin(ulaw, 2)
-
-
-async def read_events(node: Any, call_uuid: str) -> list[dict[str, Any]]:
-    """The call's events, read in a worker thread: ``events_for`` blocks while it polls, and
-    on the event loop it would starve the node's own publishing of ``call.completed``, which
-    may still be on its way when the record already reads terminal."""
-    queue_url = node.settings.events_queue_url
-    return await events_for(queue_url, call_uuid)
-
-
-def event_types(events: list[dict[str, Any]]) -> list[str]:
-    return [event["type"] for event in events]
 
 
 def call_uuid_of(session: BotSession) -> str:
@@ -194,19 +184,6 @@ async def test_baresip_calls_a_number_and_hears_itself_through_the_bot(
 # --------------------------------------------------------------------------- 6. baresip answers
 
 
-def queued_call(repo: Repository, account: Account, socket_url: str) -> Call:
-    """The record POST /api/calls writes before it queues the originate command."""
-    call = Call(
-        account_id=account.account_id,
-        direction=Direction.OUTBOUND,
-        from_number=CALLER_ID,
-        to_number=DESTINATION,
-        socket_url=socket_url,
-    )
-    repo.put(call, create_only=True)
-    return call
-
-
 async def test_baresip_answers_an_originated_call_and_the_bot_hears_it(
     peers: Peers, aws: Any, repo: Repository
 ) -> None:
@@ -217,21 +194,13 @@ async def test_baresip_answers_an_originated_call_and_the_bot_hears_it(
     async with StrictTwilioBot() as bot:
         tenant = make_tenant(repo)
         add_trunk(repo, tenant.account, phone.sip_port)
-        # An originate queue of its own: on moto, the cancelled long poll of an earlier test's
-        # node still takes the next message on the shared queue and hides it for the
-        # visibility timeout.
+        # An originate queue of its own: no other test's node can take this call's originate.
         originate_queue = boto3.client("sqs").create_queue(
             QueueName=f"agera-test-originate-{uuid.uuid4().hex[:12]}"
         )["QueueUrl"]
         async with running_gateway(originate_queue_url=originate_queue) as node:
-            call = queued_call(repo, tenant.account, bot.url)
-            command = Originate(
-                call_uuid=call.call_uuid,
-                account_id=call.account_id,
-                destination_number=DESTINATION,
-                caller_id_number=CALLER_ID,
-                socket_url=bot.url,
-            )
+            call = queued_call(repo, tenant.account, socket_url=bot.url)
+            command = originate_for(call)
             boto3.client("sqs").send_message(
                 QueueUrl=node.settings.originate_queue_url, MessageBody=command.model_dump_json()
             )

@@ -26,7 +26,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from edge_media.node import EdgeNode
-from shared.commands import Command, Hangup, Originate, Redirect, Transfer
+from shared.commands import Command, Hangup, Redirect, Transfer
 from shared.dynamo.repository import Repository
 from shared.models import Account, Call, CallStatus, Direction
 from tests.edge_media.bridge.routing_peer import Reply, WebhookPeer
@@ -41,12 +41,17 @@ from tests.interop.capture import (
     split_streams,
 )
 from tests.interop.gateway import (
+    CALLER_ID,
+    DESTINATION,
     add_number,
     add_trunk,
     calls_to,
-    events_for,
+    event_types,
     make_tenant,
     node_address,
+    originate_for,
+    queued_call,
+    read_events,
     running_gateway,
     wait_record,
 )
@@ -62,9 +67,7 @@ pytestmark = pytest.mark.anyio
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 UNTIL_BYE = SCENARIOS / "uac_until_bye.xml"  # no REFER in Allow, waits for the node's BYE
 
-CALLER_ID = "+15550001111"
 CALLER_NAME = "Agera Outbound"
-DESTINATION = "+15557654321"
 SIPP_CALLER = "+155501001"  # the From user of the sip-peers carrier scenarios' first call
 NORMAL_CLEARING_Q850 = "Q.850;cause=16"
 RING_TIMEOUT_MIN = 5  # shared.commands.Originate.ring_timeout's lower bound
@@ -149,31 +152,6 @@ async def wait_status(repo: Repository, call_uuid: uuid.UUID, status: CallStatus
             await anyio.sleep(0.05)
 
 
-def queued_call(repo: Repository, account: Account, **fields: Any) -> Call:
-    """The record POST /api/calls writes before it queues the originate command."""
-    call = Call(
-        account_id=account.account_id,
-        direction=Direction.OUTBOUND,
-        from_number=fields.pop("from_number", CALLER_ID),
-        to_number=fields.pop("to_number", DESTINATION),
-        **fields,
-    )
-    repo.put(call, create_only=True)
-    return call
-
-
-def originate_for(call: Call, **fields: Any) -> Originate:
-    return Originate(
-        call_uuid=call.call_uuid,
-        account_id=call.account_id,
-        destination_number=call.to_number,
-        caller_id_number=call.from_number,
-        caller_id_name=call.caller_id_name,
-        socket_url=call.socket_url,
-        **fields,
-    )
-
-
 def sip_messages(run: SippRun, *, received: bool = True) -> list[str]:
     """Every SIP message in sipp's ``-trace_msg`` file that it received (or sent), in order."""
     text = run.messages_path.read_text(errors="replace")
@@ -210,17 +188,6 @@ def custom_parameters(session: BotSession) -> dict[str, str]:
     return dict(session.start["start"]["customParameters"])
 
 
-def event_types(events: list[dict[str, Any]]) -> list[str]:
-    return [event["type"] for event in events]
-
-
-async def read_events(node: EdgeNode, call_uuid: str) -> list[dict[str, Any]]:
-    """``events_for`` in a worker thread: it blocks on SQS, and the node must keep running
-    meanwhile (its ``call.completed`` may still be on its way to the queue)."""
-    queue_url = node.settings.events_queue_url
-    return await events_for(queue_url, call_uuid)
-
-
 async def hang_up(
     node: EdgeNode,
     repo: Any,
@@ -238,6 +205,14 @@ async def hang_up(
     result = await anyio.to_thread.run_sync(caller.wait, 30.0)
     record = await wait_record(repo, str(call_uuid))
     return result, record, await read_events(node, str(call_uuid))
+
+
+async def trunk_peer(peers: Peers, repo: Any, account: Account, scenario: str) -> SippRun:
+    """A sipp UAS running ``scenario``, started and provisioned as the account's trunk."""
+    trunk = peers.sipp(scenario, calls=1)
+    await anyio.to_thread.run_sync(trunk.start)
+    add_trunk(repo, account, trunk.local_port)
+    return trunk
 
 
 async def transfer_a_bridged_call(
@@ -328,9 +303,8 @@ async def test_originate_dials_the_trunk_and_bridges_the_bot_on_answer(
 ) -> None:
     async with StrictTwilioBot(echo=True) as bot:
         tenant = make_tenant(repo)
-        trunk = peers.sipp("uas_answer.xml", calls=1)  # hangs up 8 s after the answer
-        await anyio.to_thread.run_sync(trunk.start)
-        add_trunk(repo, tenant.account, trunk.local_port)
+        # The trunk hangs up 8 s after the answer.
+        trunk = await trunk_peer(peers, repo, tenant.account, "uas_answer.xml")
         call = queued_call(repo, tenant.account, caller_id_name=CALLER_NAME, socket_url=bot.url)
         async with gateway() as node:
             await send_command(node.settings.originate_queue_url, originate_for(call))
@@ -379,9 +353,7 @@ async def test_originate_not_answered_within_ring_timeout_is_canceled(
 ) -> None:
     async with StrictTwilioBot(echo=True) as bot:
         tenant = make_tenant(repo)
-        trunk = peers.sipp("uas_ring_cancel.xml", calls=1)
-        await anyio.to_thread.run_sync(trunk.start)
-        add_trunk(repo, tenant.account, trunk.local_port)
+        trunk = await trunk_peer(peers, repo, tenant.account, "uas_ring_cancel.xml")
         call = queued_call(repo, tenant.account, socket_url=bot.url)
         async with gateway() as node:
             await send_command(
@@ -450,9 +422,7 @@ async def test_originate_for_a_call_no_longer_queued_is_dropped(
 ) -> None:
     async with StrictTwilioBot(echo=True) as bot:
         tenant = make_tenant(repo)
-        trunk = peers.sipp("uas_answer.xml", calls=1)
-        await anyio.to_thread.run_sync(trunk.start)
-        add_trunk(repo, tenant.account, trunk.local_port)
+        trunk = await trunk_peer(peers, repo, tenant.account, "uas_answer.xml")
         canceled = queued_call(repo, tenant.account, socket_url=bot.url, status=CallStatus.CANCELED)
         elsewhere = queued_call(repo, tenant.account, socket_url=bot.url, node_id="another-node")
         unknown = Call(
@@ -535,9 +505,7 @@ async def test_hangup_command_while_an_outbound_call_rings_cancels_it(
 ) -> None:
     async with StrictTwilioBot(echo=True) as bot:
         tenant = make_tenant(repo)
-        trunk = peers.sipp("uas_ring_cancel.xml", calls=1)
-        await anyio.to_thread.run_sync(trunk.start)
-        add_trunk(repo, tenant.account, trunk.local_port)
+        trunk = await trunk_peer(peers, repo, tenant.account, "uas_ring_cancel.xml")
         call = queued_call(repo, tenant.account, socket_url=bot.url)
         async with gateway() as node:
             await send_command(
@@ -790,9 +758,8 @@ async def test_transfer_to_a_number_dials_it_through_the_accounts_trunk(
     number = "+15557654321"
     async with StrictTwilioBot(echo=True) as bot:
         tenant = make_tenant(repo, socket_url=bot.url)
-        target = peers.sipp("uas_answer.xml", calls=1)  # the carrier; hangs up 8 s after answer
-        add_trunk(repo, tenant.account, target.local_port)
-        await anyio.to_thread.run_sync(target.start)
+        # The carrier; hangs up 8 s after the answer.
+        target = await trunk_peer(peers, repo, tenant.account, "uas_answer.xml")
         async with gateway() as node:
             run = await transfer_a_bridged_call(peers, node, repo, tenant, bot, target, number)
         target_result = await anyio.to_thread.run_sync(target.wait, 10.0)

@@ -33,6 +33,7 @@ from tests.interop.capture import read_rtp
 from tests.interop.gateway import (
     add_number,
     calls_to,
+    event_types,
     events_for,
     new_number,
     node_address,
@@ -144,10 +145,6 @@ def no_events(queue_url: str, polls: int = 2) -> list[dict[str, Any]]:
 
 def open_http_sessions() -> list[aiohttp.ClientSession]:
     return [o for o in gc.get_objects() if isinstance(o, aiohttp.ClientSession) and not o.closed]
-
-
-def event_types(events: list[dict[str, Any]]) -> list[str]:
-    return [event["type"] for event in events]
 
 
 def completed_event(events: list[dict[str, Any]]) -> dict[str, Any]:
