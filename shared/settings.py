@@ -104,7 +104,19 @@ class Settings(BaseModel):
         5.0,
         gt=0,
         le=30,
-        description="How long a bot WebSocket may take to connect before fallback.",
+        description="How long a bot may take to connect (REST call, WebSocket handshake and, for "
+        "ElevenLabs, its metadata) before fallback.",
+    )
+    elevenlabs_api_base: str = Field(
+        "https://api.elevenlabs.io",
+        pattern=r"^https?://[^/?#\s]+/?$",
+        description="ElevenLabs API origin; the conversation WebSocket is the same host over "
+        "ws(s)://. Point it at a regional host (api.eu.residency.elevenlabs.io) or a test fake.",
+    )
+    vapi_api_base: str = Field(
+        "https://api.vapi.ai",
+        pattern=r"^https?://[^/?#\s]+/?$",
+        description="Vapi API origin (POST /call creates each call's WebSocket).",
     )
     originate_poll_seconds: int = Field(
         20,

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from enum import StrEnum
+from typing import Any, NamedTuple, Protocol
 
 __all__ = [
     "BotConnector",
@@ -21,6 +22,8 @@ __all__ = [
     "BotUnavailable",
     "CallInfo",
     "CallerLeg",
+    "ConnectStep",
+    "PlayedMark",
 ]
 
 
@@ -49,8 +52,40 @@ class BotEnd:
     code: int | None = None
 
 
+class ConnectStep(StrEnum):
+    """Which step of connecting a bot failed: logged and kept in the call record's ``media``."""
+
+    TARGET = "target"  # not a media target, or an address the node refuses (SSRF)
+    CREDENTIALS = "credentials"  # a native target whose account setting is missing
+    REST = "rest"  # the provider's REST call (signed URL, create call) failed or refused
+    DNS = "dns"  # the host name does not resolve
+    TLS = "tls"  # TLS handshake or certificate verification failed
+    CONNECT = "connect"  # TCP refused, reset or unreachable
+    HANDSHAKE = "handshake"  # the WebSocket upgrade was refused or broken
+    TIMEOUT = "timeout"  # not done within the bot connect timeout
+
+
 class BotUnavailable(Exception):
-    """The bot could not be reached or refused the connection (the bridge falls back or rejects)."""
+    """The bot could not be reached or refused the connection (the bridge falls back or rejects).
+
+    ``step`` says which step failed; the message says why, without any key, token or signed URL.
+    """
+
+    def __init__(self, reason: str, *, step: ConnectStep = ConnectStep.CONNECT) -> None:
+        super().__init__(reason)
+        self.step = step
+
+
+class PlayedMark(NamedTuple):
+    """A mark reached by playout, or dropped by a clear, with how much bot audio was heard.
+
+    ``played_ms`` is the bot audio actually played between the previous mark (or the start) and
+    this one; for marks dropped by a clear, the first says how much of its audio was heard before
+    the clear and the later ones 0.
+    """
+
+    name: str
+    played_ms: int
 
 
 class CallerLeg(Protocol):
@@ -62,7 +97,7 @@ class CallerLeg(Protocol):
     def mark(self, name: str) -> None:
         """Queue a mark behind the audio played so far; `BotDriver.marks_played` reports it."""
 
-    def clear(self) -> list[str]:
+    def clear(self) -> list[PlayedMark]:
         """Drop all unplayed audio now; returns the pending marks in order (the driver echoes them)."""
 
 
@@ -75,7 +110,7 @@ class BotDriver(Protocol):
     def send_dtmf(self, digit: str) -> None:
         """One caller key press (RFC 4733 or SIP INFO), once per key."""
 
-    def marks_played(self, names: list[str]) -> None:
+    def marks_played(self, marks: list[PlayedMark]) -> None:
         """Playout reached these marks (in order)."""
 
     async def wait_closed(self) -> BotEnd:
@@ -87,6 +122,14 @@ class BotDriver(Protocol):
     def stats(self) -> dict[str, Any]:
         """Figures for the call record (messages in/out, dropped, round trip)."""
 
+    def provider_ids(self) -> dict[str, str]:
+        """Ids the far end gave this connection (stream SID, ElevenLabs conversation_id, Vapi
+        call id), for the call record's ``media`` entry. Never a key, token or signed URL."""
+
 
 BotConnector = Callable[[str, CallInfo, CallerLeg, float], Awaitable[BotDriver]]
-"""``connect(target, info, leg, timeout)``: a connected, started driver, or `BotUnavailable`."""
+"""``connect(target, info, leg, timeout)``: a connected, started driver, or `BotUnavailable`.
+
+Every driver kind connects through this one signature (drivers/registry.py picks the kind from
+the target); what a kind needs beyond it (settings, the account's credentials, an HTTP client)
+it takes from a `DriverContext` when its connector is built."""

@@ -12,12 +12,22 @@ is dropped: its late audio must never reach the caller or the next bot's playout
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import ssl
 from typing import Any
 
-from edge_media.drivers.base import BotEnd, CallerLeg, CallInfo
+from edge_media.drivers.base import (
+    BotConnector,
+    BotDriver,
+    BotEnd,
+    BotUnavailable,
+    CallerLeg,
+    CallInfo,
+    ConnectStep,
+)
+from edge_media.drivers.context import DriverContext
 from edge_media.drivers.twilio_stream import (
     Clear,
     Ignored,
@@ -26,8 +36,15 @@ from edge_media.drivers.twilio_stream import (
     TwilioStreamProtocol,
 )
 from edge_media.drivers.ws_client import CLOSE_TIMEOUT, WsClosed, WsConnection, connect_websocket
+from shared.ssrf import UnsafeUrlError, check_public_url
 
-__all__ = ["STREAM_SID_PREFIX", "TwilioStreamDriver", "connect_twilio_stream", "new_stream_sid"]
+__all__ = [
+    "STREAM_SID_PREFIX",
+    "TwilioStreamDriver",
+    "connect_twilio_stream",
+    "new_stream_sid",
+    "twilio_stream_connector",
+]
 
 logger = logging.getLogger("agera.drivers.twilio")
 
@@ -234,3 +251,27 @@ async def connect_twilio_stream(
     shown = driver.connection.url if driver.connection is not None else target
     logger.info("[call %s] bot stream %s open to %s", info.call_uuid, driver.stream_sid, shown)
     return driver
+
+
+def twilio_stream_connector(context: DriverContext) -> BotConnector:
+    """The connector for ws(s):// targets: the address check, then `connect_twilio_stream`.
+
+    Why the address is checked again here: the API checked the URL when it was stored, but a
+    host name may resolve elsewhere by the time a call connects (DNS rebinding), and a routing
+    webhook hands us URLs nobody has checked. The node refuses private and metadata addresses
+    unless the operator allows them (``AGERA_SSRF_ALLOW_LIST``), exactly like the API.
+    """
+    settings = context.settings
+
+    async def connect(target: str, info: CallInfo, leg: CallerLeg, seconds: float) -> BotDriver:
+        try:
+            await asyncio.to_thread(
+                check_public_url, target, "socket_url", settings, context.resolve
+            )
+        except UnsafeUrlError as error:
+            raise BotUnavailable(str(error), step=ConnectStep.TARGET) from None
+        return await connect_twilio_stream(
+            target, info, leg, seconds, ssl_context=context.ssl_context
+        )
+
+    return connect
