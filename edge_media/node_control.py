@@ -32,6 +32,7 @@ from edge_media.control.consumer import CommandConsumer
 from edge_media.control.metrics import NodeMetrics
 from edge_media.control.records import CallRecorder
 from edge_media.control.registry import NodeRegistry
+from edge_media.drivers.context import DriverContext
 from edge_media.drivers.registry import make_connector
 from edge_media.trunk_registrations import TrunkRegistrations
 from shared.dynamo.repository import AsyncRepository
@@ -78,7 +79,9 @@ class ControlPlane:
             node_id=node.node_id,
             recorder=self.recorder,
             metrics=self.metrics,
-            connect=make_connector(settings),
+            connect=make_connector(
+                DriverContext(settings, accounts=self.routing.account, http=self.http)
+            ),
             bot_connect_timeout=settings.bot_connect_timeout_seconds,
             playout_seconds=settings.max_playout_seconds,
             pacing_p99=node.pacing_p99,

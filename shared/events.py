@@ -78,7 +78,8 @@ class CallTransferred(_Event):
 
 class CallRedirected(_Event):
     type: Literal["call.redirected"] = "call.redirected"
-    media_server: str
+    media_server: str = Field(description="the new target, without user info or query")
+    driver: str | None = Field(None, description="websocket, elevenlabs or vapi")
 
 
 CallEvent = Annotated[
@@ -133,6 +134,8 @@ def callback_payload(event: CallEvent) -> dict[str, Any] | None:
         payload["destination"] = event.destination
     if isinstance(event, CallRedirected):
         payload["media_server"] = event.media_server
+        if event.driver is not None:
+            payload["driver"] = event.driver
     return payload
 
 

@@ -272,12 +272,23 @@ class Direction(StrEnum):
 
 
 class MediaLeg(BaseModel):
-    """One bot connection in a call's life (redirect appends one)."""
+    """One bot connection in a call's life, or one attempt at it (a redirect appends one).
+
+    ``target`` is shown without user info, query or fragment (tokens and signatures live
+    there); ``provider_ids`` are what the far end named the connection (``stream_sid``,
+    ElevenLabs ``conversation_id``, ``vapi_call_id``), so a user can find it in the provider's
+    console; ``failed_step`` is set when the connection never came up (``rest``, ``dns``,
+    ``tls``, ``timeout`` ...).
+    """
 
     model_config = ConfigDict(extra="forbid")
+    driver: str | None = Field(None, description="websocket, elevenlabs or vapi")
     target: str
     started_at: datetime
     ended_at: datetime | None = None
+    provider_ids: dict[str, str] = Field(default_factory=dict)
+    end_reason: str | None = Field(None, max_length=512)
+    failed_step: str | None = None
 
 
 class Call(Entity):

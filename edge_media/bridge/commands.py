@@ -18,9 +18,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from edge_media.bridge.live_call import BridgeServices, LiveCall
+from edge_media.bridge.live_call import BridgeServices, LiveCall, driver_name
 from edge_media.bridge.outbound import dial_trunk, resolve_address
 from edge_media.bridge.relay import relay_until_either_ends
+from edge_media.drivers.registry import public_target
 from edge_media.sip.call import SipCall
 from edge_media.sip.refer import TransferState
 from edge_media.sip.transfer import send_refer
@@ -94,7 +95,7 @@ class CommandHandler:
 
     async def redirect(self, live: LiveCall, target: str) -> None:
         """Swap the bot; before the first bot connects (routing, ringing), set where it goes."""
-        shown = target.split("?", 1)[0]
+        shown = public_target(target)
         if live.sip is not None and live.sip.is_ended:
             live.log.info("redirect ignored: the call has ended")
             return
@@ -110,8 +111,12 @@ class CommandHandler:
         live.log.info("redirect to %s", shown)
         if not await live.connect_bot(target):
             live.log.warning("redirect failed: the new bot is unreachable; the old one stays")
+            await live.save_media()  # the failed attempt and its step, on the record
             return
-        await live.event(CallRedirected(**live._base(), media_server=target))
+        await live.save_media()
+        await live.event(
+            CallRedirected(**live._base(), media_server=shown, driver=driver_name(target))
+        )
 
     async def transfer(self, live: LiveCall, destination: str) -> None:
         sip = live.sip

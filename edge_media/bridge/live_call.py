@@ -24,13 +24,21 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from edge_media.bridge.legs import BotSink, PlayoutLeg
-from edge_media.drivers.base import BotConnector, BotDriver, BotEnd, BotUnavailable, CallInfo
+from edge_media.drivers.base import (
+    BotConnector,
+    BotDriver,
+    BotEnd,
+    BotUnavailable,
+    CallInfo,
+    ConnectStep,
+)
+from edge_media.drivers.registry import driver_kind, public_target
 from edge_media.rtp.session import DISCARD
 from edge_media.sip.call import SipCall
 from shared.events import CallAnswered, CallCompleted, CallEvent, CallRinging
-from shared.models import CallStatus
+from shared.models import CallStatus, MediaLeg
 
-__all__ = ["BridgeServices", "LiveCall", "status_for_end"]
+__all__ = ["BridgeServices", "LiveCall", "driver_name", "status_for_end"]
 
 logger = logging.getLogger("agera.bridge")
 
@@ -100,6 +108,9 @@ class LiveCall:
         self._finished = False
         self.done = asyncio.Event()  # set once call.completed is written (or given up on)
         self._bot_stats: list[dict[str, Any]] = []
+        # One entry per bot connection or failed attempt, in order: the record's ``media``.
+        self.media: list[MediaLeg] = []
+        self._media_of: dict[int, MediaLeg] = {}  # id(driver) → its entry
         self._extra_stats: dict[str, Any] = {}
 
     # -- registry ---------------------------------------------------------------------------
@@ -134,7 +145,7 @@ class LiveCall:
         self.services.metrics.call_setup_ms((time.monotonic() - self.started) * 1000)
         await self.event(CallAnswered(**self._base(), media_target=self.target))
         if self.target is not None:  # which bot took the call, for GET /api/calls/{id}
-            await self._update({"socket_url": self.target})
+            await self._update({"socket_url": self.target, "media": self._media_record()})
 
     async def _update(self, fields: dict[str, Any]) -> None:
         try:
@@ -160,15 +171,29 @@ class LiveCall:
                 continue
             leg = PlayoutLeg(self.log, capacity_seconds=self.services.playout_seconds)
             started = time.monotonic()
+            entry = MediaLeg(
+                driver=driver_name(candidate),
+                target=public_target(candidate),
+                started_at=datetime.now(UTC),
+            )
+            self.media.append(entry)
             try:
                 driver = await self.services.connect(
                     candidate, self.info, leg, self.services.bot_connect_timeout
                 )
             except BotUnavailable as error:
-                self.log.warning("bot %s unreachable: %s", _shown(candidate), error)
+                step = getattr(error, "step", ConnectStep.CONNECT)
+                self.log.warning(
+                    "bot %s unreachable (%s step failed): %s", entry.target, step, error
+                )
+                entry.ended_at = datetime.now(UTC)
+                entry.failed_step = str(step)
+                entry.end_reason = str(error)[:512]
                 continue
             self.services.metrics.bot_connect_ms((time.monotonic() - started) * 1000)
-            self.log.info("bot connected: %s", _shown(candidate))
+            entry.provider_ids = self._provider_ids(driver)
+            self._media_of[id(driver)] = entry
+            self.log.info("bot connected: %s", entry.target)
             old = self.driver
             self.driver, self.target, self.leg = driver, candidate, leg
             self._wire()
@@ -177,6 +202,32 @@ class LiveCall:
                 await self._stop_driver(old, "redirected")
             return True
         return False
+
+    def _provider_ids(self, driver: BotDriver) -> dict[str, str]:
+        try:
+            return {str(k): str(v) for k, v in driver.provider_ids().items()}
+        except Exception:
+            self.log.exception("provider ids failed")
+            return {}
+
+    def _end_media(self, driver: BotDriver, reason: str) -> None:
+        """Close the driver's ``media`` entry once (the first reason wins: a bot that hung up
+        stays "bot closed", not the "call ended" of the stop that follows)."""
+        entry = self._media_of.get(id(driver))
+        if entry is None:
+            return
+        entry.provider_ids = self._provider_ids(driver) or entry.provider_ids
+        if entry.ended_at is None:
+            entry.ended_at = datetime.now(UTC)
+            entry.end_reason = reason[:512]
+
+    def _media_record(self) -> list[dict[str, Any]]:
+        return [entry.model_dump(mode="json", exclude_none=True) for entry in self.media]
+
+    async def save_media(self) -> None:
+        """Write the ``media`` list to the record now (after a redirect, or a failed one)."""
+        if self.media:
+            await self._update({"media": self._media_record()})
 
     def _wire(self) -> None:
         """Route the leg's media to the current driver (once the SIP leg has media)."""
@@ -206,6 +257,7 @@ class LiveCall:
                 await driver.stop(reason)
         except Exception as error:
             self.log.info("bot stop (%s) did not complete cleanly: %s", reason, error)
+        self._end_media(driver, reason)
         try:
             self._bot_stats.append(driver.stats())
         except Exception:
@@ -247,6 +299,7 @@ class LiveCall:
                     break
                 if closed in done and driver is self.driver and not self.transferring:
                     end: BotEnd = closed.result()
+                    self._end_media(driver, end.reason)
                     if end.by_bot:
                         self.log.info(
                             "bot ended the stream (%s%s); hanging up",
@@ -303,6 +356,7 @@ class LiveCall:
             stats=stats,
         )
         self.log.info("completed: %s, %s, %d s", status.value, cause, duration)
+        await self.save_media()  # before call.completed: the record is whole when it is sent
         await self.event(completed)
         self._report_media(stats)
 
@@ -333,8 +387,16 @@ class LiveCall:
 
 
 def _shown(target: str) -> str:
-    """A media target for logs: no query string (tokens live there)."""
-    return target.split("?", 1)[0]
+    """A media target for logs: no user info or query string (tokens live there)."""
+    return public_target(target)
+
+
+def driver_name(target: str) -> str | None:
+    """The driver kind of a target for records and events; None when it is not a target."""
+    try:
+        return str(driver_kind(target))
+    except BotUnavailable:
+        return None
 
 
 async def until_ended(sip: SipCall, work: Awaitable[T]) -> tuple[bool, T | None]:

@@ -1,49 +1,66 @@
-"""Which driver serves a media target: the one place a ``socket_url`` becomes a bot connection.
+"""Which driver serves a media target: the one place a target string becomes a bot connection.
 
-Why the address is checked again here: the API checked the URL when it was stored, but a host
-name may resolve elsewhere by the time a call connects (DNS rebinding), and a routing webhook
-hands us URLs nobody has checked. The node refuses private and metadata addresses unless the
-operator allows them (``AGERA_SSRF_ALLOW_LIST``), exactly like the API.
+Why a table: a target's kind (`shared.validation.MediaKind`: a ws(s) URL, ``elevenlabs[&id]``,
+``vapi[&id]``) picks its connector, and every connector has the `BotConnector` signature, so
+whatever a route names (a number, an extension, an agent, a routing webhook's
+``connect.socket_url``, ``POST /api/calls``, the account default or a redirect's
+``media_server``) reaches its driver the same way, and a redirect can move a call between any
+two kinds. A new kind is a new row.
 
-Native ElevenLabs and Vapi targets parse today but their drivers come next (DESIGN.md §1): such a
-target is "unavailable", so a call falls back to the account default or gets 480, with a log
-line that says why.
+Each kind's connector is built once per node from the `DriverContext` (settings, account
+lookup, HTTP client); see the driver modules for what each does with a target.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 
-from edge_media.drivers.base import BotConnector, BotDriver, BotUnavailable, CallerLeg, CallInfo
-from shared.settings import Settings
-from shared.ssrf import UnsafeUrlError, check_public_url, resolve_host
+from edge_media.drivers.base import (
+    BotConnector,
+    BotDriver,
+    BotUnavailable,
+    CallerLeg,
+    CallInfo,
+    ConnectStep,
+)
+from edge_media.drivers.context import DriverContext
+from edge_media.drivers.elevenlabs_driver import elevenlabs_connector
+from edge_media.drivers.twilio_driver import twilio_stream_connector
+from edge_media.drivers.vapi_driver import vapi_connector
+from edge_media.drivers.ws_client import display_url
 from shared.validation import MediaKind, parse_media_target
 
-__all__ = ["make_connector"]
+__all__ = ["DRIVERS", "driver_kind", "make_connector", "public_target"]
+
+DRIVERS: Mapping[MediaKind, Callable[[DriverContext], BotConnector]] = {
+    MediaKind.WEBSOCKET: twilio_stream_connector,
+    MediaKind.ELEVENLABS: elevenlabs_connector,
+    MediaKind.VAPI: vapi_connector,
+}
 
 
-def make_connector(
-    settings: Settings, *, resolve: Callable[[str], Sequence[str]] = resolve_host
-) -> BotConnector:
-    """A `BotConnector` for this node's settings."""
+def driver_kind(target: str) -> MediaKind:
+    """The kind of a media target; `BotUnavailable` (step ``target``) when it is not one."""
+    try:
+        return parse_media_target(target).kind
+    except ValueError as error:
+        raise BotUnavailable(f"not a media target: {error}", step=ConnectStep.TARGET) from None
+
+
+def public_target(target: str) -> str:
+    """A target fit for logs, records and callbacks: a URL loses its user info, query and
+    fragment (bot tokens live there); native targets (``elevenlabs&<agent id>``) hold no secret
+    and stay as they are."""
+    if "://" in target:
+        return display_url(target)
+    return target
+
+
+def make_connector(context: DriverContext) -> BotConnector:
+    """The node's `BotConnector`: dispatch on the target's kind to that kind's connector."""
+    connectors = {kind: build(context) for kind, build in DRIVERS.items()}
 
     async def connect(target: str, info: CallInfo, leg: CallerLeg, seconds: float) -> BotDriver:
-        try:
-            parsed = parse_media_target(target)
-        except ValueError as error:
-            raise BotUnavailable(f"not a media target: {error}") from None
-        if parsed.kind is not MediaKind.WEBSOCKET:
-            raise BotUnavailable(
-                f"the native {parsed.kind} driver is not available on this node yet"
-            )
-        url = parsed.url or ""
-        try:
-            await asyncio.to_thread(check_public_url, url, "socket_url", settings, resolve)
-        except UnsafeUrlError as error:
-            raise BotUnavailable(str(error)) from None
-        from edge_media.drivers.twilio_driver import connect_twilio_stream
-
-        return await connect_twilio_stream(url, info, leg, seconds)
+        return await connectors[driver_kind(target)](target, info, leg, seconds)
 
     return connect

@@ -39,7 +39,7 @@ from websockets.http11 import Response
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
-from edge_media.drivers.base import BotUnavailable
+from edge_media.drivers.base import BotUnavailable, ConnectStep
 
 __all__ = [
     "CLOSE_TIMEOUT",
@@ -48,6 +48,7 @@ __all__ = [
     "WRITE_BUFFER_LIMIT",
     "WsClosed",
     "WsConnection",
+    "connect_step",
     "connect_websocket",
     "display_url",
 ]
@@ -268,7 +269,10 @@ class WsConnection(asyncio.Protocol):
         if not self._handshake.done():
             detail = f": {exc}" if exc else ""
             self._handshake.set_exception(
-                BotUnavailable(f"bot at {self.url} closed the connection in the handshake{detail}")
+                BotUnavailable(
+                    f"bot at {self.url} closed the connection in the handshake{detail}",
+                    step=ConnectStep.HANDSHAKE,
+                )
             )
         if not self._closed.done():
             self._closed.set_result(self._how_it_ended(exc))
@@ -316,7 +320,7 @@ class WsConnection(asyncio.Protocol):
                 reason = f"bot at {self.url} refused the WebSocket upgrade: HTTP {status}"
             else:
                 reason = f"bot at {self.url} failed the WebSocket handshake: {error}"
-            self._handshake.set_exception(BotUnavailable(reason))
+            self._handshake.set_exception(BotUnavailable(reason, step=ConnectStep.HANDSHAKE))
             return
         self._handshake.set_result(None)
         if self._on_open is not None:
@@ -418,6 +422,15 @@ def _why(exc: OSError) -> str:
     return " ".join(text.split())
 
 
+def connect_step(exc: BaseException) -> ConnectStep:
+    """Which connect step an OS-level failure belongs to (for logs and the call record)."""
+    if isinstance(exc, socket.gaierror):
+        return ConnectStep.DNS
+    if isinstance(exc, ssl.SSLError):
+        return ConnectStep.TLS
+    return ConnectStep.CONNECT
+
+
 def _cut_reason(reason: str) -> str:
     encoded = reason.encode()
     if len(encoded) <= MAX_CLOSE_REASON_BYTES:
@@ -451,7 +464,7 @@ async def connect_websocket(
     try:
         uri = parse_uri(url)
     except (InvalidURI, ValueError):
-        raise BotUnavailable(f"not a WebSocket URL: {shown}") from None
+        raise BotUnavailable(f"not a WebSocket URL: {shown}", step=ConnectStep.TARGET) from None
     loop = asyncio.get_running_loop()
     connection = WsConnection(
         loop,
@@ -477,13 +490,17 @@ async def connect_websocket(
             await connection.handshake_complete()
     except TimeoutError:
         connection.abort()
-        raise BotUnavailable(f"bot at {shown} did not answer within {seconds:g} s") from None
+        raise BotUnavailable(
+            f"bot at {shown} did not answer within {seconds:g} s", step=ConnectStep.TIMEOUT
+        ) from None
     except BotUnavailable:
         connection.abort()
         raise
     except OSError as exc:  # refused, unreachable, DNS, TLS verification
         connection.abort()
-        raise BotUnavailable(f"cannot connect to bot at {shown}: {_why(exc)}") from None
+        raise BotUnavailable(
+            f"cannot connect to bot at {shown}: {_why(exc)}", step=connect_step(exc)
+        ) from None
     except BaseException:  # cancelled: leave nothing open behind
         connection.abort()
         raise

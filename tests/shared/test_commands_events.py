@@ -12,6 +12,7 @@ from shared.events import (
     CallAnswered,
     CallCompleted,
     CallCreated,
+    CallRedirected,
     CallRinging,
     callback_payload,
     parse_event,
@@ -89,6 +90,25 @@ def test_callback_payloads_are_the_guides() -> None:
         to_number="2",
     )
     assert callback_payload(created) is None
+
+
+def test_a_redirect_callback_names_the_new_driver() -> None:
+    redirected = CallRedirected(
+        call_uuid=CALL,
+        account_id="a",
+        node_id="n",
+        occurred_at=AT,
+        media_server="elevenlabs&agent_7",
+        driver="elevenlabs",
+    )
+    assert callback_payload(redirected) == {
+        "event_type": "call.redirected",
+        "call_uuid": str(CALL),
+        "timestamp": "2026-02-09T14:30:00Z",
+        "call_status": "in-progress",
+        "media_server": "elevenlabs&agent_7",
+        "driver": "elevenlabs",
+    }
 
 
 def test_events_round_trip() -> None:
