@@ -63,6 +63,10 @@ RTT_SAMPLES = 32  # pong round trips kept for the median
 CLOSE_TIMEOUT = 2.0  # seconds for the closing handshake before the TCP connection is aborted
 MAX_CLOSE_REASON_BYTES = 123  # RFC 6455 §5.5: control payload ≤ 125 bytes, 2 of them the code
 USER_AGENT = "agera-voice-gateway"
+# websockets' own DEBUG lines quote the request line, whose path and query may be a capability
+# (a bot token, an ElevenLabs signed URL, Vapi's call socket): its logger stays at INFO.
+_WIRE_LOGGER = logging.getLogger("agera.drivers.ws.wire")
+_WIRE_LOGGER.setLevel(logging.INFO)
 
 OnText = Callable[[str], None]
 OnBytes = Callable[[bytes], None]
@@ -468,7 +472,7 @@ async def connect_websocket(
     loop = asyncio.get_running_loop()
     connection = WsConnection(
         loop,
-        ClientProtocol(uri, max_size=max_message_bytes),
+        ClientProtocol(uri, max_size=max_message_bytes, logger=_WIRE_LOGGER),
         url=url,
         on_text=on_text,
         on_bytes=on_bytes,
