@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 
 from edge_media.bridge.playout import PlayoutQueue
-from edge_media.drivers.base import BotDriver
+from edge_media.drivers.base import BotDriver, PlayedMark
 from edge_media.rtp.dtmf import DtmfDigit
 from edge_media.rtp.session import RtpSession
 
@@ -42,7 +42,7 @@ class PlayoutLeg:
     def mark(self, name: str) -> None:
         self.queue.push_mark(name)
 
-    def clear(self) -> list[str]:
+    def clear(self) -> list[PlayedMark]:
         return self.queue.clear()
 
     def attach(self, media: RtpSession) -> None:

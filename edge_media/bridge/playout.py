@@ -7,13 +7,25 @@ hearing them and to cut their transcript on barge-in. A mark is reached once eve
 media pushed before it has been taken by `next_frame`. `clear` drops all audio and returns the
 pending marks in order, so the bot learns those chunks were never played.
 
+Why each reached mark carries ``played_ms``: a bot that is interrupted must know how much of
+its reply the caller actually heard, to cut its transcript at the right word. Counting is in
+whole frames, since that is what the pacer sends: a partial frame padded with silence counts as
+20 ms played, an idle tick (nothing queued) counts as nothing, and neither do frames dropped
+for capacity or by a clear. `clear` reports the audio heard since the previous mark on the first
+pending mark and 0 on the later ones, whose audio was never reached.
+
 Cost: audio is cut into 160-byte frames once, on push, and kept in a deque next to the marks,
-so `next_frame` is a couple of `popleft`s: O(1) per frame whatever the chunk sizes.
+so `next_frame` is a couple of `popleft`s: O(1) per frame whatever the chunk sizes. Played audio
+is not counted per frame either: each mark records how many frames were queued ahead of it
+(the queue's running frame position, advanced once per push), so reaching a mark is one
+subtraction and taking a frame costs what it did before marks had a duration.
 """
 
 from __future__ import annotations
 
 from collections import deque
+
+from edge_media.drivers.base import PlayedMark
 
 FRAME_BYTES = 160  # 20 ms of 8 kHz μ-law
 FRAME_MS = 20
@@ -22,10 +34,18 @@ ULAW_SILENCE = 0xFF
 DEFAULT_CAPACITY_SECONDS = 60.0
 
 
-class _Mark(str):
-    """A mark name in the FIFO, told apart from audio frames (bytes) by its type."""
+class _Mark:
+    """A mark in the FIFO, told apart from audio frames (bytes) by its type.
 
-    __slots__ = ()
+    ``end`` is the queue's frame position when the mark was pushed: once it is reached, every
+    frame up to that position has been played.
+    """
+
+    __slots__ = ("end", "name")
+
+    def __init__(self, name: str, end: int) -> None:
+        self.name = name
+        self.end = end
 
 
 class PlayoutQueue:
@@ -39,6 +59,8 @@ class PlayoutQueue:
         "_overflow_reported",
         "_overflowed",
         "_partial",
+        "_position",
+        "_reached",
         "_starved",
     )
 
@@ -48,6 +70,10 @@ class PlayoutQueue:
         self._capacity = max(1, int(capacity_seconds * 1000 / FRAME_MS))  # in frames
         self._items: deque[bytes | _Mark] = deque()
         self._frames = 0  # frames in _items
+        # Frame positions: _position counts frames ever queued and not cleared, so frames played
+        # so far are _position - _frames; _reached is the position of the last mark reported.
+        self._position = 0
+        self._reached = 0
         self._partial = bytearray()  # trailing bytes short of a whole frame
         self._dropped_bytes = 0
         self._overflowed = False
@@ -117,29 +143,44 @@ class PlayoutQueue:
         """Queue a mark behind all audio pushed so far; a held partial frame is padded with
         silence and queued first, so the mark is reached right after that audio plays."""
         self._pad_partial()
-        self._items.append(_Mark(name))
+        self._items.append(_Mark(name, self._position))
 
     def flush(self) -> None:
         """The bot's utterance is over: pad and queue a held partial frame so it plays."""
         self._pad_partial()
 
-    def clear(self) -> list[str]:
-        """Drop all queued audio; returns every pending mark, oldest first."""
-        marks = [str(item) for item in self._items if isinstance(item, _Mark)]
+    def clear(self) -> list[PlayedMark]:
+        """Drop all queued audio; returns every pending mark, oldest first.
+
+        The first pending mark gets the audio played since the previous mark (what the caller
+        heard of it before the clear), the later ones 0. With no mark pending the count runs
+        on, so the bot's next mark still covers all audio played since its previous one.
+        """
+        played = self._position - self._frames
+        marks: list[PlayedMark] = []
+        for item in self._items:
+            if type(item) is _Mark:
+                heard = 0 if marks else (played - self._reached) * FRAME_MS
+                marks.append(PlayedMark(item.name, heard))
+        if marks:
+            self._reached = played
         self._items.clear()
         self._frames = 0
+        self._position = played
         self._partial.clear()
         return marks
 
-    def next_frame(self) -> tuple[bytes | None, list[str]]:
+    def next_frame(self) -> tuple[bytes | None, list[PlayedMark]]:
         """The 20 ms payload to send now (None when idle) and the marks reached with it."""
         items = self._items
-        marks: list[str] = []
+        marks: list[PlayedMark] = []
         frame: bytes | None = None
         while items:
             item = items[0]
-            if isinstance(item, _Mark):
-                marks.append(str(items.popleft()))
+            if type(item) is _Mark:
+                items.popleft()
+                marks.append(PlayedMark(item.name, (item.end - self._reached) * FRAME_MS))
+                self._reached = item.end
             elif frame is None:
                 frame = items.popleft()  # type: ignore[assignment]  # a frame, by elimination
                 self._frames -= 1
@@ -155,13 +196,16 @@ class PlayoutQueue:
             return False
         self._items.append(frame)
         self._frames += 1
+        self._position += 1
         return True
 
     def _append_frames(self, data: memoryview, whole: int) -> None:
         append = self._items.append
         for start in range(0, whole, FRAME_BYTES):
             append(bytes(data[start : start + FRAME_BYTES]))
-        self._frames += whole // FRAME_BYTES
+        count = whole // FRAME_BYTES
+        self._frames += count
+        self._position += count
 
     def _pad_partial(self) -> None:
         partial = self._partial

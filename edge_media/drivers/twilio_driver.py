@@ -26,6 +26,7 @@ from edge_media.drivers.base import (
     CallerLeg,
     CallInfo,
     ConnectStep,
+    PlayedMark,
 )
 from edge_media.drivers.context import DriverContext
 from edge_media.drivers.twilio_stream import (
@@ -116,11 +117,11 @@ class TwilioStreamDriver:
         if conn.send_text(self.protocol.dtmf(digit)):
             self._dtmf_out += 1
 
-    def marks_played(self, names: list[str]) -> None:
+    def marks_played(self, marks: list[PlayedMark]) -> None:
         if self._stop_reason is not None:
             return
-        for name in names:
-            self._echo_mark(name)
+        for mark in marks:
+            self._echo_mark(mark)
 
     async def wait_closed(self) -> BotEnd:
         conn = self._conn
@@ -156,6 +157,10 @@ class TwilioStreamDriver:
             "bot_rtt_last_ms": conn.last_rtt_ms if conn is not None else None,
         }
 
+    def provider_ids(self) -> dict[str, str]:
+        """The stream SID we made up for this bot: the id it logs, so the record shows it."""
+        return {"stream_sid": self.stream_sid}
+
     # -- WebSocket callbacks -----------------------------------------------------------------
 
     def on_open(self, conn: WsConnection) -> None:
@@ -178,9 +183,10 @@ class TwilioStreamDriver:
                 leg.mark(event.name)
             elif type(event) is Clear:
                 self._clears += 1
-                # §1.5: empty the queue, then echo every pending mark, in order.
-                for name in leg.clear():
-                    self._echo_mark(name)
+                # §1.5: empty the queue, then echo every pending mark, in order; the first
+                # says how much of its audio was heard before the clear, the others 0.
+                for mark in leg.clear():
+                    self._echo_mark(mark)
             elif type(event) is Ignored:
                 self._note_ignored(event)
 
@@ -193,9 +199,13 @@ class TwilioStreamDriver:
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _echo_mark(self, name: str) -> None:
+    def _echo_mark(self, mark: PlayedMark) -> None:
+        # Past the write cap, like `stop`: a bot that lags must not lose an echo it counts on
+        # (its outstanding-mark count would never return to zero). Echoes are as many as the
+        # marks the bot sent, so they cannot grow the buffer without the bot's doing.
         conn = self._conn
-        if conn is not None and conn.send_text(self.protocol.mark(name)):
+        text = self.protocol.mark(mark.name, mark.played_ms)
+        if conn is not None and conn.send_text(text, always=True):
             self._marks_echoed += 1
 
     def _note_ignored(self, event: Ignored) -> None:

@@ -11,7 +11,11 @@ raises: what Twilio would ignore with warning 31950 or 31951 comes back as `Igno
 ``first`` once per kind per stream so the driver logs it once, as Twilio warns once per stream.
 
 `media` is the hot path (50 per second per call, hundreds of calls per process), so it is built
-by string formatting around a precomputed prefix instead of ``json.dumps``.
+by string formatting around a precomputed prefix instead of ``json.dumps``; the `mark` echo is
+built the same way (a bot may send a mark after every media message).
+
+The `mark` echo carries ``played_ms`` beside ``name``: ours, not Twilio's. It tells an interrupted
+bot how much of its reply the caller heard; bots that read only ``name`` never notice it.
 """
 
 from __future__ import annotations
@@ -216,10 +220,17 @@ class TwilioStreamProtocol:
         self._require_streaming("dtmf")
         return self._message("dtmf", {"track": DTMF_TRACK, "digit": digit})
 
-    def mark(self, name: str) -> str:
-        """Echo of a bot mark, sent when playout reached it or a clear dropped it (§1.5)."""
+    def mark(self, name: str, played_ms: int) -> str:
+        """Echo of a bot mark, sent when playout reached it or a clear dropped it (§1.5), with
+        ``played_ms``, the bot audio played since the previous mark. The name goes through
+        ``json.dumps`` (ASCII escapes: a lone surrogate the bot sent must come back without
+        failing to encode as UTF-8)."""
         self._require_streaming("mark")
-        return self._message("mark", {"name": name})
+        self._sequence += 1
+        return (
+            f'{{"event":"mark","sequenceNumber":"{self._sequence}{self._tail_head}'
+            f'"mark":{{"name":{json.dumps(name)},"played_ms":{played_ms:d}}}}}'
+        )
 
     def stop(self) -> str:
         """§1.2: the last message of the stream; nothing may follow it."""

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from edge_media.bridge.playout import PlayoutQueue
+from edge_media.drivers.base import PlayedMark
 from edge_media.rtp.dtmf import DtmfDigit
 from edge_media.rtp.pacer import Pacer
 from edge_media.rtp.ports import PortAllocator
@@ -61,7 +62,7 @@ class RtpSession:
         self._rng = rng
         self.playout = PlayoutQueue(capacity_seconds=playout_seconds)
         self.sink: MediaSink = DISCARD
-        self.on_marks: Callable[[list[str]], None] | None = None
+        self.on_marks: Callable[[list[PlayedMark]], None] | None = None
         self.negotiated: NegotiatedMedia | None = None
         self._socket: RtpSocket | None = None
         self._ssrc = rng.getrandbits(32)

@@ -12,6 +12,10 @@ The bot's audio is a frequency sweep, so every 20 ms frame of it is different: t
 tell exactly which frame each RTP packet carried, and therefore find the last packet before a
 mark, a repeated or missing frame, or a stale frame after a clear. Between talkspurts the node
 sends comfort silence (μ-law 0xFF frames), never nothing.
+
+Each echo also says how much bot audio played since the previous mark (``played_ms``); the test
+counts the same thing on the wire, the bot's frames between the marks (padded tails included,
+comfort silence not), and for a clear the frames that went out before it.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ TALK_UNTIL_BYE = SCENARIOS / "uac_talk_until_bye.xml"  # caller audio until the 
 RATE = 8000
 FRAME_BYTES = 160  # 20 ms of μ-law
 FRAME_S = 0.020
+FRAME_MS = 20
 SILENCE_FRAME = b"\xff" * FRAME_BYTES  # μ-law zero: what the node sends when the queue is empty
 SWEEP_AMPLITUDE = 6000
 SWEEP_LOW_HZ = 300.0
@@ -277,6 +282,14 @@ async def test_marks_are_echoed_when_playout_reaches_them(
     # A mark with nothing queued comes back at the next tick.
     idle_lag = call.echo_at("idle") - call.epoch(call.script["idle_sent_at"])
     assert 0 <= idle_lag <= IDLE_MARK_ECHO_S, f"idle mark echo {idle_lag * 1000:.2f} ms"
+    # played_ms: the bot frames on the wire between the marks; the idle mark played nothing,
+    # though comfort silence went out between m2 and it.
+    assert call.session.mark_played == [
+        ("m1", first_frames * FRAME_MS),
+        ("m2", (len(frames) - first_frames) * FRAME_MS),
+        ("idle", 0),
+    ]
+    assert call.session.mark_played == call.session.marks_sent_ms  # all of it played
     stats = call.record.stats["bot"][0]
     assert stats["marks_in"] == 3 and stats["marks_echoed"] == 3, stats
 
@@ -337,6 +350,11 @@ async def test_clear_cuts_the_audio_within_a_packet_and_returns_pending_marks(
     assert len(after) >= 40  # the call went on for the second after the clear
     # The marks queued behind the audio came back in order, right after the clear.
     assert [name for name, _ in call.session.mark_echoes] == PENDING_MARKS
+    # What was heard: the first pending mark gets the frames that went out before the clear
+    # (stale one included: it left before the node read the clear), the later ones nothing.
+    assert call.session.mark_played == [(PENDING_MARKS[0], played * FRAME_MS)] + [
+        (name, 0) for name in PENDING_MARKS[1:]
+    ]
     for name in PENDING_MARKS:
         lag = call.echo_at(name) - clear_at
         assert 0 <= lag <= CLEAR_MARKS_S, f"{name} echoed {lag * 1000:.2f} ms after the clear"
@@ -379,6 +397,7 @@ async def test_odd_sized_bot_audio_plays_without_gaps_on_the_grid(
     assert abs(span - (len(packets) - 1) * FRAME_S) <= GRID_SPAN_S, span
     tail_lag = call.echo_at("tail") - packets[-1].time
     assert -CLOCK_SLACK_S <= tail_lag <= MARK_AFTER_PACKET_S, tail_lag * 1000
+    assert call.session.mark_played == [("tail", len(packets) * FRAME_MS)]  # the padded one too
     stats = call.record.stats["bot"][0]
     messages = len(chunks(audio[:SPLIT_AT], FIRST_CHUNK)) + len(chunks(audio[SPLIT_AT:], 7))
     assert stats["media_in"] == messages and stats["bytes_in"] == ODD_AUDIO_BYTES, stats

@@ -54,6 +54,15 @@ def media(sequence: int, chunk: int, timestamp: int, audio: bytes) -> dict[str, 
     }
 
 
+def mark(sequence: int, name: str, played_ms: Any) -> dict[str, Any]:
+    return {
+        "event": "mark",
+        "sequenceNumber": str(sequence),
+        "streamSid": SID,
+        "mark": {"name": name, "played_ms": played_ms},
+    }
+
+
 def stop(sequence: int) -> dict[str, Any]:
     return {
         "event": "stop",
@@ -79,6 +88,7 @@ async def test_a_correct_stream_has_no_violations(bot: StrictTwilioBot) -> None:
         session = await bot.next_session()
         await send_all(ws, [CONNECTED, START, media(2, 1, 0, b"\x01" * 160)])
         await session.wait_events(3)
+        await session.send_media(b"\x07" * 330)
         await session.send_mark("m1")
         await session.send_mark("m2")
         await send_all(
@@ -91,9 +101,9 @@ async def test_a_correct_stream_has_no_violations(bot: StrictTwilioBot) -> None:
                     "streamSid": SID,
                     "dtmf": {"track": "inbound_track", "digit": "9"},
                 },
-                {"event": "mark", "sequenceNumber": "5", "streamSid": SID, "mark": {"name": "m1"}},
+                mark(5, "m1", 60),
                 media(6, 3, 30, b"\x03" * 160),
-                {"event": "mark", "sequenceNumber": "7", "streamSid": SID, "mark": {"name": "m2"}},
+                mark(7, "m2", 0),
                 stop(8),
             ],
         )
@@ -103,6 +113,8 @@ async def test_a_correct_stream_has_no_violations(bot: StrictTwilioBot) -> None:
     assert bytes(session.audio) == b"\x01" * 160 + b"\x02" * 80 + b"\x03" * 160
     assert session.digits == ["9"]
     assert [name for name, _ in session.mark_echoes] == ["m1", "m2"]
+    assert session.mark_played == [("m1", 60), ("m2", 0)]
+    assert session.marks_sent_ms == [("m1", 60), ("m2", 0)]  # 330 bytes: 3 frames, padded
     assert session.events() == [
         "connected",
         "start",
@@ -143,7 +155,7 @@ async def test_each_mistake_is_reported(bot: StrictTwilioBot) -> None:
                     "streamSid": SID,
                     "dtmf": {"track": "inbound", "digit": "x"},
                 },
-                {"event": "mark", "sequenceNumber": "6", "streamSid": SID, "mark": {"name": "m9"}},
+                mark(6, "m9", 20),
                 {"event": "hello", "sequenceNumber": "7", "streamSid": "MZwrong"},
                 b"\x00binary",
                 stop(8),
@@ -181,6 +193,39 @@ async def test_each_mistake_is_reported(bot: StrictTwilioBot) -> None:
         "message 11: 'media' after stop",
         "message 11: close code 1001 after stop, expected 1000",
     ]
+
+
+async def test_mark_echo_mistakes_are_reported(bot: StrictTwilioBot) -> None:
+    """played_ms must be there, beside the name, as a non-negative int (not Twilio's string
+    counters); a mark echo without it is what a gateway older than played_ms would send."""
+    async with connect(bot.url) as ws:
+        session = await bot.next_session()
+        for name in ("a", "b", "c", "d", "e"):
+            await session.send_mark(name)
+        await send_all(
+            ws,
+            [
+                CONNECTED,
+                START,
+                {"event": "mark", "sequenceNumber": "2", "streamSid": SID, "mark": {"name": "a"}},
+                mark(3, "a", "20"),
+                mark(4, "a", -20),
+                mark(5, "a", True),
+                mark(6, 5, 0),
+                mark(7, "a", 20),
+                stop(8),
+            ],
+        )
+        await session.wait_events(9)
+    await session.wait_closed()
+    assert session.violations == [
+        "message 3: mark body {'name': 'a'}",
+        "message 4: mark played_ms '20'",
+        "message 5: mark played_ms -20",
+        "message 6: mark played_ms True",
+        "message 7: mark body {'name': 5, 'played_ms': 0}",
+    ]
+    assert session.mark_played == [("a", 20)]
 
 
 async def test_closing_without_stop_is_reported(bot: StrictTwilioBot) -> None:

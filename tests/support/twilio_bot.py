@@ -5,6 +5,11 @@ gateway must get every field, type and counter of §1.2/§1.4 right, not only th
 happens to use. Each `BotSession` records every message with its arrival time (``loop.time()``)
 and collects violations as readable strings; a test asserts ``session.violations == []``.
 
+Mark echoes carry our ``played_ms`` beside ``name``; the bot records each one
+(`BotSession.mark_played`) and, for each mark it sends, how much audio that mark covers
+(`BotSession.marks_sent_ms`), so a test can compare what the gateway says was played with what
+the bot queued.
+
 Modes: ``echo=True`` sends every caller payload straight back; otherwise the test scripts the
 bot (`BotSession.send_media`, `send_mark`, `send_clear`, `send_raw`, `close`, `abort`,
 `stop_reading`). For failure tests the bot can refuse the upgrade (``refuse_status``), accept
@@ -32,6 +37,8 @@ from websockets.http11 import Request, Response
 HOST = "127.0.0.1"
 PATH = "/twilio"
 ULAW_BYTES_PER_MS = 8
+FRAME_BYTES = 160  # the gateway plays whole 20 ms frames, a partial one padded at a mark
+FRAME_MS = 20
 DIGITS = frozenset("0123456789*#ABCD")
 START_PARAMETERS = ("from_number", "to_number", "call_uuid", "direction", "account_id")
 MEDIA_FORMAT = {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}
@@ -61,7 +68,12 @@ class BotSession:
         self.audio = bytearray()  # caller audio, in order
         self.digits: list[str] = []
         self.mark_echoes: list[tuple[str, float]] = []  # (name, arrival time)
+        self.mark_played: list[tuple[str, int]] = []  # (name, played_ms) of each echo
         self.marks_sent: list[str] = []
+        # (name, ms) per mark sent: the audio sent via send_media since the previous mark, in
+        # whole frames (the gateway pads a partial frame when a mark follows it).
+        self.marks_sent_ms: list[tuple[str, int]] = []
+        self._bytes_since_mark = 0
         self.start: dict[str, Any] | None = None  # the whole start message
         self.stop: dict[str, Any] | None = None
         self.stream_sid: str | None = None
@@ -111,6 +123,7 @@ class BotSession:
     # -- what the bot sends ------------------------------------------------------------------
 
     async def send_media(self, ulaw: bytes) -> None:
+        self._bytes_since_mark += len(ulaw)
         payload = base64.b64encode(ulaw).decode("ascii")
         await self.send_json(
             {"event": "media", "streamSid": self.stream_sid, "media": {"payload": payload}}
@@ -118,6 +131,9 @@ class BotSession:
 
     async def send_mark(self, name: str) -> None:
         self.marks_sent.append(name)
+        frames = -(-self._bytes_since_mark // FRAME_BYTES)
+        self.marks_sent_ms.append((name, frames * FRAME_MS))
+        self._bytes_since_mark = 0
         self._pending_marks.append(name)
         await self.send_json(
             {"event": "mark", "streamSid": self.stream_sid, "mark": {"name": name}}
@@ -235,11 +251,18 @@ class BotSession:
         elif event == "mark":
             self._check_keys(message, {"event", "sequenceNumber", "streamSid", "mark"})
             mark = message.get("mark")
-            name = mark.get("name") if isinstance(mark, dict) else None
-            if not isinstance(name, str) or set(mark) != {"name"}:  # type: ignore[arg-type]
+            if not isinstance(mark, dict) or set(mark) != {"name", "played_ms"}:
                 self._violation(f"mark body {mark!r}")
                 return
+            name, played = mark["name"], mark["played_ms"]
+            if not isinstance(name, str):
+                self._violation(f"mark body {mark!r}")
+                return
+            if type(played) is not int or played < 0:
+                self._violation(f"mark played_ms {played!r}")
+                return
             self.mark_echoes.append((name, at))
+            self.mark_played.append((name, played))
             # §1.4: marks are echoed in the order the bot sent them, each once.
             if not self._pending_marks or self._pending_marks[0] != name:
                 self._violation(f"mark echo {name!r}, expected {self._pending_marks[:1]}")

@@ -3,11 +3,12 @@ from __future__ import annotations
 import pytest
 
 from edge_media.bridge.playout import PlayoutQueue
+from edge_media.drivers.base import PlayedMark as M
 
 AUDIO = bytes(index % 251 for index in range(2000))
 
 
-def drain(queue: PlayoutQueue, calls: int) -> list[tuple[bytes | None, list[str]]]:
+def drain(queue: PlayoutQueue, calls: int) -> list[tuple[bytes | None, list[M]]]:
     return [queue.next_frame() for _ in range(calls)]
 
 
@@ -33,13 +34,13 @@ def test_mark_is_reached_with_the_last_frame_before_it() -> None:
     queue = PlayoutQueue()
     queue.push_media(AUDIO[:320])
     queue.push_mark("a")
-    assert drain(queue, 3) == [(AUDIO[:160], []), (AUDIO[160:320], ["a"]), (None, [])]
+    assert drain(queue, 3) == [(AUDIO[:160], []), (AUDIO[160:320], [M("a", 40)]), (None, [])]
 
 
-def test_mark_on_an_empty_queue_is_reached_at_the_next_call() -> None:
+def test_mark_on_an_empty_queue_is_reached_at_the_next_call_having_played_nothing() -> None:
     queue = PlayoutQueue()
     queue.push_mark("now")
-    assert drain(queue, 2) == [(None, ["now"]), (None, [])]
+    assert drain(queue, 2) == [(None, [M("now", 0)]), (None, [])]
 
 
 def test_marks_keep_their_order_around_frames() -> None:
@@ -52,8 +53,8 @@ def test_marks_keep_their_order_around_frames() -> None:
     queue.push_mark("m4")
     queue.push_media(AUDIO[320:480])
     assert drain(queue, 4) == [
-        (AUDIO[:160], ["m1", "m2", "m3"]),
-        (AUDIO[160:320], ["m4"]),
+        (AUDIO[:160], [M("m1", 0), M("m2", 20), M("m3", 0)]),
+        (AUDIO[160:320], [M("m4", 20)]),
         (AUDIO[320:480], []),
         (None, []),
     ]
@@ -77,7 +78,7 @@ def test_partial_frame_is_padded_when_a_mark_follows() -> None:
     assert drain(queue, 4) == [
         (AUDIO[:160], []),
         (AUDIO[160:320], []),
-        (AUDIO[320:400] + b"\xff" * 80, ["end"]),
+        (AUDIO[320:400] + b"\xff" * 80, [M("end", 60)]),  # the padded frame counts whole
         (None, []),
     ]
 
@@ -108,8 +109,8 @@ def test_clear_drops_audio_and_returns_pending_marks_in_order() -> None:
     queue.push_media(AUDIO[500:700])
     queue.push_mark("b")
     queue.push_media(AUDIO[700:750])
-    assert queue.next_frame() == (AUDIO[:160], ["played"])
-    assert queue.clear() == ["a", "b"]
+    assert queue.next_frame() == (AUDIO[:160], [M("played", 20)])
+    assert queue.clear() == [M("a", 0), M("b", 0)]
     assert queue.buffered_ms == 0
     assert queue.next_frame() == (None, [])
     # The held partial was dropped too: new audio starts a fresh frame.
@@ -119,6 +120,110 @@ def test_clear_drops_audio_and_returns_pending_marks_in_order() -> None:
 
 def test_clear_on_an_empty_queue() -> None:
     assert PlayoutQueue().clear() == []
+
+
+# -- played_ms ---------------------------------------------------------------------------------
+
+
+def frames(count: int, first: int = 0) -> bytes:
+    return AUDIO[first * 160 : (first + count) * 160]
+
+
+def test_consecutive_marks_each_count_the_audio_since_the_previous_one() -> None:
+    queue = PlayoutQueue()
+    queue.push_media(frames(3))
+    queue.push_mark("a")
+    queue.push_media(frames(5, 3))
+    queue.push_mark("b")
+    queue.push_mark("c")  # nothing between b and c
+    reached = [mark for _, marks in drain(queue, 9) for mark in marks]
+    assert reached == [M("a", 60), M("b", 100), M("c", 0)]
+
+
+def test_idle_ticks_between_utterances_are_not_played_audio() -> None:
+    queue = PlayoutQueue()
+    queue.push_media(frames(2))
+    queue.push_mark("first")
+    assert drain(queue, 10)[1] == (frames(1, 1), [M("first", 40)])  # then 8 idle ticks
+    queue.push_media(frames(1, 2))
+    queue.push_mark("second")
+    assert drain(queue, 2) == [(frames(1, 2), [M("second", 20)]), (None, [])]
+
+
+def test_a_mark_on_an_empty_queue_after_a_mark_played_nothing() -> None:
+    queue = PlayoutQueue()
+    queue.push_media(frames(2))
+    queue.push_mark("spoke")
+    drain(queue, 3)
+    queue.push_mark("silent")
+    assert queue.next_frame() == (None, [M("silent", 0)])
+
+
+def test_audio_sent_without_a_mark_counts_towards_the_next_mark() -> None:
+    """played_ms is everything played since the previous mark, marked or not."""
+    queue = PlayoutQueue()
+    queue.push_media(frames(4))
+    drain(queue, 6)
+    queue.push_mark("late")
+    assert queue.next_frame() == (None, [M("late", 80)])
+
+
+def test_flushed_partial_frame_counts_as_a_whole_frame() -> None:
+    queue = PlayoutQueue()
+    queue.push_media(AUDIO[:170])  # a frame and 10 bytes
+    queue.flush()
+    queue.push_mark("m")
+    assert [marks for _, marks in drain(queue, 3)] == [[], [M("m", 40)], []]
+
+
+def test_clear_mid_utterance_reports_what_was_heard_on_the_first_pending_mark() -> None:
+    queue = PlayoutQueue()
+    queue.push_media(frames(2))
+    queue.push_mark("before")
+    queue.push_media(frames(10, 2))
+    queue.push_mark("cut")
+    queue.push_media(frames(5, 12))
+    queue.push_mark("unheard")
+    queue.push_mark("unheard-too")
+    assert [marks for _, marks in drain(queue, 5)] == [[], [M("before", 40)], [], [], []]
+    assert queue.clear() == [M("cut", 60), M("unheard", 0), M("unheard-too", 0)]
+    # The count starts again from the clear: the next mark covers only new audio.
+    queue.push_media(frames(1))
+    queue.push_mark("next")
+    assert queue.next_frame() == (frames(1), [M("next", 20)])
+
+
+def test_clear_of_a_mark_whose_audio_all_played_reports_all_of_it() -> None:
+    queue = PlayoutQueue()
+    queue.push_media(frames(3))
+    drain(queue, 3)
+    queue.push_mark("done")  # reached at the next tick, but the clear comes first
+    assert queue.clear() == [M("done", 60)]
+
+
+def test_clear_before_anything_played_reports_zero() -> None:
+    queue = PlayoutQueue()
+    queue.push_media(frames(3))
+    queue.push_mark("never")
+    assert queue.clear() == [M("never", 0)]
+
+
+def test_clear_without_pending_marks_keeps_counting_towards_the_next_mark() -> None:
+    """Dropped audio and the dropped partial frame never count; what played before does."""
+    queue = PlayoutQueue()
+    queue.push_media(frames(5) + AUDIO[:30])
+    drain(queue, 2)
+    assert queue.clear() == []
+    queue.push_media(frames(1, 7))
+    queue.push_mark("after")
+    assert queue.next_frame() == (frames(1, 7), [M("after", 60)])
+
+
+def test_capacity_drops_are_not_played_audio() -> None:
+    queue = PlayoutQueue(capacity_seconds=0.06)  # three frames
+    queue.push_media(frames(5))
+    queue.push_mark("capped")
+    assert [marks for _, marks in drain(queue, 3)][-1] == [M("capped", 60)]
 
 
 def test_capacity_cap_drops_excess_and_flags_once() -> None:
@@ -142,7 +247,7 @@ def test_capacity_counts_padded_partials() -> None:
     queue.push_media(AUDIO[:10])
     queue.push_mark("m")  # the padded partial does not fit: dropped, the mark still queued
     assert queue.dropped_bytes == 160
-    assert drain(queue, 3) == [(AUDIO[:160], []), (AUDIO[160:320], ["m"]), (None, [])]
+    assert drain(queue, 3) == [(AUDIO[:160], []), (AUDIO[160:320], [M("m", 40)]), (None, [])]
 
 
 def test_room_frees_up_as_frames_play() -> None:

@@ -2,7 +2,9 @@
 
 The caller side is `RecordingLeg`, a stand-in for the bridge's leg that records what the driver
 asks of it (the `CallerLeg` seam of drivers/base.py), with the same clear semantics as the
-playout queue: it returns the marks still pending.
+playout queue: it returns the marks still pending, the first with ``heard_ms`` played. One test
+puts the bridge's real `PlayoutLeg` there instead and plays it out by hand, so ``played_ms`` is
+followed from the bot's media to its echo.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from edge_media.drivers.base import BotEnd, BotUnavailable, CallInfo
+from edge_media.bridge.legs import PlayoutLeg
+from edge_media.drivers.base import BotEnd, BotUnavailable, CallInfo, PlayedMark
 from edge_media.drivers.twilio_driver import TwilioStreamDriver, connect_twilio_stream
 from tests.support.twilio_bot import BotSession, StrictTwilioBot
 
@@ -34,12 +37,14 @@ FRAMES = [bytes([(index * 7 + offset) % 256 for offset in range(160)]) for index
 
 
 class RecordingLeg:
-    """Records play/mark/clear in order; `clear` hands back the marks not yet played."""
+    """Records play/mark/clear in order; `clear` hands back the marks not yet played, the
+    first with ``heard_ms`` of its audio played and the others 0, as the playout queue does."""
 
-    def __init__(self) -> None:
+    def __init__(self, heard_ms: int = 0) -> None:
         self.calls: list[tuple[str, Any]] = []
         self.audio = bytearray()
         self.pending: list[str] = []
+        self.heard_ms = heard_ms
         self.changed = asyncio.Event()
 
     def play(self, ulaw: bytes) -> None:
@@ -52,11 +57,14 @@ class RecordingLeg:
         self.pending.append(name)
         self.changed.set()
 
-    def clear(self) -> list[str]:
+    def clear(self) -> list[PlayedMark]:
         self.calls.append(("clear", None))
         pending, self.pending = self.pending, []
         self.changed.set()
-        return pending
+        return [
+            PlayedMark(name, self.heard_ms if index == 0 else 0)
+            for index, name in enumerate(pending)
+        ]
 
     async def wait_for(self, predicate: Callable[[], bool], seconds: float = 5.0) -> None:
         async with asyncio.timeout(seconds):
@@ -72,9 +80,9 @@ async def bot() -> AsyncIterator[StrictTwilioBot]:
 
 
 async def open_call(
-    bot: StrictTwilioBot, *, close_timeout: float = 2.0
+    bot: StrictTwilioBot, *, close_timeout: float = 2.0, heard_ms: int = 0
 ) -> tuple[TwilioStreamDriver, BotSession, RecordingLeg]:
-    leg = RecordingLeg()
+    leg = RecordingLeg(heard_ms)
     driver = await connect_twilio_stream(
         bot.url + "?token=t0k", INFO, leg, 3.0, close_timeout=close_timeout
     )
@@ -139,7 +147,7 @@ async def test_stop_is_the_last_message_then_close_1000(bot: StrictTwilioBot) ->
     # After stop nothing more goes out, and a late bot message reaches no one.
     driver.send_audio(FRAMES[1])
     driver.send_dtmf("1")
-    driver.marks_played(["m"])
+    driver.marks_played([PlayedMark("m", 20)])
     driver.on_text(json.dumps({"event": "media", "media": {"payload": "AAAA"}}))
     assert leg.calls == []
     assert driver.stats()["media_out"] == 1
@@ -183,7 +191,7 @@ async def test_caller_audio_goes_out_and_the_echo_comes_back() -> None:
 async def test_marks_and_clear_reach_the_leg_in_order_and_pending_marks_are_echoed(
     bot: StrictTwilioBot,
 ) -> None:
-    driver, session, leg = await open_call(bot)
+    driver, session, leg = await open_call(bot, heard_ms=140)
     await session.send_media(b"\x01" * 320)
     await session.send_mark("m1")
     await session.send_media(b"\x02" * 100)
@@ -199,19 +207,73 @@ async def test_marks_and_clear_reach_the_leg_in_order_and_pending_marks_are_echo
         ("clear", None),
         ("mark", "m3"),
     ]
-    # §1.5: the clear echoes the pending marks at once, in order.
+    # §1.5: the clear echoes the pending marks at once, in order, with what the leg says
+    # was heard of each.
     await session.wait_for(lambda: len(session.mark_echoes) >= 2, "clear echoes")
-    assert [name for name, _ in session.mark_echoes] == ["m1", "m2"]
-    # m3 is echoed only when playout reaches it.
+    assert session.mark_played == [("m1", 140), ("m2", 0)]
+    # m3 is echoed only when playout reaches it, with the played time playout reports.
     await asyncio.sleep(0.05)
     assert len(session.mark_echoes) == 2
-    driver.marks_played(["m3"])
+    driver.marks_played([PlayedMark("m3", 1380)])
     await session.wait_for(lambda: len(session.mark_echoes) >= 3, "m3 echo")
-    assert [name for name, _ in session.mark_echoes] == ["m1", "m2", "m3"]
+    assert session.mark_played == [("m1", 140), ("m2", 0), ("m3", 1380)]
+    assert session.messages("mark")[-1]["mark"] == {"name": "m3", "played_ms": 1380}
     stats = driver.stats()
     assert (stats["marks_in"], stats["marks_echoed"], stats["clears"]) == (3, 3, 1)
     await hang_up(driver, session)
     assert session.violations == []
+
+
+async def test_played_ms_from_the_bots_media_through_playout_to_its_echo(
+    bot: StrictTwilioBot,
+) -> None:
+    """The bridge's real playout leg in place of the recording one, ticked by hand: each echo
+    says how much of the audio before it played, and a clear says what was heard."""
+    log = logging.LoggerAdapter(logging.getLogger("test.playout"))
+    leg = PlayoutLeg(log, capacity_seconds=60.0)
+    driver = await connect_twilio_stream(bot.url, INFO, leg, 3.0)
+    session = await bot.next_session()
+    await session.wait_events(2)
+    queue = leg.queue
+
+    def tick(times: int) -> None:
+        for _ in range(times):
+            _, marks = queue.next_frame()
+            if marks:
+                driver.marks_played(marks)
+
+    await session.send_media(b"\x01" * 700)  # 4 frames and 60 bytes: padded at the mark
+    await session.send_mark("greeting")
+    await session.send_mark("empty")  # nothing between the two marks
+    await session.send_media(b"\x02" * 1600)
+    await session.send_mark("answer")
+    await session.send_media(b"\x03" * 800)
+    await session.send_mark("unheard")
+    await asyncio.wait_for(_until(lambda: queue.buffered_ms >= 400), 5)
+    tick(5 + 3)  # the greeting, then 3 of the answer's 10 frames
+    await session.wait_for(lambda: len(session.mark_echoes) >= 2, "greeting, empty")
+    await session.send_clear()
+    await session.wait_for(lambda: len(session.mark_echoes) >= 4, "the clear's echoes")
+    assert session.mark_played == [("greeting", 100), ("empty", 0), ("answer", 60), ("unheard", 0)]
+    assert session.marks_sent_ms == [
+        ("greeting", 100),
+        ("empty", 0),
+        ("answer", 200),
+        ("unheard", 100),
+    ]
+    await hang_up(driver, session)
+    assert session.violations == []
+
+
+async def _until(predicate: Callable[[], bool]) -> None:
+    while not predicate():  # noqa: ASYNC110 - the queue has no event to wait on
+        await asyncio.sleep(0.005)
+
+
+async def test_provider_ids_name_the_stream(bot: StrictTwilioBot) -> None:
+    driver, session, _ = await open_call(bot)
+    assert driver.provider_ids() == {"stream_sid": driver.stream_sid}
+    await hang_up(driver, session)
 
 
 async def test_dtmf_goes_to_the_bot(bot: StrictTwilioBot) -> None:

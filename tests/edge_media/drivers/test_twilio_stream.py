@@ -125,9 +125,9 @@ def test_dtmf_mark_and_stop_literal_json() -> None:
         '{"event":"dtmf","sequenceNumber":"2","streamSid":"MZ4f2c0000000000000000000000000001",'
         '"dtmf":{"track":"inbound_track","digit":"5"}}'
     )
-    assert stream.mark("reply-3") == (
+    assert stream.mark("reply-3", 1380) == (
         '{"event":"mark","sequenceNumber":"3","streamSid":"MZ4f2c0000000000000000000000000001",'
-        '"mark":{"name":"reply-3"}}'
+        '"mark":{"name":"reply-3","played_ms":1380}}'
     )
     assert stream.stop() == (
         '{"event":"stop","sequenceNumber":"4","streamSid":"MZ4f2c0000000000000000000000000001",'
@@ -144,7 +144,7 @@ def test_counters_across_a_mixed_sequence() -> None:
         stream.media(FRAME),
         stream.dtmf("#"),
         stream.media(b"\x01" * 80),  # 10 ms
-        stream.mark("a"),
+        stream.mark("a", 0),
         stream.media(b"\x02" * 400),  # 50 ms
         stream.media(FRAME),
         stream.stop(),
@@ -167,11 +167,26 @@ def test_a_mark_name_with_a_lone_surrogate_still_encodes_to_utf8() -> None:
     stream = started()
     (event,) = stream.receive_text('{"event":"mark","mark":{"name":"\\ud800x"}}')
     assert event == PlayMark("\ud800x")
-    text = stream.mark("\ud800x")
+    text = stream.mark("\ud800x", 20)
     assert text.encode() == (
         b'{"event":"mark","sequenceNumber":"2","streamSid":"MZ4f2c0000000000000000000000000001",'
-        b'"mark":{"name":"\\ud800x"}}'
+        b'"mark":{"name":"\\ud800x","played_ms":20}}'
     )
+
+
+@pytest.mark.parametrize("name", ["", 'say "hi"\\', "réponse-1", "a\nb\u2028", "{}"])
+def test_mark_built_without_json_dumps_is_the_json_it_claims(name: str) -> None:
+    """The echo is formatted by hand like media: any name the bot may send must come back
+    exactly, next to an integer played_ms (never a string: it is ours, not a Twilio counter)."""
+    stream = TwilioStreamProtocol('MZ"odd\\', CALL, ACCOUNT, INFO)
+    stream.connected()
+    stream.start()
+    assert json.loads(stream.mark(name, 60)) == {
+        "event": "mark",
+        "sequenceNumber": "2",
+        "streamSid": 'MZ"odd\\',
+        "mark": {"name": name, "played_ms": 60},
+    }
 
 
 @pytest.mark.parametrize(
@@ -180,7 +195,7 @@ def test_a_mark_name_with_a_lone_surrogate_still_encodes_to_utf8() -> None:
         lambda s: s.start(),
         lambda s: s.media(FRAME),
         lambda s: s.dtmf("1"),
-        lambda s: s.mark("m"),
+        lambda s: s.mark("m", 0),
         lambda s: s.stop(),
     ],
 )
@@ -196,7 +211,7 @@ def test_nothing_follows_stop_and_start_is_sent_once() -> None:
         stream.start()
     stream.stop()
     assert stream.stopped
-    for call in (lambda: stream.media(FRAME), lambda: stream.mark("m"), stream.stop):
+    for call in (lambda: stream.media(FRAME), lambda: stream.mark("m", 0), stream.stop):
         with pytest.raises(TwilioStreamStateError, match="stopped"):
             call()
 
