@@ -1,6 +1,7 @@
-"""N concurrent calls bridged to a Twilio-stream echo bot, measured from outside the node.
+"""N concurrent calls bridged to an echo bot (Twilio stream or ElevenLabs), measured from outside.
 
 Run: .venv/bin/python bench/calls.py [--calls 50 100 200] [--duration 30] [--rate 10]
+         [--drivers twilio elevenlabs-ulaw elevenlabs-pcm16]
          [--find-max [--step 50] [--max-calls 800]] [--clear-calls 5] [--wait-quiet S]
          [--workers N] [--profile DIR [--profiler sample|cprofile]] [--node-command CMD]
          [--keep DIR] [--json F]
@@ -33,8 +34,19 @@ Reported per N, and where each figure comes from:
   tails with a high figure there are the box's doing. ``--wait-quiet S`` waits (up to S seconds)
   for other work on the machine to stop before each run.
 
+``--drivers`` (default ``twilio`` alone, the figure this bench has always given, in a third of
+the time of all three) runs the same load, per N, against each bot named: ``twilio`` the echo
+bot above; ``elevenlabs-ulaw`` / ``elevenlabs-pcm16`` bench/peers/elevenlabs_fast.py, an
+ElevenLabs fake agent in ``ulaw_8000`` (passthrough) or ``pcm_16000`` (the node resamples both
+ways) reached through the ``elevenlabs`` target, a signed URL and ``AGERA_ELEVENLABS_API_BASE``.
+The table gets a column per (N, driver) and, with both ElevenLabs formats, the node CPU ratio
+pcm_16000 / ulaw_8000 per N (goal ≤ 1.3). "RTP in → bot" is matched on ``user_audio_chunk`` for
+ulaw_8000 and not measured for pcm_16000 (no payload survives resampling); "clear" is Twilio
+only. bench/calls_drivers.py says why.
+
 ``--find-max`` runs N = first --calls, then + --step, ... and stops at the first N with a failed
-call, RTP loss node → caller or pacing p99 over 2 ms; the N before it is the figure.
+call, RTP loss node → caller or pacing p99 over 2 ms (with any of the --drivers); the N before
+it is the figure.
 ``--profile DIR`` runs the node under a profiler (bench/peers/profiled_node.py): by default a
 sampler on the node's CPU time (collapsed stacks; the top frames are printed), or cProfile with
 ``--profiler cprofile``. Both cost CPU: use a profiled run for where the time goes, not how much.
@@ -61,6 +73,18 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.calls_drivers import (
+    DEFAULT_DRIVERS,
+    DRIVERS,
+    BenchPeer,
+    ElevenLabsFake,
+    agent_summary,
+    driver_label,
+    driver_notes,
+    el_format,
+    ratio_lines,
+    read_capture_in_elevenlabs,
+)
 from bench.calls_wire import (
     AMBIGUOUS_S,
     BURST_GAP_S,
@@ -93,8 +117,8 @@ from tests.interop.capture import (
 )
 from tests.interop.edge import EdgeNode
 from tests.interop.media import MediaFiles, make_media
-from tests.interop.ports import HOST, free_port, listening_tcp_ports
-from tests.interop.process import ManagedProcess, PeerError
+from tests.interop.ports import HOST, free_port
+from tests.interop.process import PeerError
 from tests.interop.sipp import SippResult, SippRun, call_timings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -109,7 +133,6 @@ DEFAULT_CLEAR_CALLS = 5
 DEFAULT_STEP = 50
 DEFAULT_MAX_CALLS = 800
 SIPP_TIMEOUT_MARGIN_S = 60.0
-BOT_START_TIMEOUT_S = 15.0
 HANGUP_SETTLE_S = 2.0  # after sipp's last BYE, for the node to close the bot connections
 TONE_LEAD_S = 1.0  # tone starts this long into the steady window
 CLEAR_AFTER_S = 2.5  # seconds of tone played before the clear (2.5 s are still queued)
@@ -283,19 +306,23 @@ def start_local_stack() -> tuple[Any, LocalStack]:
     return moto, LocalStack(endpoint, env, repo)
 
 
-def provision_number(stack: LocalStack, bot_url: str) -> str:
-    """A fresh account and number whose calls go to ``bot_url`` (what the API would write)."""
+def provision_number(
+    stack: LocalStack, target: str, account_settings: dict[str, Any] | None = None
+) -> str:
+    """A fresh account and number whose calls go to the media ``target`` (what the API would
+    write); ``account_settings`` are the account's fields for a native driver (credentials)."""
     from shared.models import Account, AccountLimits, Number, Route
 
     account = Account(
         name="bench calls",
         webhook_secret=secrets.token_hex(16),
         limits=AccountLimits(max_concurrent_calls=100_000, calls_per_second=1000),
+        **(account_settings or {}),
     )
     stack.repo.put(account)
     number = "+1555" + "".join(secrets.choice("0123456789") for _ in range(7))
     stack.repo.put(
-        Number(number=number, account_id=account.account_id, route=Route(socket_url=bot_url))
+        Number(number=number, account_id=account.account_id, route=Route(socket_url=target))
     )
     return number
 
@@ -303,51 +330,24 @@ def provision_number(stack: LocalStack, bot_url: str) -> str:
 # -- the bench bot -----------------------------------------------------------------------------
 
 
-class BenchBot:
+class BenchBot(BenchPeer):
     """bench/peers/echo_bot_fast.py as a process; its sessions are read back from JSON lines."""
 
     def __init__(
         self, workdir: Path, *, clear_every: int, tone_at: float, clear_after: float
     ) -> None:
-        self.port = free_port(tcp=True)
-        self.out = workdir / "bot_sessions.jsonl"
-        workdir.mkdir(parents=True, exist_ok=True)
-        argv = [sys.executable, str(BOT_SCRIPT), "--host", HOST, "--port", str(self.port)]
-        argv += ["--out", str(self.out), "--clear-every", str(clear_every)]
+        argv = [sys.executable, str(BOT_SCRIPT), "--clear-every", str(clear_every)]
         argv += ["--tone-at", f"{tone_at:.3f}", "--clear-after", f"{clear_after:g}"]
         argv += ["--tone-stagger", f"{TONE_STAGGER_S:g}"]
-        self.process = ManagedProcess(
-            f"bot-{self.port}", argv, log_path=workdir / "bot.log", cwd=REPO_ROOT
-        )
+        super().__init__("bot", workdir, argv, port=free_port(tcp=True))
 
     @property
     def url(self) -> str:
         return f"ws://{HOST}:{self.port}/"
 
-    def start(self) -> BenchBot:
-        self.process.start()
-        self.process.wait_until(
-            lambda: self.port in listening_tcp_ports(),
-            timeout=BOT_START_TIMEOUT_S,
-            what=f"listening on TCP {self.port}",
-        )
-        return self
-
-    def stop(self) -> None:
-        self.process.stop()
-
-    def sessions(self) -> list[dict[str, Any]]:
-        try:
-            lines = self.out.read_text().splitlines()
-        except OSError:
-            return []
-        out = []
-        for line in lines:
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                continue
-        return out
+    @property
+    def target(self) -> str:
+        return self.url
 
 
 # -- one run -----------------------------------------------------------------------------------
@@ -393,6 +393,8 @@ class RunReport:
     node_log: dict[str, Any]
     notes: list[str]
     profile: str | None = None
+    driver: str = "twilio"  # bench/calls_drivers.py DRIVERS
+    agent: dict[str, Any] = field(default_factory=dict)  # the ElevenLabs fake's own counts
 
 
 def _pct(p: Percentiles | None) -> dict[str, float] | None:
@@ -411,22 +413,29 @@ def run_once(
     profiler: str = "sample",
     wait_quiet: float = 0.0,
     workers: int | None = None,
+    driver: str = "twilio",
 ) -> RunReport:
     workdir.mkdir(parents=True, exist_ok=True)
     notes: list[str] = []
-    clear_every = max(1, plan.calls // clear_calls) if clear_calls > 0 else 0
-    bot = BenchBot(
-        workdir / "bot",
-        clear_every=clear_every,
-        tone_at=plan.ramp_s + SETTLE_S + TONE_LEAD_S,
-        clear_after=CLEAR_AFTER_S,
-    )
+    audio_format = el_format(driver)
+    bot: BenchPeer
+    if audio_format is None:
+        clear_every = max(1, plan.calls // clear_calls) if clear_calls > 0 else 0
+        bot = BenchBot(
+            workdir / "bot",
+            clear_every=clear_every,
+            tone_at=plan.ramp_s + SETTLE_S + TONE_LEAD_S,
+            clear_after=CLEAR_AFTER_S,
+        )
+    else:
+        bot = ElevenLabsFake(workdir / "agent", audio_format=audio_format)
     profile = None
     command = list(node_command) if node_command else None
     if profile_dir is not None:
         profile_dir.mkdir(parents=True, exist_ok=True)
         suffix = "stacks.txt" if profiler == "sample" else "prof"
-        profile = str(profile_dir.resolve() / f"node-{plan.calls}.{suffix}")
+        name = f"node-{plan.calls}" + ("" if driver == "twilio" else f"-{driver}")
+        profile = str(profile_dir.resolve() / f"{name}.{suffix}")
         command = [sys.executable, str(PROFILED_NODE), profiler, profile]
     node: EdgeNode | None = None
     sipp: SippRun | None = None
@@ -447,11 +456,11 @@ def run_once(
         )
     try:
         bot.start()
-        number = provision_number(stack, bot.url)
+        number = provision_number(stack, bot.target, bot.account_settings())
         node = EdgeNode(
             workdir / "edge",
             max_calls=plan.calls,
-            env=stack.env,
+            env={**stack.env, **bot.node_env()},
             command=command,
             workers=workers,
         )
@@ -497,8 +506,8 @@ def run_once(
         time.sleep(IDLE_S)  # the node with no call: its fixed cost (heartbeat, queue polls)
         idle = (idle_from, time.time())
         print(
-            f"[{plan.calls} calls] at {plan.rate:g}/s to {number} on {node.address}, each "
-            f"{plan.call_ms / 1000:.0f} s + DTMF; about {plan.total_s:.0f} s",
+            f"[{plan.calls} calls, {driver}] at {plan.rate:g}/s to {number} on {node.address}, "
+            f"each {plan.call_ms / 1000:.0f} s + DTMF; about {plan.total_s:.0f} s",
             flush=True,
         )
         sipp.start()
@@ -530,6 +539,7 @@ def run_once(
         notes=notes,
         profile=profile,
         idle=idle,
+        driver=driver,
     )
 
 
@@ -544,12 +554,13 @@ def analyse(
     captures: list[Path],
     sipp: SippRun,
     node: EdgeNode,
-    bot: BenchBot,
+    bot: BenchPeer,
     sampler: BoxSampler,
     node_rc: int | None,
     notes: list[str],
     profile: str | None,
     idle: tuple[float, float] | None,
+    driver: str = "twilio",
 ) -> RunReport:
     out_path, in_path = captures
     print(
@@ -591,9 +602,22 @@ def analyse(
         ramp_shares = sampler.shares(min(t.invite_at for t in timings), max(answered))
 
     # Into the node: RTP in → bot media.
-    wire = read_capture_in(
-        in_path, caller_media_port=sipp.media_port, node_sip_port=node.sip_port, bot_port=bot.port
-    )
+    audio_format = el_format(driver)
+    if audio_format is None:
+        wire = read_capture_in(
+            in_path,
+            caller_media_port=sipp.media_port,
+            node_sip_port=node.sip_port,
+            bot_port=bot.port,
+        )
+    else:
+        wire = read_capture_in_elevenlabs(
+            in_path,
+            caller_media_port=sipp.media_port,
+            node_sip_port=node.sip_port,
+            bot_port=bot.port,
+            match_audio=audio_format == "ulaw_8000",
+        )
     match = match_latency(wire)
     in_window = [s for s in match.samples if window is None or window[0] <= s.sent <= window[1]]
     positions = burst_positions(wire)
@@ -664,6 +688,8 @@ def analyse(
         node_log=node_log_summary(node.process.log_path),
         notes=notes,
         profile=profile,
+        driver=driver,
+        agent={} if audio_format is None else agent_summary(sessions),
     )
 
 
@@ -787,12 +813,33 @@ def render(r: RunReport) -> str:
     )
     box = _shares_text(cpu)
     counts = r.latency_counts
+    audio_format = el_format(r.driver)
+    title = (
+        "the echo bot"
+        if audio_format is None
+        else f"the ElevenLabs fake agent ({audio_format}, echoing)"
+    )
     lines = [
-        f"== {r.calls} calls bridged to the echo bot",
+        f"== {r.calls} calls bridged to {title}",
         f"sipp               rc {r.sipp_rc}  successful {r.successful}  failed {r.failed}  "
         f"retransmissions {r.retransmissions}",
         f"bot                sessions {r.bot_sessions}  with media {r.bot_sessions_with_media}  "
         f"all 5 digits {r.digits_ok}  close codes {r.bot_close_codes}",
+    ]
+    if r.agent:
+        a = r.agent
+        lines.append(
+            f"agent              pongs {a.get('pongs')} of {a.get('pings')} pings (slowest "
+            f"{a.get('pong_rtt_ms_max')} ms)  signed sockets {a.get('signed')}  conversations "
+            f"{a.get('conversations')}  with caller_number {a.get('with_caller_number')}  "
+            f"messages {a.get('events')}"
+        )
+    latency_note = "[steady window]"
+    if audio_format == "ulaw_8000":
+        latency_note = "[steady window; user_audio_chunk, not media]"
+    elif audio_format is not None:
+        latency_note = "[not measured: resampled chunks match no RTP payload]"
+    lines += [
         f"node→caller RTP    streams {r.streams}  packets {r.packets}  lost {r.lost} "
         f"in {r.streams_lossy} streams",
         f"captures           out {r.capture_out}  in {r.capture_in}",
@@ -804,7 +851,7 @@ def render(r: RunReport) -> str:
         f"pacing |error| ms  {_fmt(r.pacing_ms, BUDGET_PACING_P99_MS)}",
         f"INVITE→180 ms      {_fmt(r.ringing_ms, BUDGET_RINGING_P99_MS)}",
         f"INVITE→200 ms      {_fmt(r.answer_ms, BUDGET_ANSWER_P99_MS)}",
-        f"RTP in→bot media   {_fmt(r.latency_ms, BUDGET_LATENCY_MS)}  [steady window]",
+        f"RTP in→bot media   {_fmt(r.latency_ms, BUDGET_LATENCY_MS)}  {latency_note}",
         f"  head of bursts   {_fmt(r.latency_head_ms, BUDGET_LATENCY_MS)}  [first {BURST_HEAD} "
         f"packets of each sipp burst; bursts (gap > {BURST_GAP_S * 1000:g} ms): "
         f"{_fmt(r.burst_size)} packets]",
@@ -861,7 +908,8 @@ def _share(shares: dict[str, float] | None, name: str, digits: int = 0) -> str:
 
 
 def table(reports: Sequence[RunReport]) -> str:
-    """One column per N, one row per figure, with the DESIGN §6 budget."""
+    """One column per N (and driver), one row per figure, with the DESIGN §6 budget; with
+    ElevenLabs runs, their own rows, what their columns leave out, and the node CPU ratios."""
 
     def clear(r: RunReport) -> str:
         return "n/a" if not r.clear_ms else f"{max(r.clear_ms):.1f} (n={len(r.clear_ms)})"
@@ -897,13 +945,31 @@ def table(reports: Sequence[RunReport]) -> str:
         ("others' CPU %", lambda r: _share(r.cpu_percent, "others"), "not ours"),
         ("box CPU % (of 200)", lambda r: _share(r.cpu_percent, "box"), ""),
     ]  # fmt: skip
+    drivers = list(dict.fromkeys(r.driver for r in reports))
+    native = drivers != ["twilio"]
+    if native:
+
+        def pongs(r: RunReport) -> str:
+            return "n/a" if not r.agent else f"{r.agent.get('pongs')} / {r.agent.get('pings')}"
+
+        rows[2:2] = [("all 5 digits at bot", lambda r: str(r.digits_ok), "= calls")]
+        rows.append(("agent pongs / pings", pongs, "all answered"))
     cells = [[fn(r) for r in reports] for _, fn, _ in rows]
     width = max(14, *(len(c) for line in cells for c in line)) + 2
     head = f"{'N concurrent calls':<24}" + "".join(f"{r.calls:>{width}}" for r in reports)
-    lines = [head + "   budget (DESIGN §6)", "-" * (len(head) + 22)]
+    lines = [head + "   budget (DESIGN §6)"]
+    if native:
+        lines.append(
+            f"{'driver':<24}" + "".join(f"{driver_label(r.driver):>{width}}" for r in reports)
+        )
+    lines.append("-" * (len(head) + 22))
     for (name, _, budget), line in zip(rows, cells, strict=True):
         lines.append(f"{name:<24}" + "".join(f"{c:>{width}}" for c in line) + f"   {budget}")
     lines.append("CPU rows: % of one core over the steady window (every call up)")
+    lines += driver_notes(drivers)
+    ratios = ratio_lines(reports)
+    if ratios:
+        lines += ["", *ratios]
     return "\n".join(lines)
 
 
@@ -941,6 +1007,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=DEFAULT_RATE, help="new calls per second")
     parser.add_argument(
         "--clear-calls", type=int, default=DEFAULT_CLEAR_CALLS, help="calls that test clear (5)"
+    )
+    parser.add_argument(
+        "--drivers",
+        nargs="+",
+        choices=DRIVERS,
+        default=list(DEFAULT_DRIVERS),
+        metavar="DRIVER",
+        help=f"bots to run each N against, in order: {', '.join(DRIVERS)} (twilio)",
     )
     parser.add_argument("--find-max", action="store_true", help="raise N until a budget fails")
     parser.add_argument("--step", type=int, default=DEFAULT_STEP, help="--find-max step (50)")
@@ -1021,27 +1095,33 @@ def main(argv: Sequence[str] | None = None) -> int:
             moto, stack = start_local_stack()
             media = make_media(root / "media")
             sizes = list(args.calls)
+            drivers = list(dict.fromkeys(args.drivers))
             while sizes:
                 calls = sizes.pop(0)
                 plan = Plan(calls=calls, rate=args.rate, duration_s=args.duration, find_max=False)
-                report = run_once(
-                    plan,
-                    stack=stack,
-                    workdir=root / f"calls-{calls}",
-                    media=media,
-                    clear_calls=args.clear_calls,
-                    node_command=shlex.split(args.node_command) if args.node_command else None,
-                    profile_dir=args.profile,
-                    profiler=args.profiler,
-                    wait_quiet=args.wait_quiet,
-                    workers=args.workers,
-                )
-                print(render(report), flush=True)
-                if report.profile:
-                    print_profile(report.profile)
-                reports.append(report)
+                all_pass = True
+                for driver in drivers:
+                    suffix = "" if driver == "twilio" else f"-{driver}"
+                    report = run_once(
+                        plan,
+                        stack=stack,
+                        workdir=root / f"calls-{calls}{suffix}",
+                        media=media,
+                        clear_calls=args.clear_calls,
+                        node_command=shlex.split(args.node_command) if args.node_command else None,
+                        profile_dir=args.profile,
+                        profiler=args.profiler,
+                        wait_quiet=args.wait_quiet,
+                        workers=args.workers,
+                        driver=driver,
+                    )
+                    print(render(report), flush=True)
+                    if report.profile:
+                        print_profile(report.profile)
+                    reports.append(report)
+                    all_pass = all_pass and passes(report)
                 if args.find_max:
-                    if not passes(report):
+                    if not all_pass:
                         break
                     if not sizes and calls + args.step <= args.max_calls:
                         sizes.append(calls + args.step)
@@ -1061,8 +1141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print()
             print(table(reports))
         if args.find_max and reports:
-            good = [r.calls for r in reports if passes(r)]
-            bad = [r.calls for r in reports if not passes(r)]
+            bad = sorted({r.calls for r in reports if not passes(r)})
+            good = [r.calls for r in reports if passes(r) and r.calls not in bad]
             print(
                 f"find-max: most calls within budget {max(good) if good else 'none'}"
                 + (f"; first over: {bad[0]}" if bad else f" (ceiling {args.max_calls})")
