@@ -8,9 +8,12 @@ the call record and the events the node published.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import math
 import secrets
 import uuid
+import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -18,13 +21,19 @@ from typing import Any
 
 import anyio
 import boto3
+from websockets.exceptions import ConnectionClosed
 
 from edge_media.node import EdgeNode
-from shared.commands import Originate
+from shared.commands import Command, Originate
 from shared.dynamo.repository import Repository
 from shared.models import Account, Call, Direction, Number, Route, Trunk
 from shared.settings import Settings
-from tests.interop.peers import HOST, free_port, free_udp_range
+from tests.interop.peers import HOST, Peers, SippRun, free_port, free_udp_range
+from tests.support.twilio_bot import BotSession, StrictTwilioBot
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import audioop  # audioop-lts provides it on Python >= 3.13
 
 
 @dataclass
@@ -185,3 +194,69 @@ def originate_for(call: Call, **fields: Any) -> Originate:
         socket_url=call.socket_url,
         **fields,
     )
+
+
+# ----------------------------------------------------------------- commands and bots
+
+
+async def send_command(queue_url: str, command: Command) -> None:
+    """What the API does: the command's JSON as the body of one SQS message.
+
+    boto3 blocks, so it runs in a worker thread: the node shares this event loop, and a
+    blocked loop would delay its RTP pacer (a gap the test would then blame on the node).
+    """
+    body = command.model_dump_json()
+
+    def send() -> None:
+        boto3.client("sqs").send_message(QueueUrl=queue_url, MessageBody=body)
+
+    await anyio.to_thread.run_sync(send)
+
+
+def command_queue(node: EdgeNode) -> str:
+    """The node's own queue (the API reads it from the node's EdgeNode item)."""
+    url = node._control.registry.queue_url
+    assert url, "the node has no command queue"
+    return str(url)
+
+
+async def started(bot: StrictTwilioBot, seconds: float = 10.0) -> BotSession:
+    """The bot's next connection, once its ``start`` message arrived."""
+    session = await bot.next_session(seconds)
+    await session.wait_for(lambda: session.start is not None, "start message", seconds)
+    return session
+
+
+def custom_parameters(session: BotSession) -> dict[str, str]:
+    assert session.start is not None, session.events()
+    return dict(session.start["start"]["customParameters"])
+
+
+def tone_frame(hz: int = 400) -> bytes:
+    """20 ms of a sine whose period divides 160 samples: every frame is the same bytes."""
+    samples = [round(8000 * math.sin(2 * math.pi * hz * n / 8000)) for n in range(160)]
+    pcm = b"".join(s.to_bytes(2, "little", signed=True) for s in samples)
+    return audioop.lin2ulaw(pcm, 2)
+
+
+async def play_continuously(session: BotSession, frame: bytes) -> None:
+    """A bot that talks without a break: 500 ms ahead, then one frame per 20 ms until stopped."""
+    await session.wait_for(lambda: session.start is not None, "start")
+    loop = asyncio.get_running_loop()
+    try:
+        await session.send_media(frame * 25)  # 500 ms ahead
+        due = loop.time()
+        while session.stop is None and not session.done.is_set():
+            await session.send_media(frame)
+            due += 0.020
+            await asyncio.sleep(max(0.0, due - loop.time()))
+    except ConnectionClosed:
+        pass
+
+
+async def trunk_peer(peers: Peers, repo: Any, account: Account, scenario: str) -> SippRun:
+    """A sipp UAS running ``scenario``, started and provisioned as the account's trunk."""
+    trunk = peers.sipp(scenario, calls=1)
+    await anyio.to_thread.run_sync(trunk.start)
+    add_trunk(repo, account, trunk.local_port)
+    return trunk

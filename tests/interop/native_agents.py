@@ -4,7 +4,6 @@ are the ElevenLabs and Vapi fakes (tests/support), and what a test reads back af
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 import uuid
 import warnings
@@ -13,40 +12,27 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import boto3
 
 from edge_media.node import EdgeNode
-from shared.commands import Command, Hangup
+from shared.commands import Hangup
 from shared.dynamo.repository import Repository
 from shared.models import Call
 from tests.interop.capture import AUDIO_PAYLOAD_TYPES, RtpSeen, read_rtp
-from tests.interop.gateway import Tenant, node_address, read_events, wait_record
+from tests.interop.gateway import (
+    Tenant,
+    command_queue,
+    node_address,
+    read_events,
+    send_command,
+    wait_record,
+)
 from tests.interop.peers import Peers, SippRun
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
-    import audioop  # audioop-lts provides it on Python >= 3.13
 
 # sipp UAC that plays the caller's speech, offers no REFER and waits for the node's BYE.
 UNTIL_BYE = Path(__file__).resolve().parent / "scenarios" / "uac_until_bye.xml"
-
-
-async def send_command(queue_url: str, command: Command) -> None:
-    """The command's JSON as one SQS message, as the API sends it (boto3 in a worker thread:
-    the node shares this loop, and a blocked loop would delay its pacer)."""
-    body = command.model_dump_json()
-
-    def send() -> None:
-        boto3.client("sqs").send_message(QueueUrl=queue_url, MessageBody=body)
-
-    await anyio.to_thread.run_sync(send)
-
-
-def command_queue(node: EdgeNode) -> str:
-    """The node's own queue (the API reads it from the node's EdgeNode item)."""
-    url = node._control.registry.queue_url
-    assert url, "the node has no command queue"
-    return str(url)
 
 
 @dataclass
@@ -106,10 +92,3 @@ async def outcome(placed: PlacedCall, call_uuid: uuid.UUID) -> Outcome:
         if p.dst[1] == port and p.src[1] != port and p.payload_type in AUDIO_PAYLOAD_TYPES
     ]
     return Outcome(result, record, events, to_caller)
-
-
-def tone_frame(hz: int = 400) -> bytes:
-    """20 ms of a sine whose period divides 160 samples: every frame is the same bytes, so a
-    test can tell the bot's tone apart from anything else the caller hears."""
-    samples = [round(8000 * math.sin(2 * math.pi * hz * n / 8000)) for n in range(160)]
-    return audioop.lin2ulaw(b"".join(s.to_bytes(2, "little", signed=True) for s in samples), 2)

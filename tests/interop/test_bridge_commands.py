@@ -11,7 +11,6 @@ bots StrictTwilioBot. Every test reads back what a user can see: the SIP message
 from __future__ import annotations
 
 import asyncio
-import math
 import re
 import time
 import uuid
@@ -23,12 +22,11 @@ from typing import Any
 import anyio
 import boto3
 import pytest
-from websockets.exceptions import ConnectionClosed
 
 from edge_media.node import EdgeNode
 from shared.commands import Command, Hangup, Redirect, Transfer
 from shared.dynamo.repository import Repository
-from shared.models import Account, Call, CallStatus, Direction
+from shared.models import Call, CallStatus, Direction
 from tests.edge_media.bridge.routing_peer import Reply, WebhookPeer
 from tests.interop.audio import find_segments
 from tests.interop.capture import (
@@ -46,13 +44,20 @@ from tests.interop.gateway import (
     add_number,
     add_trunk,
     calls_to,
+    command_queue,
+    custom_parameters,
     event_types,
     make_tenant,
     node_address,
     originate_for,
+    play_continuously,
     queued_call,
     read_events,
     running_gateway,
+    send_command,
+    started,
+    tone_frame,
+    trunk_peer,
     wait_record,
 )
 from tests.interop.peers import HOST, Peers, SippRun, call_timings, free_port
@@ -73,8 +78,6 @@ NORMAL_CLEARING_Q850 = "Q.850;cause=16"
 RING_TIMEOUT_MIN = 5  # shared.commands.Originate.ring_timeout's lower bound
 TRUNK_USER, TRUNK_PASSWORD = "gateway", "s3cret"
 MAX_GAP_MS = 60.0
-FRAME_BYTES = 160
-TONE_AHEAD_FRAMES = 25  # the scripted bot keeps 500 ms queued at the node
 CALLEE_FRAMES = 250  # callee.ulaw, which the sipp UAS plays once: about 5 s
 # A relayed transfer joins the legs a moment after the target answered (CommandHandler.transfer
 # writes call.transferred in between); what the target says in that moment is lost.
@@ -82,20 +85,6 @@ MAX_JOIN_CLIP_FRAMES = 25
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-async def send_command(queue_url: str, command: Command) -> None:
-    """What the API does: the command's JSON as the body of one SQS message.
-
-    boto3 blocks, so it runs in a worker thread: the node shares this event loop, and a
-    blocked loop would delay its RTP pacer (a gap the test would then blame on the node).
-    """
-    body = command.model_dump_json()
-
-    def send() -> None:
-        boto3.client("sqs").send_message(QueueUrl=queue_url, MessageBody=body)
-
-    await anyio.to_thread.run_sync(send)
 
 
 def gateway() -> Any:
@@ -109,13 +98,6 @@ def gateway() -> Any:
         QueueName=f"agera-test-originate-{uuid.uuid4().hex[:12]}"
     )
     return running_gateway(originate_queue_url=queue["QueueUrl"])
-
-
-def command_queue(node: EdgeNode) -> str:
-    """The node's own queue (the API reads it from the node's EdgeNode item)."""
-    url = node._control.registry.queue_url
-    assert url, "the node has no command queue"
-    return str(url)
 
 
 def originate_consumer(node: EdgeNode) -> Any:
@@ -176,18 +158,6 @@ def header(message: str, name: str) -> str | None:
     return None
 
 
-async def started(bot: StrictTwilioBot, seconds: float = 10.0) -> BotSession:
-    """The bot's next connection, once its ``start`` message arrived."""
-    session = await bot.next_session(seconds)
-    await session.wait_for(lambda: session.start is not None, "start message", seconds)
-    return session
-
-
-def custom_parameters(session: BotSession) -> dict[str, str]:
-    assert session.start is not None, session.events()
-    return dict(session.start["start"]["customParameters"])
-
-
 async def hang_up(
     node: EdgeNode,
     repo: Any,
@@ -205,14 +175,6 @@ async def hang_up(
     result = await anyio.to_thread.run_sync(caller.wait, 30.0)
     record = await wait_record(repo, str(call_uuid))
     return result, record, await read_events(node, str(call_uuid))
-
-
-async def trunk_peer(peers: Peers, repo: Any, account: Account, scenario: str) -> SippRun:
-    """A sipp UAS running ``scenario``, started and provisioned as the account's trunk."""
-    trunk = peers.sipp(scenario, calls=1)
-    await anyio.to_thread.run_sync(trunk.start)
-    add_trunk(repo, account, trunk.local_port)
-    return trunk
 
 
 async def transfer_a_bridged_call(
@@ -258,28 +220,6 @@ def no_events(queue_url: str, *, polls: int = 2) -> list[str]:
         reply = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
         found += [message["Body"] for message in reply.get("Messages", [])]
     return found
-
-
-def tone_frame(hz: int = 400) -> bytes:
-    """20 ms of a sine whose period divides 160 samples: every frame is the same bytes."""
-    samples = [round(8000 * math.sin(2 * math.pi * hz * n / 8000)) for n in range(FRAME_BYTES)]
-    pcm = b"".join(s.to_bytes(2, "little", signed=True) for s in samples)
-    return audioop.lin2ulaw(pcm, 2)
-
-
-async def play_continuously(session: BotSession, frame: bytes) -> None:
-    """A bot that talks without a break: 500 ms ahead, then one frame per 20 ms until stopped."""
-    await session.wait_for(lambda: session.start is not None, "start")
-    loop = asyncio.get_running_loop()
-    try:
-        await session.send_media(frame * TONE_AHEAD_FRAMES)
-        due = loop.time()
-        while session.stop is None and not session.done.is_set():
-            await session.send_media(frame)
-            due += 0.020
-            await asyncio.sleep(max(0.0, due - loop.time()))
-    except ConnectionClosed:
-        pass
 
 
 def ulaw_to_pcm(ulaw: bytes) -> bytes:

@@ -19,8 +19,8 @@ import pytest
 from shared.models import CallStatus
 from tests.interop.audio import find_segments
 from tests.interop.capture import heard_pcm
-from tests.interop.gateway import event_types, make_tenant, running_gateway
-from tests.interop.native_agents import hang_up, place_call, tone_frame
+from tests.interop.gateway import event_types, make_tenant, running_gateway, tone_frame
+from tests.interop.native_agents import hang_up, place_call
 from tests.interop.peers import Peers
 from tests.support.fake_vapi import API_KEY, FakeVapi
 
