@@ -143,9 +143,12 @@ class LiveCall:
     async def mark_answered(self) -> None:
         self.answered_at = datetime.now(UTC)
         self.services.metrics.call_setup_ms((time.monotonic() - self.started) * 1000)
-        await self.event(CallAnswered(**self._base(), media_target=self.target))
-        if self.target is not None:  # which bot took the call, for GET /api/calls/{id}
-            await self._update({"socket_url": self.target, "media": self._media_record()})
+        # Which bot took the call, for GET /api/calls/{id} and the callback; shown like every
+        # target the edge writes, without user info or query (bot tokens live there).
+        shown = public_target(self.target) if self.target is not None else None
+        await self.event(CallAnswered(**self._base(), media_target=shown))
+        if shown is not None:
+            await self._update({"socket_url": shown, "media": self._media_record()})
 
     async def _update(self, fields: dict[str, Any]) -> None:
         try:

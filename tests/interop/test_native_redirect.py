@@ -11,6 +11,7 @@ the four connections with the providers' ids.
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from typing import Any
 
@@ -41,6 +42,7 @@ pytestmark = pytest.mark.anyio
 
 MAX_GAP_MS = 60.0
 SECOND_OF_ULAW = 8000
+TOKEN = "s3cret-bot-token-0a1b"
 
 
 async def test_redirect_moves_a_call_through_every_driver_and_back_without_a_gap(
@@ -81,7 +83,7 @@ async def test_redirect_moves_a_call_through_every_driver_and_back_without_a_gap
             vp = await vapi.next_session(10)
             await vp.wait_audio(SECOND_OF_ULAW, 10)
             await el.wait_closed(5)
-            await redirect(bot_b.url)
+            await redirect(f"{bot_b.url}?token={TOKEN}")  # a bot's secret in its URL
             b = await started(bot_b, 10)
             await b.wait_for(lambda: len(b.audio) >= SECOND_OF_ULAW, "1 s of audio at B", 10)
             await vp.wait_closed(5)
@@ -134,4 +136,8 @@ async def test_redirect_moves_a_call_through_every_driver_and_back_without_a_gap
     assert media[1].provider_ids == {"conversation_id": el.conversation_id}
     assert media[2].provider_ids == {"vapi_call_id": vp.call_id}
     assert all(m.ended_at is not None and m.failed_step is None for m in media)
+    # The bot's token reached the bot, and nothing the customer or an operator reads.
+    assert any(TOKEN in request.path for request in bot_b.requests), bot_b.requests
     assert done.record.socket_url == bot_b.url
+    assert TOKEN not in done.record.model_dump_json()
+    assert TOKEN not in json.dumps(done.events)
