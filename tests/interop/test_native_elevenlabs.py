@@ -231,6 +231,8 @@ async def test_a_failed_connect_falls_back_and_says_which_step_failed(
             await bot.wait_for(lambda: bot.start is not None, "start message", 10)
             assert bot.start is not None
             call_uuid = uuid.UUID(bot.start["start"]["customParameters"]["call_uuid"])
+            # Answered and bridged (the bot connects while the call still rings): its audio flows.
+            await bot.wait_for(lambda: len(bot.audio) >= 1600, "200 ms of the caller", 10)
             done = await hang_up(placed, call_uuid)
 
     assert done.result.ok, done.result.describe()
