@@ -17,12 +17,24 @@ Why caller audio may be buffered: until the metadata names the agent's input for
 nothing to convert it to. Up to `CALLER_BUFFER_BYTES` (2 s) is kept, oldest dropped, and sent in
 order once the format is known, so the caller's first words are not lost.
 
+Why caller audio goes to a PCM agent 40 ms at a time (`PCM_CHUNK_MS`): every message costs the
+node a WebSocket frame, a write and, with an echoing peer, a message back, whatever its size;
+once the 16 kHz conversion was made cheap, those costs were most of what the converted path
+added (bench/calls.py --drivers elevenlabs-ulaw elevenlabs-pcm16: 40 ms chunks took the node
+from 5.5 to 4.3 ms per call-second at 100 calls; bench/audio_convert.py times the conversion).
+Two 20 ms frames per message halve them, and ElevenLabs suggests larger chunks for PCM anyway.
+The price is latency: the first frame of each pair waits one frame (20 ms, 10 ms on average)
+for the second, which the 16 kHz path more than recovers (its filter now holds 3 ms where the
+resampler held 30). A ``ulaw_8000`` agent still gets every RTP payload as it comes: passthrough
+costs nothing to batch away, and each chunk stays one payload on the wire.
+
 Why the resampler's tail is flushed by a timer: a PCM agent's audio is resampled, and the
 resampler keeps its last few ms until more input comes, so the end of every reply would wait
 for the next one. Flushing restarts the filter, which marks the audio where it happens, so it is
 done only when the agent has gone quiet and the caller is about to hear all it was given (its
 playout end is estimated from what was handed to the leg): a reply that continues after that
-follows a gap anyway.
+follows a gap anyway. Each agent chunk only moves the flush's due time; the one timer, when it
+fires early, sleeps again until then (rather than a timer cancelled and made per chunk).
 
 Once `stop` begins (caller gone, or a redirect swaps the bot), anything the agent still sends is
 dropped, and the socket is closed with 1000: the client ends an ElevenLabs conversation by
@@ -91,6 +103,8 @@ NORMAL_CLOSURE = 1000
 CALLER_BUFFER_BYTES = 16000  # 2 s of 8 kHz μ-law kept while the agent's input format is unknown
 AGENT_IDLE_FLUSH = 0.1  # at least this long without agent audio before the resampler's tail
 FLUSH_LEAD = 0.04  # ... and hand it over this long before the caller would run out of audio
+FLUSH_SLACK = 0.002  # a flush timer this close to its due time counts as due (timers are ms)
+PCM_CHUNK_MS = 40  # caller audio per user_audio_chunk for a PCM agent (ulaw: each frame as is)
 ULAW_BYTES_PER_SECOND = 8000
 SIGNED_URL_PATH = "/v1/convai/conversation/get-signed-url"
 CONVERSATION_PATH = "/v1/convai/conversation"
@@ -118,12 +132,16 @@ class ElevenLabsDriver:
         agent_id: str,
         close_timeout: float = CLOSE_TIMEOUT,
         idle_flush: float = AGENT_IDLE_FLUSH,
+        pcm_chunk_ms: int = PCM_CHUNK_MS,
     ) -> None:
         self.protocol = protocol
         self.agent_id = agent_id
         self._leg = leg
         self._close_timeout = close_timeout
         self._idle_flush = idle_flush
+        self._pcm_chunk_bytes = ULAW_BYTES_PER_SECOND * pcm_chunk_ms // 1000
+        self._chunk_bytes = 0  # caller μ-law per message: set with the agent's input format
+        self._pending = b""  # caller μ-law waiting for the rest of its message
         self._call = protocol.info.call_uuid
         self._conn: WsConnection | None = None
         self._ready: asyncio.Future[None] | None = None
@@ -131,6 +149,7 @@ class ElevenLabsDriver:
         self._to_agent: CallerToAgent | None = None
         self._to_caller: AgentToCaller | None = None
         self._flush_timer: asyncio.TimerHandle | None = None
+        self._flush_at = 0.0  # loop time the resampler's tail is due, if no agent audio comes
         self._play_end = 0.0  # loop time when the audio handed to the leg so far is played
         self._buffer: deque[bytes] = deque()
         self._buffered = 0
@@ -225,7 +244,7 @@ class ElevenLabsDriver:
                 self._buffered -= len(self._buffer.popleft())
                 self._buffer_dropped += 1
             return
-        self._send_user_audio(to_agent.convert(ulaw))
+        self._forward(to_agent, ulaw)
 
     def send_dtmf(self, digit: str) -> None:
         conn = self._conn
@@ -251,6 +270,7 @@ class ElevenLabsDriver:
             self._cancel_flush()
             self._buffer.clear()
             self._buffered = 0
+            self._pending = b""
         conn = self._conn
         if conn is None:
             return
@@ -327,10 +347,11 @@ class ElevenLabsDriver:
             self._fail_connect(f"ElevenLabs agent {self.agent_id}: {error}")
             return
         self._to_agent, self._to_caller = to_agent, to_caller
+        self._chunk_bytes = 0 if to_agent.passthrough else self._pcm_chunk_bytes
         buffered, self._buffer = self._buffer, deque()
         self._buffered = 0
         for frame in buffered:
-            self._send_user_audio(to_agent.convert(frame))
+            self._forward(to_agent, frame)
         if self._ready is not None and not self._ready.done():
             self._ready.set_result(None)
 
@@ -338,6 +359,17 @@ class ElevenLabsDriver:
         if self._ready is not None and not self._ready.done():
             self._connect_error = BotUnavailable(reason, step=ConnectStep.HANDSHAKE)
             self._ready.set_result(None)
+
+    def _forward(self, to_agent: CallerToAgent, ulaw: bytes) -> None:
+        """Caller μ-law to the agent: a passthrough frame at once, PCM once a chunk is full."""
+        if self._chunk_bytes:
+            if self._pending:
+                ulaw = self._pending + ulaw
+            if len(ulaw) < self._chunk_bytes:
+                self._pending = ulaw
+                return
+            self._pending = b""
+        self._send_user_audio(to_agent.convert(ulaw))
 
     def _send_user_audio(self, data: bytes) -> None:
         conn = self._conn
@@ -369,14 +401,19 @@ class ElevenLabsDriver:
             self._bytes_to_caller += len(ulaw)
             self._play_end = max(self._play_end, now) + len(ulaw) / ULAW_BYTES_PER_SECOND
             self._leg.play(ulaw)
-        self._cancel_flush()
-        delay = max(self._play_end - now - FLUSH_LEAD, self._idle_flush)
-        self._flush_timer = loop.call_later(delay, self._flush_tail)
+        # Never earlier than before: play_end only grows (an interruption cancels the timer).
+        self._flush_at = now + max(self._play_end - now - FLUSH_LEAD, self._idle_flush)
+        if self._flush_timer is None:
+            self._flush_timer = loop.call_at(self._flush_at, self._flush_tail)
 
     def _flush_tail(self) -> None:
         self._flush_timer = None
         to_caller = self._to_caller
         if self._stop_reason is not None or to_caller is None:
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._flush_at - FLUSH_SLACK:  # agent audio came since it was set
+            self._flush_timer = loop.call_at(self._flush_at, self._flush_tail)
             return
         tail = to_caller.flush()
         if tail:
