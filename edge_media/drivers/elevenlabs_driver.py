@@ -46,7 +46,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import socket
 import ssl
 from collections import deque
 from typing import Any
@@ -79,12 +78,14 @@ from edge_media.drivers.elevenlabs_protocol import (
     ToolCall,
     dtmf_text,
 )
+from edge_media.drivers.provider_connect import Deadline, http_failure, read_account, socket_step
 from edge_media.drivers.ws_client import (
     CLOSE_TIMEOUT,
     WsClosed,
     WsConnection,
     connect_websocket,
     display_url,
+    peer_end,
 )
 from shared.validation import MediaKind, parse_media_target
 
@@ -93,8 +94,6 @@ __all__ = [
     "ElevenLabsDriver",
     "conversation_url",
     "elevenlabs_connector",
-    "http_error_step",
-    "ws_error_step",
 ]
 
 logger = logging.getLogger("agera.drivers.elevenlabs")
@@ -109,7 +108,6 @@ ULAW_BYTES_PER_SECOND = 8000
 SIGNED_URL_PATH = "/v1/convai/conversation/get-signed-url"
 CONVERSATION_PATH = "/v1/convai/conversation"
 API_KEY_HEADER = "xi-api-key"
-MAX_CAUSES = 8  # exception chain links inspected to classify a failure
 MAX_CLOSE_REASON_CHARS = 80
 _HEADER_VALUE = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no spaces: what a key is
 
@@ -197,7 +195,7 @@ class ElevenLabsDriver:
             )
         except BotUnavailable as error:
             raise BotUnavailable(
-                f"ElevenLabs agent {self.agent_id}: {error}", step=ws_error_step(error)
+                f"ElevenLabs agent {self.agent_id}: {error}", step=socket_step(error)
             ) from None
         closed = conn.closed
         try:
@@ -472,56 +470,12 @@ class ElevenLabsDriver:
         )
 
     def _bot_end(self, closed: WsClosed) -> BotEnd:
-        if not closed.by_peer and self._stop_reason is not None:
-            return BotEnd(by_bot=False, reason=self._stop_reason, code=closed.code)
-        detail = f"{closed.code} {closed.reason}" if closed.reason else f"{closed.code}"
         if closed.code == NORMAL_CLOSURE:
-            reason = f"agent ended the conversation ({detail})"
-        else:
-            reason = f"ElevenLabs closed the conversation ({detail})"
-        return BotEnd(by_bot=True, reason=reason, code=closed.code)
+            return peer_end(closed, self._stop_reason, "agent ended the conversation")
+        return peer_end(closed, self._stop_reason, "ElevenLabs closed the conversation")
 
 
 # -- connecting ----------------------------------------------------------------------------
-
-
-def ws_error_step(error: BotUnavailable) -> ConnectStep:
-    """Which step a `connect_websocket` failure belongs to: the one ws_client named, except
-    that a signed URL which is not a WebSocket URL is the REST answer's fault."""
-    if error.step is ConnectStep.TARGET:
-        return ConnectStep.REST
-    return error.step
-
-
-def http_error_step(error: BaseException) -> ConnectStep:
-    """Which step an httpx failure of the signed-URL request belongs to."""
-    if isinstance(error, httpx.TimeoutException | TimeoutError):
-        return ConnectStep.TIMEOUT
-    link: BaseException | None = error
-    for _ in range(MAX_CAUSES):
-        if link is None:
-            break
-        if isinstance(link, socket.gaierror):
-            return ConnectStep.DNS
-        if isinstance(link, ssl.SSLError):
-            return ConnectStep.TLS
-        link = link.__cause__ or link.__context__
-    if isinstance(error, httpx.ConnectError):
-        return ConnectStep.CONNECT
-    return ConnectStep.REST
-
-
-def _transport_detail(error: BaseException) -> str:
-    """Why a request failed, from the OS error under it. Anything else is named by its type
-    only: a protocol error's text may quote a header value, and one header is the API key."""
-    link: BaseException | None = error
-    for _ in range(MAX_CAUSES):
-        if link is None:
-            break
-        if isinstance(link, OSError):
-            return " ".join((link.strerror or str(link) or type(link).__name__).split())[:120]
-        link = link.__cause__ or link.__context__
-    return type(error).__name__
 
 
 async def _signed_url(context: DriverContext, agent_id: str, api_key: str, seconds: float) -> str:
@@ -551,10 +505,10 @@ async def _signed_url(context: DriverContext, agent_id: str, api_key: str, secon
             step=ConnectStep.TIMEOUT,
         ) from None
     except httpx.HTTPError as error:
+        step, why = http_failure(error)
         raise BotUnavailable(
-            f"ElevenLabs signed-URL request for agent {agent_id} to {display_url(endpoint)} "
-            f"failed: {_transport_detail(error)}",
-            step=http_error_step(error),
+            f"ElevenLabs signed-URL request for agent {agent_id} to {display_url(endpoint)}: {why}",
+            step=step,
         ) from None
     if response.status_code != httpx.codes.OK:
         raise BotUnavailable(
@@ -580,22 +534,14 @@ def elevenlabs_connector(context: DriverContext) -> BotConnector:
     settings = context.settings
 
     async def connect(target: str, info: CallInfo, leg: CallerLeg, seconds: float) -> BotDriver:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + seconds
+        deadline = Deadline(seconds, "ElevenLabs")
         try:
             parsed = parse_media_target(target)
         except ValueError as error:
             raise BotUnavailable(f"not a media target: {error}", step=ConnectStep.TARGET) from None
         if parsed.kind is not MediaKind.ELEVENLABS:
             raise BotUnavailable(f"not an ElevenLabs target: {target}", step=ConnectStep.TARGET)
-        try:
-            async with asyncio.timeout(seconds):
-                account = await context.accounts(info.account_id)
-        except TimeoutError:
-            raise BotUnavailable(
-                f"account {info.account_id} could not be read within {seconds:g} s",
-                step=ConnectStep.TIMEOUT,
-            ) from None
+        account = await read_account(context, info.account_id, deadline)
         own = account.elevenlabs if account is not None else None
         agent_id = parsed.agent_id or (own.agent_id if own is not None else None)
         if not agent_id:
@@ -606,15 +552,10 @@ def elevenlabs_connector(context: DriverContext) -> BotConnector:
             )
         api_key = own.api_key if own is not None else None
         if api_key:
-            url = await _signed_url(context, agent_id, api_key, deadline - loop.time())
+            url = await _signed_url(context, agent_id, api_key, deadline.left("signed URL"))
         else:
             url = conversation_url(settings.elevenlabs_api_base, agent_id)
-        remaining = deadline - loop.time()
-        if remaining <= 0:
-            raise BotUnavailable(
-                f"ElevenLabs agent {agent_id}: no time left to open the conversation",
-                step=ConnectStep.TIMEOUT,
-            )
+        remaining = deadline.left("opening the conversation")
         driver = ElevenLabsDriver(ElevenLabsProtocol(info), leg, agent_id=agent_id)
         await driver.connect(url, remaining, ssl_context=context.ssl_context, budget=seconds)
         stats = driver.stats()

@@ -36,7 +36,13 @@ from edge_media.drivers.twilio_stream import (
     PlayMedia,
     TwilioStreamProtocol,
 )
-from edge_media.drivers.ws_client import CLOSE_TIMEOUT, WsClosed, WsConnection, connect_websocket
+from edge_media.drivers.ws_client import (
+    CLOSE_TIMEOUT,
+    WsClosed,
+    WsConnection,
+    connect_websocket,
+    peer_end,
+)
 from shared.ssrf import UnsafeUrlError, check_public_url
 
 __all__ = [
@@ -220,13 +226,7 @@ class TwilioStreamDriver:
             )
 
     def _bot_end(self, closed: WsClosed) -> BotEnd:
-        if not closed.by_peer and self._stop_reason is not None:
-            return BotEnd(by_bot=False, reason=self._stop_reason, code=closed.code)
-        if closed.reason:
-            reason = f"bot closed the stream ({closed.code} {closed.reason})"
-        else:
-            reason = f"bot closed the stream ({closed.code})"
-        return BotEnd(by_bot=True, reason=reason, code=closed.code)
+        return peer_end(closed, self._stop_reason, "bot closed the stream")
 
 
 async def connect_twilio_stream(

@@ -22,8 +22,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import socket
-import ssl
 from typing import Any
 
 import httpx
@@ -39,6 +37,7 @@ from edge_media.drivers.base import (
     PlayedMark,
 )
 from edge_media.drivers.context import DriverContext
+from edge_media.drivers.provider_connect import Deadline, http_failure, read_account, socket_step
 from edge_media.drivers.vapi_protocol import (
     BargeIn,
     CreatedCall,
@@ -55,6 +54,7 @@ from edge_media.drivers.ws_client import (
     WsConnection,
     connect_websocket,
     display_url,
+    peer_end,
 )
 from shared.models import Account
 from shared.validation import MediaKind, parse_media_target
@@ -64,7 +64,6 @@ __all__ = ["VapiDriver", "connect_vapi", "create_vapi_call", "vapi_connector"]
 logger = logging.getLogger("agera.drivers.vapi")
 
 NORMAL_CLOSURE = 1000  # we hang up: end-call, then close 1000
-CAUSE_DEPTH = 8  # links of an exception's cause chain searched for the OS-level error
 
 
 class VapiDriver:
@@ -236,47 +235,10 @@ class VapiDriver:
             logger.exception("[call %s] failed %s (Vapi call %s)", self._call, what, self.call_id)
 
     def _bot_end(self, closed: WsClosed) -> BotEnd:
-        if not closed.by_peer and self._stop_reason is not None:
-            return BotEnd(by_bot=False, reason=self._stop_reason, code=closed.code)
-        if closed.reason:
-            reason = f"Vapi closed the call ({closed.code} {closed.reason})"
-        else:
-            reason = f"Vapi closed the call ({closed.code})"
-        return BotEnd(by_bot=True, reason=reason, code=closed.code)
+        return peer_end(closed, self._stop_reason, "Vapi closed the call")
 
 
 # -- connecting ------------------------------------------------------------------------------
-
-
-def _os_cause(exc: BaseException) -> BaseException | None:
-    """The OS-level error under an httpx error (httpx wraps httpcore, which wraps the socket's)."""
-    seen = exc
-    for _ in range(CAUSE_DEPTH):
-        nxt = seen.__cause__ or seen.__context__
-        if nxt is None:
-            return None
-        if isinstance(nxt, OSError):
-            return nxt
-        seen = nxt
-    return None
-
-
-def _http_failure(exc: httpx.HTTPError) -> tuple[ConnectStep, str]:
-    """The connect step and a one-line reason for a failed ``POST /call`` (no header, no key)."""
-    if isinstance(exc, httpx.TimeoutException):
-        return ConnectStep.TIMEOUT, f"timed out ({type(exc).__name__})"
-    cause = _os_cause(exc)
-    if isinstance(exc, httpx.ConnectError):
-        if isinstance(cause, socket.gaierror):
-            return ConnectStep.DNS, f"cannot resolve the host: {cause.strerror or cause}"
-        if isinstance(cause, ssl.SSLError):
-            return ConnectStep.TLS, f"TLS failed: {getattr(cause, 'reason', None) or cause}"
-        return ConnectStep.CONNECT, f"cannot connect: {exc}"
-    if isinstance(cause, ssl.SSLError):
-        return ConnectStep.TLS, f"TLS failed: {getattr(cause, 'reason', None) or cause}"
-    if isinstance(exc, httpx.NetworkError):
-        return ConnectStep.CONNECT, f"connection failed: {type(exc).__name__}"
-    return ConnectStep.REST, f"request failed: {type(exc).__name__}"
 
 
 async def create_vapi_call(
@@ -297,7 +259,7 @@ async def create_vapi_call(
             },
         )
     except httpx.HTTPError as exc:
-        step, why = _http_failure(exc)
+        step, why = http_failure(exc)
         raise BotUnavailable(f"Vapi create-call at {display_url(url)}: {why}", step=step) from None
     status = response.status_code
     if status not in (200, 201):
@@ -343,15 +305,6 @@ def _credentials(target: str, info: CallInfo, account: Account | None) -> tuple[
     return api_key, assistant_id
 
 
-def _left(deadline: float, loop: asyncio.AbstractEventLoop, seconds: float, what: str) -> float:
-    remaining = deadline - loop.time()
-    if remaining <= 0:
-        raise BotUnavailable(
-            f"Vapi did not connect within {seconds:g} s ({what})", step=ConnectStep.TIMEOUT
-        )
-    return remaining
-
-
 async def connect_vapi(
     target: str,
     info: CallInfo,
@@ -365,20 +318,8 @@ async def connect_vapi(
 
     All of it within ``seconds``. Raises `BotUnavailable` whose step says what failed.
     """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    try:
-        async with asyncio.timeout(seconds):
-            account = await context.accounts(info.account_id)
-    except TimeoutError:
-        raise BotUnavailable(
-            f"reading account {info.account_id} took over {seconds:g} s", step=ConnectStep.TIMEOUT
-        ) from None
-    except Exception as exc:  # the routing cache or the table failed: a refusal, not a crash
-        raise BotUnavailable(
-            f"cannot read account {info.account_id}: {type(exc).__name__}",
-            step=ConnectStep.CREDENTIALS,
-        ) from None
+    deadline = Deadline(seconds, "Vapi")
+    account = await read_account(context, info.account_id, deadline)
     api_key, assistant_id = _credentials(target, info, account)
     http = context.http
     if http is None:
@@ -386,7 +327,7 @@ async def connect_vapi(
 
     body = create_call_body(assistant_id, info)
     try:
-        async with asyncio.timeout(_left(deadline, loop, seconds, "create call")):
+        async with asyncio.timeout(deadline.left("create call")):
             created = await create_vapi_call(http, context.settings.vapi_api_base, api_key, body)
     except TimeoutError:
         raise BotUnavailable(
@@ -394,7 +335,7 @@ async def connect_vapi(
         ) from None
 
     driver = VapiDriver(created.call_id, info, leg, close_timeout=close_timeout)
-    remaining = _left(deadline, loop, seconds, f"socket of call {created.call_id}")
+    remaining = deadline.left(f"socket of call {created.call_id}")
     try:
         await connect_websocket(
             created.websocket_url,
@@ -405,7 +346,7 @@ async def connect_vapi(
             ssl_context=context.ssl_context,
         )
     except BotUnavailable as exc:
-        raise BotUnavailable(_redact(str(exc), created), step=_socket_step(exc)) from None
+        raise BotUnavailable(_redact(str(exc), created), step=socket_step(exc)) from None
     logger.info(
         "[call %s] Vapi call %s connected (assistant %s)",
         info.call_uuid,
@@ -413,23 +354,6 @@ async def connect_vapi(
         assistant_id,
     )
     return driver
-
-
-def _socket_step(exc: BotUnavailable) -> ConnectStep:
-    """The step of a failed socket connect. The WebSocket layer names it; an older layer said
-    CONNECT for everything, so a refused upgrade or a timeout is told apart by the cause."""
-    if exc.step is not ConnectStep.CONNECT:
-        return exc.step
-    context = exc.__context__
-    if isinstance(context, TimeoutError):
-        return ConnectStep.TIMEOUT
-    if isinstance(context, socket.gaierror):
-        return ConnectStep.DNS
-    if isinstance(context, ssl.SSLError):
-        return ConnectStep.TLS
-    if isinstance(context, OSError):
-        return ConnectStep.CONNECT
-    return ConnectStep.HANDSHAKE
 
 
 def _redact(message: str, created: CreatedCall) -> str:

@@ -39,7 +39,7 @@ from websockets.http11 import Response
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
-from edge_media.drivers.base import BotUnavailable, ConnectStep
+from edge_media.drivers.base import BotEnd, BotUnavailable, ConnectStep
 
 __all__ = [
     "CLOSE_TIMEOUT",
@@ -51,6 +51,7 @@ __all__ = [
     "connect_step",
     "connect_websocket",
     "display_url",
+    "peer_end",
 ]
 
 logger = logging.getLogger("agera.drivers.ws")
@@ -433,6 +434,15 @@ def connect_step(exc: BaseException) -> ConnectStep:
     if isinstance(exc, ssl.SSLError):
         return ConnectStep.TLS
     return ConnectStep.CONNECT
+
+
+def peer_end(closed: WsClosed, stop_reason: str | None, peer_closed: str) -> BotEnd:
+    """How a driver's connection ended: stopped by us (``stop_reason``), else by the peer,
+    described as ``peer_closed`` with the close code and reason."""
+    if not closed.by_peer and stop_reason is not None:
+        return BotEnd(by_bot=False, reason=stop_reason, code=closed.code)
+    detail = f"{closed.code} {closed.reason}" if closed.reason else f"{closed.code}"
+    return BotEnd(by_bot=True, reason=f"{peer_closed} ({detail})", code=closed.code)
 
 
 def _cut_reason(reason: str) -> str:

@@ -33,10 +33,9 @@ from edge_media.drivers.elevenlabs_driver import (
     ElevenLabsDriver,
     conversation_url,
     elevenlabs_connector,
-    http_error_step,
-    ws_error_step,
 )
 from edge_media.drivers.elevenlabs_protocol import ElevenLabsProtocol
+from edge_media.drivers.provider_connect import http_failure, socket_step
 from edge_media.drivers.ws_client import connect_step, connect_websocket
 from shared.models import Account, ElevenLabsSettings
 from shared.settings import Settings
@@ -585,17 +584,21 @@ def _chained(outer: BaseException, inner: BaseException) -> BaseException:
 def test_httpx_failures_map_to_their_step() -> None:
     dns = _chained(httpx.ConnectError("x"), socket.gaierror(-2, "Name or service not known"))
     tls = _chained(httpx.ConnectError("x"), ssl.SSLCertVerificationError(1, "verify failed"))
-    assert http_error_step(dns) is ConnectStep.DNS
-    assert http_error_step(tls) is ConnectStep.TLS
-    assert http_error_step(httpx.ConnectError("refused")) is ConnectStep.CONNECT
-    assert http_error_step(httpx.ConnectTimeout("slow")) is ConnectStep.TIMEOUT
-    assert http_error_step(httpx.RemoteProtocolError("bad")) is ConnectStep.REST
+    assert http_failure_step(dns) is ConnectStep.DNS
+    assert http_failure_step(tls) is ConnectStep.TLS
+    assert http_failure_step(httpx.ConnectError("refused")) is ConnectStep.CONNECT
+    assert http_failure_step(httpx.ConnectTimeout("slow")) is ConnectStep.TIMEOUT
+    assert http_failure_step(httpx.RemoteProtocolError("bad")) is ConnectStep.REST
+
+
+def http_failure_step(error: httpx.HTTPError) -> ConnectStep:
+    return http_failure(error)[0]
 
 
 def test_a_websocket_failure_keeps_the_step_the_websocket_layer_named() -> None:
     for step in ConnectStep:
         expected = ConnectStep.REST if step is ConnectStep.TARGET else step
-        assert ws_error_step(BotUnavailable("x", step=step)) is expected
+        assert socket_step(BotUnavailable("x", step=step)) is expected
 
 
 def test_os_errors_map_to_their_connect_step() -> None:
@@ -613,4 +616,4 @@ async def test_a_refused_websocket_is_the_connect_step() -> None:
             on_text=lambda text: None,
             on_bytes=lambda data: None,
         )
-    assert ws_error_step(caught.value) is ConnectStep.CONNECT
+    assert socket_step(caught.value) is ConnectStep.CONNECT

@@ -20,7 +20,8 @@ import pytest
 
 from edge_media.drivers.base import BotEnd, BotUnavailable, CallInfo, ConnectStep, PlayedMark
 from edge_media.drivers.context import DriverContext
-from edge_media.drivers.vapi_driver import VapiDriver, _http_failure, connect_vapi, vapi_connector
+from edge_media.drivers.provider_connect import http_failure
+from edge_media.drivers.vapi_driver import VapiDriver, connect_vapi, vapi_connector
 from shared.models import Account, VapiSettings
 from shared.settings import Settings
 from tests.support.fake_vapi import API_KEY, FakeVapi, VapiSession
@@ -611,4 +612,4 @@ def _chained(error: httpx.HTTPError, cause: BaseException) -> httpx.HTTPError:
     ],
 )
 def test_http_errors_map_to_connect_steps(error: httpx.HTTPError, step: str) -> None:
-    assert _http_failure(error)[0] == step
+    assert http_failure(error)[0] == step
