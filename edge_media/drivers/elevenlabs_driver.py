@@ -84,6 +84,7 @@ from edge_media.drivers.ws_client import (
     WsClosed,
     WsConnection,
     connect_websocket,
+    connection_figures,
     display_url,
     peer_end,
 )
@@ -291,9 +292,7 @@ class ElevenLabsDriver:
             "ignored": self._ignored,
             "unknown_types": self.protocol.unknown_types,
             "buffer_dropped": self._buffer_dropped,
-            "dropped_out": conn.dropped if conn is not None else 0,
-            "bot_rtt_ms": conn.median_rtt_ms if conn is not None else None,
-            "bot_rtt_last_ms": conn.last_rtt_ms if conn is not None else None,
+            **connection_figures(conn),
             "input_format": to_agent.format.name if to_agent is not None else None,
             "output_format": to_caller.format.name if to_caller is not None else None,
         }

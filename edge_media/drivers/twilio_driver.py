@@ -41,6 +41,7 @@ from edge_media.drivers.ws_client import (
     WsClosed,
     WsConnection,
     connect_websocket,
+    connection_figures,
     peer_end,
 )
 from shared.ssrf import UnsafeUrlError, check_public_url
@@ -158,9 +159,7 @@ class TwilioStreamDriver:
             "marks_echoed": self._marks_echoed,
             "clears": self._clears,
             "ignored": self._ignored,
-            "dropped_out": conn.dropped if conn is not None else 0,
-            "bot_rtt_ms": conn.median_rtt_ms if conn is not None else None,
-            "bot_rtt_last_ms": conn.last_rtt_ms if conn is not None else None,
+            **connection_figures(conn),
         }
 
     def provider_ids(self) -> dict[str, str]:

@@ -53,6 +53,7 @@ from edge_media.drivers.ws_client import (
     WsClosed,
     WsConnection,
     connect_websocket,
+    connection_figures,
     display_url,
     peer_end,
 )
@@ -164,9 +165,7 @@ class VapiDriver:
             "dtmf_not_sent": self._dtmf_not_sent,
             "late_in": self._late_in,
             "end_call_sent": self.protocol.ended,
-            "dropped_out": conn.dropped if conn is not None else 0,
-            "bot_rtt_ms": conn.median_rtt_ms if conn is not None else None,
-            "bot_rtt_last_ms": conn.last_rtt_ms if conn is not None else None,
+            **connection_figures(conn),
         }
 
     def provider_ids(self) -> dict[str, str]:

@@ -50,6 +50,7 @@ __all__ = [
     "WsConnection",
     "connect_step",
     "connect_websocket",
+    "connection_figures",
     "display_url",
     "peer_end",
 ]
@@ -434,6 +435,18 @@ def connect_step(exc: BaseException) -> ConnectStep:
     if isinstance(exc, ssl.SSLError):
         return ConnectStep.TLS
     return ConnectStep.CONNECT
+
+
+def connection_figures(conn: WsConnection | None) -> dict[str, float | int | None]:
+    """The socket's share of a driver's stats: messages dropped for a peer that does not read
+    (``dropped_out``) and the keepalive round trip (``bot_rtt_ms`` median, ``bot_rtt_last_ms``)."""
+    if conn is None:
+        return {"dropped_out": 0, "bot_rtt_ms": None, "bot_rtt_last_ms": None}
+    return {
+        "dropped_out": conn.dropped,
+        "bot_rtt_ms": conn.median_rtt_ms,
+        "bot_rtt_last_ms": conn.last_rtt_ms,
+    }
 
 
 def peer_end(closed: WsClosed, stop_reason: str | None, peer_closed: str) -> BotEnd:
