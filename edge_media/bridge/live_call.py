@@ -30,7 +30,6 @@ from edge_media.drivers.base import (
     BotEnd,
     BotUnavailable,
     CallInfo,
-    ConnectStep,
 )
 from edge_media.drivers.registry import driver_kind, public_target
 from edge_media.rtp.session import DISCARD
@@ -110,7 +109,7 @@ class LiveCall:
         self._bot_stats: list[dict[str, Any]] = []
         # One entry per bot connection or failed attempt, in order: the record's ``media``.
         self.media: list[MediaLeg] = []
-        self._media_of: dict[int, MediaLeg] = {}  # id(driver) → its entry
+        self._media_of: dict[BotDriver, MediaLeg] = {}  # each connected driver's entry
         self._extra_stats: dict[str, Any] = {}
 
     # -- registry ---------------------------------------------------------------------------
@@ -185,17 +184,16 @@ class LiveCall:
                     candidate, self.info, leg, self.services.bot_connect_timeout
                 )
             except BotUnavailable as error:
-                step = getattr(error, "step", ConnectStep.CONNECT)
                 self.log.warning(
-                    "bot %s unreachable (%s step failed): %s", entry.target, step, error
+                    "bot %s unreachable (%s step failed): %s", entry.target, error.step, error
                 )
                 entry.ended_at = datetime.now(UTC)
-                entry.failed_step = str(step)
+                entry.failed_step = str(error.step)
                 entry.end_reason = str(error)[:512]
                 continue
             self.services.metrics.bot_connect_ms((time.monotonic() - started) * 1000)
             entry.provider_ids = self._provider_ids(driver)
-            self._media_of[id(driver)] = entry
+            self._media_of[driver] = entry
             self.log.info("bot connected: %s", entry.target)
             old = self.driver
             self.driver, self.target, self.leg = driver, candidate, leg
@@ -216,7 +214,7 @@ class LiveCall:
     def _end_media(self, driver: BotDriver, reason: str) -> None:
         """Close the driver's ``media`` entry once (the first reason wins: a bot that hung up
         stays "bot closed", not the "call ended" of the stop that follows)."""
-        entry = self._media_of.get(id(driver))
+        entry = self._media_of.get(driver)
         if entry is None:
             return
         entry.provider_ids = self._provider_ids(driver) or entry.provider_ids
