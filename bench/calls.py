@@ -117,7 +117,7 @@ from tests.interop.capture import (
 )
 from tests.interop.edge import EdgeNode
 from tests.interop.media import MediaFiles, make_media
-from tests.interop.ports import HOST, free_port
+from tests.interop.ports import HOST, free_port, release_all
 from tests.interop.process import PeerError
 from tests.interop.sipp import SippResult, SippRun, call_timings
 
@@ -1115,6 +1115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         workers=args.workers,
                         driver=driver,
                     )
+                    release_all()  # the run's peers are gone: their ports may be handed out again
                     print(render(report), flush=True)
                     if report.profile:
                         print_profile(report.profile)
