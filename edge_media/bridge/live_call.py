@@ -31,13 +31,13 @@ from edge_media.drivers.base import (
     BotUnavailable,
     CallInfo,
 )
-from edge_media.drivers.registry import driver_kind, public_target
+from edge_media.drivers.registry import driver_name, public_target
 from edge_media.rtp.session import DISCARD
 from edge_media.sip.call import SipCall
 from shared.events import CallAnswered, CallCompleted, CallEvent, CallRinging
 from shared.models import CallStatus, MediaLeg
 
-__all__ = ["BridgeServices", "LiveCall", "driver_name", "status_for_end"]
+__all__ = ["BridgeServices", "LiveCall", "status_for_end"]
 
 logger = logging.getLogger("agera.bridge")
 
@@ -166,7 +166,7 @@ class LiveCall:
         target connects.
         """
         if self.driver is None and self.pending_target is not None:
-            self.log.info("connecting the redirect target instead of %s", _shown(target))
+            self.log.info("connecting the redirect target instead of %s", public_target(target))
             target = self.pending_target
         for candidate in (target, fallback):
             if not candidate:
@@ -385,19 +385,6 @@ class LiveCall:
         lost = stats.get("lost")
         if isinstance(received, int) and isinstance(lost, int) and received + lost > 0:
             self.services.metrics.rtp_loss_pct(100.0 * max(lost, 0) / (received + max(lost, 0)))
-
-
-def _shown(target: str) -> str:
-    """A media target for logs: no user info or query string (tokens live there)."""
-    return public_target(target)
-
-
-def driver_name(target: str) -> str | None:
-    """The driver kind of a target for records and events; None when it is not a target."""
-    try:
-        return str(driver_kind(target))
-    except BotUnavailable:
-        return None
 
 
 async def until_ended(sip: SipCall, work: Awaitable[T]) -> tuple[bool, T | None]:

@@ -153,7 +153,6 @@ class ElevenLabsDriver:
         self._buffer: deque[bytes] = deque()
         self._buffered = 0
         self._stop_reason: str | None = None
-        self._drops_logged = False
         self._audio_out = 0
         self._audio_in = 0
         self._bytes_to_caller = 0
@@ -374,8 +373,7 @@ class ElevenLabsDriver:
             return
         if conn.send_text(self.protocol.user_audio(data)):
             self._audio_out += 1
-        elif conn.is_open and not self._drops_logged:
-            self._drops_logged = True
+        elif conn.take_drop_warning():
             logger.warning(
                 "[call %s] ElevenLabs at %s is not reading: caller audio is being dropped",
                 self._call,

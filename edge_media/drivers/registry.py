@@ -30,7 +30,7 @@ from edge_media.drivers.vapi_driver import vapi_connector
 from edge_media.drivers.ws_client import display_url
 from shared.validation import MediaKind, parse_media_target
 
-__all__ = ["DRIVERS", "driver_kind", "make_connector", "public_target"]
+__all__ = ["DRIVERS", "driver_kind", "driver_name", "make_connector", "public_target"]
 
 DRIVERS: Mapping[MediaKind, Callable[[DriverContext], BotConnector]] = {
     MediaKind.WEBSOCKET: twilio_stream_connector,
@@ -45,6 +45,14 @@ def driver_kind(target: str) -> MediaKind:
         return parse_media_target(target).kind
     except ValueError as error:
         raise BotUnavailable(f"not a media target: {error}", step=ConnectStep.TARGET) from None
+
+
+def driver_name(target: str) -> str | None:
+    """The kind of a target as records and events name it; None when it is not a target."""
+    try:
+        return str(driver_kind(target))
+    except BotUnavailable:
+        return None
 
 
 def public_target(target: str) -> str:

@@ -82,7 +82,6 @@ class TwilioStreamDriver:
         self._call = protocol.info.call_uuid
         self._conn: WsConnection | None = None
         self._stop_reason: str | None = None
-        self._drops_logged = False
         self._media_in = 0
         self._bytes_in = 0
         self._media_out = 0
@@ -109,8 +108,7 @@ class TwilioStreamDriver:
             return
         if conn.send_text(self.protocol.media(ulaw)):
             self._media_out += 1
-        elif conn.is_open and not self._drops_logged:
-            self._drops_logged = True
+        elif conn.take_drop_warning():
             logger.warning(
                 "[call %s] bot at %s is not reading: caller audio is being dropped",
                 self._call,

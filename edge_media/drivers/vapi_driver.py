@@ -86,7 +86,6 @@ class VapiDriver:
         self._close_timeout = close_timeout
         self._conn: WsConnection | None = None
         self._stop_reason: str | None = None
-        self._drops_logged = False
         self._errors_logged = False
         self._frames_out = 0
         self._bytes_out = 0
@@ -115,8 +114,7 @@ class VapiDriver:
         if conn.send_bytes(ulaw):
             self._frames_out += 1
             self._bytes_out += len(ulaw)
-        elif conn.is_open and not self._drops_logged:
-            self._drops_logged = True
+        elif conn.take_drop_warning():
             logger.warning(
                 "[call %s] Vapi call %s is not reading: caller audio is being dropped",
                 self._call,

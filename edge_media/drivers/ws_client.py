@@ -144,6 +144,7 @@ class WsConnection(asyncio.Protocol):
         self.messages_in = 0
         self.messages_out = 0
         self.dropped = 0  # messages refused because the peer is not reading
+        self._drop_reported = False
 
     # -- public API --------------------------------------------------------------------------
 
@@ -178,6 +179,14 @@ class WsConnection(asyncio.Protocol):
     def send_bytes(self, data: bytes) -> bool:
         """Send one binary message now; same rules as `send_text`."""
         return self._send(Opcode.BINARY, data)
+
+    def take_drop_warning(self) -> bool:
+        """True exactly once, after the first message dropped for a peer that is not reading:
+        the driver logs one warning per connection, not one per 20 ms frame."""
+        if self.dropped and not self._drop_reported:
+            self._drop_reported = True
+            return True
+        return False
 
     def ping(self) -> None:
         """Send a keepalive ping now; its pong adds a round-trip sample."""

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from edge_media.drivers.base import BotUnavailable, CallInfo, ConnectStep
@@ -11,6 +9,7 @@ from edge_media.drivers.context import DriverContext
 from edge_media.drivers.registry import DRIVERS, driver_kind, make_connector, public_target
 from shared.settings import Settings
 from shared.validation import MediaKind
+from tests.edge_media.drivers.recording_leg import RecordingLeg
 
 pytestmark = pytest.mark.anyio
 
@@ -21,13 +20,6 @@ INFO = CallInfo(
     from_number="+15550001111",
     to_number="+15550002222",
 )
-
-
-class Leg:
-    def play(self, ulaw: bytes) -> None: ...
-    def mark(self, name: str) -> None: ...
-    def clear(self) -> list[Any]:
-        return []
 
 
 def test_every_media_kind_has_a_driver() -> None:
@@ -77,6 +69,6 @@ async def test_a_websocket_bot_on_a_private_address_is_refused_before_connecting
         DriverContext(Settings.load(environ={}), resolve=lambda host: ["10.0.0.7"])
     )
     with pytest.raises(BotUnavailable) as raised:
-        await connect("wss://bot.example.com/media", INFO, Leg(), 1.0)
+        await connect("wss://bot.example.com/media", INFO, RecordingLeg(), 1.0)
     assert raised.value.step is ConnectStep.TARGET
     assert "bot.example.com" in str(raised.value) or "10.0.0.7" in str(raised.value)

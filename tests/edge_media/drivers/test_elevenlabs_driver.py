@@ -13,8 +13,7 @@ import logging
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator
 
 import httpx
 import numpy as np
@@ -39,6 +38,7 @@ from edge_media.drivers.provider_connect import http_failure, socket_step
 from edge_media.drivers.ws_client import connect_step, connect_websocket
 from shared.models import Account, ElevenLabsSettings
 from shared.settings import Settings
+from tests.edge_media.drivers.recording_leg import RecordingLeg
 from tests.support.fake_elevenlabs import (
     DEFAULT_AGENT_ID,
     DEFAULT_API_KEY,
@@ -60,35 +60,6 @@ INFO = CallInfo(
 )
 FRAMES = [bytes([(index * 7 + offset) % 256 for offset in range(160)]) for index in range(50)]
 TIMEOUT = 3.0
-
-
-class RecordingLeg:
-    """Records play/mark/clear in order; a native agent has no marks, so clear returns none."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, Any]] = []
-        self.audio = bytearray()
-        self.changed = asyncio.Event()
-
-    def play(self, ulaw: bytes) -> None:
-        self.calls.append(("play", ulaw))
-        self.audio += ulaw
-        self.changed.set()
-
-    def mark(self, name: str) -> None:
-        self.calls.append(("mark", name))
-        self.changed.set()
-
-    def clear(self) -> list[PlayedMark]:
-        self.calls.append(("clear", None))
-        self.changed.set()
-        return []
-
-    async def wait_for(self, predicate: Callable[[], bool], seconds: float = 3.0) -> None:
-        async with asyncio.timeout(seconds):
-            while not predicate():
-                self.changed.clear()
-                await self.changed.wait()
 
 
 def account(*, api_key: str | None = None, agent_id: str | None = None) -> Account:

@@ -13,6 +13,7 @@ from edge_media.drivers.provider_connect import Deadline, read_account
 from edge_media.drivers.vapi_driver import vapi_connector
 from shared.models import Account
 from shared.settings import Settings
+from tests.edge_media.drivers.recording_leg import RecordingLeg
 
 pytestmark = pytest.mark.anyio
 
@@ -23,13 +24,6 @@ INFO = CallInfo(
     from_number="+15550001111",
     to_number="+15550002222",
 )
-
-
-class Leg:
-    def play(self, ulaw: bytes) -> None: ...
-    def mark(self, name: str) -> None: ...
-    def clear(self) -> list[object]:
-        return []
 
 
 async def broken_table(account_id: str) -> Account | None:
@@ -49,7 +43,7 @@ async def test_an_account_that_cannot_be_read_refuses_the_connect_instead_of_cra
     connect = connector(context)  # type: ignore[operator]
     target = "elevenlabs&agent_1" if connector is elevenlabs_connector else "vapi&asst_1"
     with pytest.raises(BotUnavailable) as raised:
-        await connect(target, INFO, Leg(), 1.0)
+        await connect(target, INFO, RecordingLeg(), 1.0)
     assert raised.value.step is ConnectStep.CREDENTIALS
     assert "ConnectionResetError" in str(raised.value) and "acc_1" in str(raised.value)
 

@@ -14,13 +14,13 @@ import json
 import logging
 import re
 from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 import pytest
 
 from edge_media.bridge.legs import PlayoutLeg
 from edge_media.drivers.base import BotEnd, BotUnavailable, CallInfo, PlayedMark
 from edge_media.drivers.twilio_driver import TwilioStreamDriver, connect_twilio_stream
+from tests.edge_media.drivers.recording_leg import RecordingLeg
 from tests.support.twilio_bot import BotSession, StrictTwilioBot
 
 pytestmark = pytest.mark.anyio
@@ -34,43 +34,6 @@ INFO = CallInfo(
     extra={"campaign": "spring"},
 )
 FRAMES = [bytes([(index * 7 + offset) % 256 for offset in range(160)]) for index in range(50)]
-
-
-class RecordingLeg:
-    """Records play/mark/clear in order; `clear` hands back the marks not yet played, the
-    first with ``heard_ms`` of its audio played and the others 0, as the playout queue does."""
-
-    def __init__(self, heard_ms: int = 0) -> None:
-        self.calls: list[tuple[str, Any]] = []
-        self.audio = bytearray()
-        self.pending: list[str] = []
-        self.heard_ms = heard_ms
-        self.changed = asyncio.Event()
-
-    def play(self, ulaw: bytes) -> None:
-        self.calls.append(("play", ulaw))
-        self.audio += ulaw
-        self.changed.set()
-
-    def mark(self, name: str) -> None:
-        self.calls.append(("mark", name))
-        self.pending.append(name)
-        self.changed.set()
-
-    def clear(self) -> list[PlayedMark]:
-        self.calls.append(("clear", None))
-        pending, self.pending = self.pending, []
-        self.changed.set()
-        return [
-            PlayedMark(name, self.heard_ms if index == 0 else 0)
-            for index, name in enumerate(pending)
-        ]
-
-    async def wait_for(self, predicate: Callable[[], bool], seconds: float = 5.0) -> None:
-        async with asyncio.timeout(seconds):
-            while not predicate():
-                self.changed.clear()
-                await self.changed.wait()
 
 
 @pytest.fixture

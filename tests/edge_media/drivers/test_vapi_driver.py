@@ -12,7 +12,7 @@ import json
 import logging
 import socket
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -24,6 +24,7 @@ from edge_media.drivers.provider_connect import http_failure
 from edge_media.drivers.vapi_driver import VapiDriver, connect_vapi, vapi_connector
 from shared.models import Account, VapiSettings
 from shared.settings import Settings
+from tests.edge_media.drivers.recording_leg import RecordingLeg
 from tests.support.fake_vapi import API_KEY, FakeVapi, VapiSession
 
 pytestmark = pytest.mark.anyio
@@ -39,43 +40,6 @@ INFO = CallInfo(
 ASSISTANT = "0b7e2c1a-0000-4000-8000-00000000a001"
 FRAMES = [bytes([(index * 7 + offset) % 256 for offset in range(160)]) for index in range(50)]
 CALL = f"[call {INFO.call_uuid}]"
-
-
-class RecordingLeg:
-    """Records play/mark/clear in order, with a playout queue that `clear` empties."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, Any]] = []
-        self.audio = bytearray()  # everything the driver asked to play
-        self.queued = bytearray()  # not yet played out
-        self.cleared = bytearray()  # dropped by clears
-        self.changed = asyncio.Event()
-
-    def play(self, ulaw: bytes) -> None:
-        self.calls.append(("play", ulaw))
-        self.audio += ulaw
-        self.queued += ulaw
-        self.changed.set()
-
-    def mark(self, name: str) -> None:
-        self.calls.append(("mark", name))
-        self.changed.set()
-
-    def clear(self) -> list[PlayedMark]:
-        self.calls.append(("clear", None))
-        self.cleared += self.queued
-        self.queued.clear()
-        self.changed.set()
-        return []
-
-    def kinds(self) -> list[str]:
-        return [kind for kind, _ in self.calls]
-
-    async def wait_for(self, predicate: Callable[[], bool], seconds: float = 5.0) -> None:
-        async with asyncio.timeout(seconds):
-            while not predicate():
-                self.changed.clear()
-                await self.changed.wait()
 
 
 def account(api_key: str | None = API_KEY, assistant_id: str | None = ASSISTANT) -> Account:
