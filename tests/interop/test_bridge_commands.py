@@ -411,7 +411,9 @@ async def test_hangup_command_ends_an_inbound_call_once(peers: Peers, aws: Any, 
             await anyio.to_thread.run_sync(caller.start)
             session = await started(bot, 10)
             call_uuid = uuid.UUID(custom_parameters(session)["call_uuid"])
-            await session.wait_for(lambda: len(session.audio) >= 8000, "1 s of audio", 5)
+            # 1.5 s, not 1: 50 frames span only 0.98 s, and a burst after a stall can bring them
+            # in under a second, which made the duration 0 (seen in CI)
+            await session.wait_for(lambda: len(session.audio) >= 12000, "1.5 s of audio", 5)
             hangup = Hangup(call_uuid=call_uuid, account_id=tenant.account.account_id)
             # Delivered twice (SQS is at-least-once): applied once.
             await send_command(command_queue(node), hangup)
