@@ -71,8 +71,7 @@ def pacer_step(playout: bool, ticks: int) -> Callable[[], object]:
             queue.push_media(audio)
 
             def source(queue: PlayoutQueue = queue) -> bytes | None:
-                frame, _marks = queue.next_frame()
-                return frame
+                return queue.next_frame()
 
         else:
 

@@ -163,7 +163,7 @@ class EchoCall:
         pass
 
     def source(self) -> bytes | None:
-        return self.queue.next_frame()[0]
+        return self.queue.next_frame()
 
 
 async def _recv(conn: Connection) -> tuple[str, Any]:

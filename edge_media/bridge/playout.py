@@ -7,6 +7,14 @@ hearing them and to cut their transcript on barge-in. A mark is reached once eve
 media pushed before it has been taken by `next_frame`. `clear` drops all audio and returns the
 pending marks in order, so the bot learns those chunks were never played.
 
+Why reached marks wait in the queue until `take_reached`: the frame that reaches a mark is
+only on the wire once the pacer tick has sent it, and the tick sends its packets after it has
+pulled every stream's frame. A mark echoed from inside `next_frame` would leave before the
+packet it vouches for; under load (a preempted process, a garbage collection mid-tick) the bot
+heard the echo milliseconds before the caller could hear the audio. The RTP session takes the
+reached marks once the tick's packets are out. A `clear` in between returns them first, so
+the bot still receives every echo once, in queue order.
+
 Why each reached mark carries ``played_ms``: a bot that is interrupted must know how much of
 its reply the caller actually heard, to cut its transcript at the right word. Counting is in
 whole frames, since that is what the pacer sends: a partial frame padded with silence counts as
@@ -61,6 +69,7 @@ class PlayoutQueue:
         "_partial",
         "_position",
         "_reached",
+        "_reached_marks",
         "_starved",
     )
 
@@ -74,6 +83,7 @@ class PlayoutQueue:
         # so far are _position - _frames; _reached is the position of the last mark reported.
         self._position = 0
         self._reached = 0
+        self._reached_marks: list[PlayedMark] = []  # reached by next_frame, not yet taken
         self._partial = bytearray()  # trailing bytes short of a whole frame
         self._dropped_bytes = 0
         self._overflowed = False
@@ -150,7 +160,8 @@ class PlayoutQueue:
         self._pad_partial()
 
     def clear(self) -> list[PlayedMark]:
-        """Drop all queued audio; returns every pending mark, oldest first.
+        """Drop all queued audio; returns every mark not yet taken, oldest first: those already
+        reached (with their own ``played_ms``), then the pending ones.
 
         The first pending mark gets the audio played since the previous mark (what the caller
         heard of it before the clear), the later ones 0. With no mark pending the count runs
@@ -164,22 +175,38 @@ class PlayoutQueue:
                 marks.append(PlayedMark(item.name, heard))
         if marks:
             self._reached = played
+        marks[:0] = self.take_reached()
         self._items.clear()
         self._frames = 0
         self._position = played
         self._partial.clear()
         return marks
 
-    def next_frame(self) -> tuple[bytes | None, list[PlayedMark]]:
-        """The 20 ms payload to send now (None when idle) and the marks reached with it."""
+    @property
+    def has_reached(self) -> bool:
+        """True when marks reached by `next_frame` wait to be taken."""
+        return bool(self._reached_marks)
+
+    def take_reached(self) -> list[PlayedMark]:
+        """The marks reached since the last call, oldest first; call once the frames taken
+        with them have been sent."""
+        marks = self._reached_marks
+        if not marks:
+            return []
+        self._reached_marks = []
+        return marks
+
+    def next_frame(self) -> bytes | None:
+        """The 20 ms payload to send now (None when idle); marks reached with it are kept for
+        `take_reached`."""
         items = self._items
-        marks: list[PlayedMark] = []
         frame: bytes | None = None
         while items:
             item = items[0]
             if type(item) is _Mark:
                 items.popleft()
-                marks.append(PlayedMark(item.name, (item.end - self._reached) * FRAME_MS))
+                reached = PlayedMark(item.name, (item.end - self._reached) * FRAME_MS)
+                self._reached_marks.append(reached)
                 self._reached = item.end
             elif frame is None:
                 frame = items.popleft()  # type: ignore[assignment]  # a frame, by elimination
@@ -187,7 +214,7 @@ class PlayoutQueue:
             else:
                 break
         self._starved = frame is None
-        return frame, marks
+        return frame
 
     # -- internals -----------------------------------------------------------------------------
 

@@ -15,8 +15,8 @@ conversation, on ``stop`` (Ctrl-C), or when the far end sends BYE.
 
 The recording is every inbound 20 ms frame in the order it arrived: gaps (lost packets, or a far
 end that sends nothing while it is silent) are not filled, so the file can be shorter than the
-call and is not a timeline. Frames that land between the 200 OK and the moment the recorder is
-attached (one loop turn) are not recorded.
+call and is not a timeline. The recorder is the leg's media sink from the moment its RTP port
+opens, so the first packet after the 200 OK is in it too.
 
 The hang-up cause is the Q.850 cause of the far end's ``Reason`` header (RFC 3326) when it sent
 one, in the final response or the BYE; `SipCall` only keeps the cause its status maps to
@@ -324,10 +324,9 @@ class _ReasonWatch:
 class _Recorder:
     """The leg's media sink: keeps every inbound frame and reports each digit as it comes."""
 
-    def __init__(self, out: TextIO, endpoint: SipEndpoint, answered_at: float) -> None:
+    def __init__(self, out: TextIO, call: SipCall) -> None:
         self._out = out
-        self._endpoint = endpoint
-        self._answered_at = answered_at
+        self._call = call
         self.frames: list[bytes] = []
         self.digits: list[ReceivedDigit] = []
 
@@ -342,7 +341,8 @@ class _Recorder:
         self._digit(digit, "SIP INFO")
 
     def _digit(self, digit: str, via: str) -> None:
-        at = self._endpoint.now() - self._answered_at
+        call = self._call
+        at = call.endpoint.now() - (call.answered_at or call.endpoint.now())
         self.digits.append(ReceivedDigit(digit, via, round(at, 3)))
         _say(self._out, f"received DTMF {digit} ({via})")
 
@@ -506,6 +506,8 @@ async def _call(
         credentials=credentials,
     )
     phone.watch.call_id = call.call_id
+    recorder = _Recorder(out, call)
+    call.media_sink = recorder  # before the media opens: no packet after the answer is missed
     local_host, local_port = endpoint.advertised
     _say(
         out,
@@ -527,8 +529,6 @@ async def _call(
         return _result(phone, call, None, [], 0.0)
     media = call.media
     assert media is not None and call.answered_at is not None
-    recorder = _Recorder(out, endpoint, call.answered_at)
-    media.sink = recorder
     call.on_digit = recorder.on_info_digit
     negotiated = media.negotiated
     if negotiated is not None:

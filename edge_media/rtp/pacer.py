@@ -26,7 +26,8 @@ the same thread; a stream registered now sends from the next tick on.
 
 Each tick pulls one frame per stream from its source (`Callable[[], bytes | None]`), which
 returns the next 160-byte μ-law payload or None for "nothing to send"; a PlayoutQueue's
-`next_frame` wrapped to keep the marks it reports is the intended source.
+`next_frame` is the intended source (the RTP session takes the marks it reached once the tick's
+packets have been sent).
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ redirect swaps the bot driver without touching the SIP leg).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from collections.abc import Callable
@@ -71,6 +72,7 @@ class RtpSession:
         self._stream: int | None = None
         self._sent_params: tuple[Any, ...] | None = None
         self._packets_out = 0  # sent by streams already taken off the pacer (hold)
+        self._marks_due = False  # a _report_marks is scheduled
 
     @classmethod
     async def open(
@@ -99,10 +101,20 @@ class RtpSession:
     # -- pacer source ----------------------------------------------------------------------------
 
     def _next_frame(self) -> bytes | None:
-        frame, marks = self.playout.next_frame()
+        playout = self.playout
+        frame = playout.next_frame()
+        if playout.has_reached and not self._marks_due:
+            # playout.py: a reached mark is echoed once this tick's packets have left; the
+            # pacer sends them when every stream has had its frame, before the loop turns.
+            self._marks_due = True
+            asyncio.get_running_loop().call_soon(self._report_marks)
+        return frame
+
+    def _report_marks(self) -> None:
+        self._marks_due = False
+        marks = self.playout.take_reached()
         if marks and self.on_marks is not None:
             self.on_marks(marks)
-        return frame
 
     # -- control ---------------------------------------------------------------------------------
 

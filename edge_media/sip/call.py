@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from edge_media.rtp.dtmf import DtmfDigit, DtmfTrigger
 from edge_media.rtp.ports import PortsExhaustedError
-from edge_media.rtp.session import RtpSession
+from edge_media.rtp.session import MediaSink, RtpSession
 from edge_media.sip.causes import (
     NORMAL_CLEARING,
     cause_for_status,
@@ -128,6 +128,10 @@ class SipCall:
         self.state = CallState.INCOMING if direction == "inbound" else CallState.CALLING
         self.dialog: Dialog | None = None
         self.media: RtpSession | None = None
+        # Where inbound audio goes from the moment the RTP port opens: set it right after
+        # `UserAgent.invite` to hear the very first packet after the answer (media.sink, set once
+        # the answer is seen, misses what arrives in between).
+        self.media_sink: MediaSink | None = None
         self.sdp: SdpSession | None = None
         self.end: CallEnd | None = None
         self.log = _CallLog(logger, {"call": self.call_id})
@@ -315,6 +319,8 @@ class SipCall:
             self.ua.pacer,
             playout_seconds=self.ua.playout_seconds,
         )
+        if self.media_sink is not None:
+            session.sink = self.media_sink
         self.sdp = SdpSession(self.ua.local_media(session.port))
         return session
 

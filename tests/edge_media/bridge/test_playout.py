@@ -8,13 +8,19 @@ from edge_media.drivers.base import PlayedMark as M
 AUDIO = bytes(index % 251 for index in range(2000))
 
 
+def tick(queue: PlayoutQueue) -> tuple[bytes | None, list[M]]:
+    """One pacer tick as the RTP session runs it: take the frame, send it, take the marks."""
+    frame = queue.next_frame()
+    return frame, queue.take_reached()
+
+
 def drain(queue: PlayoutQueue, calls: int) -> list[tuple[bytes | None, list[M]]]:
-    return [queue.next_frame() for _ in range(calls)]
+    return [tick(queue) for _ in range(calls)]
 
 
 def test_idle_queue() -> None:
     queue = PlayoutQueue()
-    assert queue.next_frame() == (None, [])
+    assert tick(queue) == (None, [])
     assert queue.buffered_ms == 0
 
 
@@ -64,7 +70,7 @@ def test_partial_frame_is_held_until_more_audio_comes() -> None:
     queue = PlayoutQueue()
     queue.push_media(AUDIO[:100])
     assert queue.buffered_ms == 12.5
-    assert queue.next_frame() == (None, [])
+    assert tick(queue) == (None, [])
     queue.push_media(AUDIO[100:200])
     assert queue.buffered_ms == 25
     assert drain(queue, 2) == [(AUDIO[:160], []), (None, [])]
@@ -109,13 +115,13 @@ def test_clear_drops_audio_and_returns_pending_marks_in_order() -> None:
     queue.push_media(AUDIO[500:700])
     queue.push_mark("b")
     queue.push_media(AUDIO[700:750])
-    assert queue.next_frame() == (AUDIO[:160], [M("played", 20)])
+    assert tick(queue) == (AUDIO[:160], [M("played", 20)])
     assert queue.clear() == [M("a", 0), M("b", 0)]
     assert queue.buffered_ms == 0
-    assert queue.next_frame() == (None, [])
+    assert tick(queue) == (None, [])
     # The held partial was dropped too: new audio starts a fresh frame.
     queue.push_media(AUDIO[:160])
-    assert queue.next_frame() == (AUDIO[:160], [])
+    assert tick(queue) == (AUDIO[:160], [])
 
 
 def test_clear_on_an_empty_queue() -> None:
@@ -156,7 +162,7 @@ def test_a_mark_on_an_empty_queue_after_a_mark_played_nothing() -> None:
     queue.push_mark("spoke")
     drain(queue, 3)
     queue.push_mark("silent")
-    assert queue.next_frame() == (None, [M("silent", 0)])
+    assert tick(queue) == (None, [M("silent", 0)])
 
 
 def test_audio_sent_without_a_mark_counts_towards_the_next_mark() -> None:
@@ -165,7 +171,7 @@ def test_audio_sent_without_a_mark_counts_towards_the_next_mark() -> None:
     queue.push_media(frames(4))
     drain(queue, 6)
     queue.push_mark("late")
-    assert queue.next_frame() == (None, [M("late", 80)])
+    assert tick(queue) == (None, [M("late", 80)])
 
 
 def test_flushed_partial_frame_counts_as_a_whole_frame() -> None:
@@ -190,7 +196,7 @@ def test_clear_mid_utterance_reports_what_was_heard_on_the_first_pending_mark() 
     # The count starts again from the clear: the next mark covers only new audio.
     queue.push_media(frames(1))
     queue.push_mark("next")
-    assert queue.next_frame() == (frames(1), [M("next", 20)])
+    assert tick(queue) == (frames(1), [M("next", 20)])
 
 
 def test_clear_of_a_mark_whose_audio_all_played_reports_all_of_it() -> None:
@@ -216,7 +222,7 @@ def test_clear_without_pending_marks_keeps_counting_towards_the_next_mark() -> N
     assert queue.clear() == []
     queue.push_media(frames(1, 7))
     queue.push_mark("after")
-    assert queue.next_frame() == (frames(1, 7), [M("after", 60)])
+    assert tick(queue) == (frames(1, 7), [M("after", 60)])
 
 
 def test_capacity_drops_are_not_played_audio() -> None:
@@ -261,3 +267,18 @@ def test_room_frees_up_as_frames_play() -> None:
 def test_capacity_must_be_positive() -> None:
     with pytest.raises(ValueError, match="capacity 0 s must be positive"):
         PlayoutQueue(capacity_seconds=0)
+
+
+def test_reached_marks_wait_for_take_and_a_clear_returns_them_first() -> None:
+    """A mark reached by a tick whose packet has not left yet is not lost or reordered by a
+    clear that comes in between: the clear returns it ahead of the pending ones, once."""
+    queue = PlayoutQueue()
+    queue.push_media(frames(1))
+    queue.push_mark("reached")
+    queue.push_media(frames(2, 1))
+    queue.push_mark("pending")
+    assert queue.next_frame() == frames(1)
+    assert queue.has_reached
+    assert queue.clear() == [M("reached", 20), M("pending", 0)]
+    assert not queue.has_reached
+    assert queue.take_reached() == []

@@ -33,7 +33,7 @@ def frame(n: int) -> bytes:
 
 def tick(leg: Leg) -> int | None:
     """What the pacer sends now: the frame's number, or None for silence/comfort noise."""
-    payload, _ = leg.playout.next_frame()
+    payload = leg.playout.next_frame()
     if payload is None or payload == b"\xff" * FRAME_BYTES:
         return SILENCE
     return payload[0]
@@ -81,7 +81,7 @@ def test_without_priming_the_same_arrivals_would_click() -> None:
         if kind == 1:
             queue.push_media(frame(n))
         else:
-            sent.append(queue.next_frame()[0])
+            sent.append(queue.next_frame())
     first = next(i for i, f in enumerate(sent) if f is not None)
     assert None in sent[first : first + 400]
 

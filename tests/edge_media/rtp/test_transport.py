@@ -90,7 +90,7 @@ class EchoHandler:
         pass
 
     def source(self) -> bytes | None:
-        return self.queue.next_frame()[0]
+        return self.queue.next_frame()
 
 
 class Peer(asyncio.DatagramProtocol):
