@@ -18,7 +18,7 @@ AWS the table and queue answer from elsewhere. The originate queue is drained ev
 untimed, as edge nodes would consume it (moto's SendMessage slows down with queue depth). Logs are written as in production (JSON, INFO) but
 to /dev/null, so the terminal's speed is not measured. Import time is the median of fresh
 interpreters timing ``import functions.api.handler`` (what Lambda pays at a cold start).
-Budget (DESIGN.md §6): API p99 ≤ 15 ms locally, handler import ≤ 300 ms.
+Budget (docs/performance.md): API p99 ≤ 15 ms locally, handler import ≤ 300 ms.
 """
 
 from __future__ import annotations

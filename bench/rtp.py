@@ -9,63 +9,80 @@ this script). sipp ``uac_load.xml`` places the calls: each streams looped speech
 one local port, plays RFC 4733 digits at the end and hangs up. tshark captures only the
 node → caller direction, headers only (``-s 96 -F pcap``), so it keeps up.
 
-Reported, and why each is measured where it is:
+Reported, and why each is measured where it is (the budgets are docs/performance.md's):
 * max streams with zero loss: every node → caller stream is checked for sequence gaps
   (RFC 3550 §A.3); if one was lost, the figure is how many streams flowed before the first
   loss. ``--find-max`` ramps calls up slowly and holds them, so that moment is the knee.
 * pacing error: each outbound packet's departure against the 20 ms grid given by its RTP
   timestamp (capture time on lo = departure time), p50/p99/max over the steady window, and the
-  inter-departure deltas. DESIGN §6 budget: p99 <= 2 ms at 200 calls.
+  inter-departure deltas. Budget: p99 <= 2 ms at 200 calls.
 * edge CPU per call-second: utime+stime of the node and all its descendants
   (/proc/<pid>/stat) over the steady window (every call up), divided by the call-seconds in it.
-  DESIGN §6: <= 1.5 ms per *bridged* call-second; the echo path does less than a bridge.
+  Budget: <= 1.5 ms per *bridged* call-second; the echo path does less than a bridge.
 * call setup: INVITE → 180 and INVITE → 200 p50/p99 from sipp's -trace_shortmsg.
-  DESIGN §6: INVITE → 180 p99 <= 10 ms, → 200 p99 <= 50 ms.
+  Budget: INVITE → 180 p99 <= 10 ms, → 200 p99 <= 50 ms.
 * sipp's own counters (successful, failed, retransmissions) and tshark's dropped count (a
   capture drop is not a node loss).
 * ``--inbound`` also captures caller → node (twice the packets): gaps in what sipp sent, and
   per call how many packets the node did not send back (the echo's shortfall).
 
-Reference floor on this 2-core box (sip-stack-evaluation.md §5): the per-packet costs of an
-RTP <-> WebSocket bridge add up to about 1.2 ms CPU per call-second with uvloop (1.8 ms stock
-asyncio); a whole bridge measured about 3 ms (0.3 % of a core per call). sipp's own sender is
-not on the grid: against sipp's ``-rtp_echo`` this script measures a pacing p99 of about 18 ms,
-which is sipp (it sends at 20.1 ms and catches up with a 16 ms step). sipp, tshark and the node
-share the cores: compare runs on the same machine only. play_dtmf uses a raw socket: run as
-root (or with CAP_NET_RAW), as CI does.
+Reference floor on this 2-core box: the per-packet costs of an RTP <-> WebSocket bridge
+add up to about 1.2 ms CPU per call-second with uvloop (1.8 ms stock asyncio); a whole
+bridge measured about 3 ms (0.3 % of a core per call). sipp's own sender is not on the
+grid: against sipp's ``-rtp_echo`` this script measures a pacing p99 of about 18 ms, which
+is sipp (it sends at 20.1 ms and catches up with a 16 ms step). sipp, tshark and the node
+share the cores: compare runs on the same machine only. play_dtmf uses a raw socket: run
+as root (or with CAP_NET_RAW), as CI does.
+
+The CPU sampler, the run's plan and steady window, the pacing and the budget are shared with
+bench/calls.py (bench/lib: cpu_sampling.py, sipp_load.py, budget.py), so that the two benches
+measure the node the same way.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import signal
 import sys
 import tempfile
-import threading
-import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
-from itertools import pairwise
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import FrameType
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.lib.budget import (
+    BUDGET_ANSWER_P99_MS,
+    BUDGET_CPU_MS,
+    BUDGET_PACING_P99_MS,
+    BUDGET_RINGING_P99_MS,
+    BUDGET_STREAMS,
+)
+from bench.lib.cpu_sampling import CLOCK_TICKS, SAMPLE_PERIOD_S, CpuSampler
+from bench.lib.sipp_load import (
+    DTMF_TAIL_S,
+    SCENARIO,
+    SIPP_TIMEOUT_MARGIN_S,
+    Plan,
+    active_calls,
+    call_seconds,
+    interrupt,
+    pacing_in_window,
+    percentile_dict,
+    percentile_text,
+    steady_window,
+)
 from tests.interop.capture import (
     AUDIO_PAYLOAD_TYPES,
     LOAD_SNAPLEN,
     Capture,
     CaptureSummary,
-    Percentiles,
     RtpSeen,
     StreamKey,
     StreamStats,
     first_loss_time,
-    grid_errors_ms,
     max_concurrent_before,
     percentiles,
     read_rtp,
@@ -78,112 +95,11 @@ from tests.interop.ports import HOST
 from tests.interop.process import PeerError
 from tests.interop.sipp import CallTiming, SippResult, SippRun, call_timings
 
-SCENARIO = "uac_load.xml"
 SERVICE = "echo"
-DTMF_TAIL_S = 3.5  # uac_load.xml: play_dtmf then a 3.5 s pause before its BYE
-SETTLE_S = 2.0  # after the last call is up, before the steady window opens
-SIPP_TIMEOUT_MARGIN_S = 60.0
-SAMPLE_PERIOD_S = 1.0  # CPU samples of the node's process tree
-MAX_TREE_DEPTH = 64
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-MIN_WINDOW_S = 5.0
 FIND_MAX_BUCKET_S = 5.0
 DEFAULT_RATE = 20.0  # calls per second while ramping up
 FIND_MAX_RATE = 5.0
-BUDGET_CPU_MS = 1.5  # DESIGN §6, per bridged call-second
-BUDGET_PACING_P99_MS = 2.0
-BUDGET_RINGING_P99_MS = 10.0
-BUDGET_ANSWER_P99_MS = 50.0
-BUDGET_STREAMS = 400
 ECHO_TAIL_PACKETS = 10  # in flight when the caller hangs up: not echoed, not lost
-
-
-# -- CPU of a process tree ----------------------------------------------------------------------
-
-
-def _stat_fields(pid: int) -> list[str] | None:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return text[text.rfind(")") + 2 :].split()  # fields from 3 (state) on; comm may hold spaces
-
-
-def process_table() -> tuple[dict[int, int], dict[int, int]]:
-    """(parent of each pid, its utime + stime in clock ticks) for every process."""
-    parents: dict[int, int] = {}
-    ticks: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        fields = _stat_fields(int(entry.name))
-        if fields is None or len(fields) < 13:
-            continue
-        parents[int(entry.name)] = int(fields[1])
-        ticks[int(entry.name)] = int(fields[11]) + int(fields[12])  # utime, stime (14, 15)
-    return parents, ticks
-
-
-def tree(root: int, parents: dict[int, int]) -> list[int]:
-    """``root`` and its live descendants."""
-    members = []
-    for pid in parents:
-        walk, hops = pid, 0
-        while walk not in (0, 1) and walk != root and hops < MAX_TREE_DEPTH:
-            walk, hops = parents.get(walk, 0), hops + 1
-        if walk == root:
-            members.append(pid)
-    return members
-
-
-@dataclass
-class Sample:
-    time: float  # epoch, like sipp's trace timestamps
-    ticks: dict[str, int]  # per watched tree
-    processes: dict[str, int]
-
-
-@dataclass
-class CpuSampler:
-    """CPU of some process trees (root and descendants), sampled every SAMPLE_PERIOD_S."""
-
-    pids: dict[str, int]
-    samples: list[Sample] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="cpu-sampler", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            parents, ticks = process_table()
-            sample = Sample(time.time(), {}, {})
-            for name, root in list(self.pids.items()):
-                members = tree(root, parents)
-                sample.ticks[name] = sum(ticks[pid] for pid in members)
-                sample.processes[name] = len(members)
-            self.samples.append(sample)
-            if self._stop.wait(SAMPLE_PERIOD_S):
-                return
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(SAMPLE_PERIOD_S * 5)
-
-    def cpu_between(self, name: str, start: float, end: float) -> tuple[float, float, float] | None:
-        """(CPU seconds, from, to) of ``name`` between its first and last sample in [start, end]."""
-        inside = [
-            (x.time, x.ticks[name])
-            for x in self.samples
-            if start <= x.time <= end and name in x.ticks
-        ]
-        if len(inside) < 2:
-            return None
-        (t0, c0), (t1, c1) = inside[0], inside[-1]
-        return (c1 - c0) / CLOCK_TICKS, t0, t1
 
 
 # -- one run ------------------------------------------------------------------------------------
@@ -223,58 +139,6 @@ class RunReport:
     echo_short_calls: int | None = None  # calls short by more than ECHO_TAIL_PACKETS
 
 
-def _pct(p: Percentiles | None) -> dict[str, float] | None:
-    return None if p is None else {"p50": p.p50, "p99": p.p99, "max": p.max, "n": p.count}
-
-
-def active_calls(timings: Iterable[CallTiming], at: float) -> int:
-    return sum(
-        1
-        for t in timings
-        if t.acked_at is not None and t.acked_at <= at and (t.bye_at is None or at < t.bye_at)
-    )
-
-
-def call_seconds(timings: Iterable[CallTiming], start: float, end: float) -> float:
-    """Sum over calls of the time each was up (ACK .. BYE) inside [start, end]."""
-    total = 0.0
-    for t in timings:
-        if t.acked_at is None:
-            continue
-        up, down = max(start, t.acked_at), min(end, t.bye_at if t.bye_at is not None else end)
-        total += max(0.0, down - up)
-    return total
-
-
-def steady_window(timings: Sequence[CallTiming]) -> tuple[float, float] | None:
-    """From SETTLE_S after the last call was answered to the first hangup."""
-    acked = [t.acked_at for t in timings if t.acked_at is not None]
-    byes = [t.bye_at for t in timings if t.bye_at is not None]
-    if not acked or not byes:
-        return None
-    start, end = max(acked) + SETTLE_S, min(byes)
-    return (start, end) if end - start >= MIN_WINDOW_S else None
-
-
-def pacing_in_window(
-    streams: dict[Any, list[RtpSeen]], window: tuple[float, float] | None
-) -> tuple[list[float], list[float]]:
-    """|grid error| and inter-departure deltas (ms) of every audio packet inside ``window``."""
-    errors: list[float] = []
-    deltas: list[float] = []
-    for packets in streams.values():
-        audio = [p for p in packets if p.payload_type in AUDIO_PAYLOAD_TYPES]
-        if len(audio) < 2:
-            continue
-        for pkt, error in zip(audio, grid_errors_ms(audio), strict=True):
-            if window is None or window[0] <= pkt.time <= window[1]:
-                errors.append(abs(error))
-        for a, b in pairwise(audio):
-            if window is None or window[0] <= b.time <= window[1]:
-                deltas.append((b.time - a.time) * 1000)
-    return errors, deltas
-
-
 def cpu_curve(
     sampler: CpuSampler, timings: Sequence[CallTiming], name: str
 ) -> list[tuple[float, float]]:
@@ -287,27 +151,6 @@ def cpu_curve(
             cpu = (c1 - c0) / CLOCK_TICKS / (t1 - t0) * 100
             curve.append((float(active_calls(timings, (t0 + t1) / 2)), round(cpu, 1)))
     return curve
-
-
-@dataclass
-class Plan:
-    calls: int
-    rate: float
-    duration_s: float
-    find_max: bool
-
-    @property
-    def ramp_s(self) -> float:
-        return self.calls / self.rate
-
-    @property
-    def call_ms(self) -> int:
-        """sipp -d: the first call must still be up when the steady window closes."""
-        return int((self.ramp_s + 2 * SETTLE_S + self.duration_s) * 1000)
-
-    @property
-    def total_s(self) -> float:
-        return self.ramp_s + self.call_ms / 1000 + DTMF_TAIL_S
 
 
 def run_once(
@@ -451,19 +294,23 @@ def analyse(
         window_calls=window_calls,
         cpu_ms_per_call_s=cpu_ms,
         cpu_percent=cpu_percent,
-        pacing_ms=_pct(percentiles(errors)),
-        delta_ms=_pct(percentiles(deltas)),
-        ringing_ms=_pct(percentiles(t.ringing_ms for t in timings if t.ringing_ms is not None)),
-        answer_ms=_pct(percentiles(t.answered_ms for t in timings if t.answered_ms is not None)),
+        pacing_ms=percentile_dict(percentiles(errors)),
+        delta_ms=percentile_dict(percentiles(deltas)),
+        ringing_ms=percentile_dict(
+            percentiles(t.ringing_ms for t in timings if t.ringing_ms is not None)
+        ),
+        answer_ms=percentile_dict(
+            percentiles(t.answered_ms for t in timings if t.answered_ms is not None)
+        ),
         node_rc=node_rc,
         curve=cpu_curve(sampler, timings, "node")
         if plan.find_max and "node" in sampler.pids
         else [],
         notes=notes,
-        node_processes=max((x.processes.get("node", 0) for x in sampler.samples), default=None),
+        node_processes=max((x.sizes.get("node", 0) for x in sampler.samples), default=None),
         inbound_packets=sum(_audio_count(v) for v in sent.values()) if sent else None,
         inbound_lost=sum(stream_stats(k, v).lost for k, v in sent.items()) if sent else None,
-        echo_missing=_pct(percentiles(shortfall)) if shortfall else None,
+        echo_missing=percentile_dict(percentiles(shortfall)) if shortfall else None,
         echo_short_calls=sum(1 for m in shortfall if m > ECHO_TAIL_PACKETS) if shortfall else None,
     )
 
@@ -499,13 +346,6 @@ def echo_shortfall(
 # -- output -------------------------------------------------------------------------------------
 
 
-def _fmt(p: dict[str, float] | None, budget: float | None = None) -> str:
-    if p is None:
-        return "n/a"
-    verdict = "" if budget is None else ("  ok" if p["p99"] <= budget else f"  OVER {budget:g}")
-    return f"p50 {p['p50']:.2f}  p99 {p['p99']:.2f}  max {p['max']:.2f}  (n={p['n']:.0f}){verdict}"
-
-
 def render(report: RunReport) -> str:
     r = report
     cpu = (
@@ -528,11 +368,11 @@ def render(report: RunReport) -> str:
         f"capture            captured {r.capture['captured']}  dropped {r.capture['dropped']}",
         f"max zero-loss      {zero}  (budget ≥ {BUDGET_STREAMS} on this box)",
         f"steady window      {'n/a' if r.window_s is None else f'{r.window_s:.1f} s'}",
-        f"pacing |error| ms  {_fmt(r.pacing_ms, BUDGET_PACING_P99_MS)}",
-        f"inter-departure ms {_fmt(r.delta_ms)}",
+        f"pacing |error| ms  {percentile_text(r.pacing_ms, BUDGET_PACING_P99_MS)}",
+        f"inter-departure ms {percentile_text(r.delta_ms)}",
         f"edge CPU           {cpu}  [{r.node_processes} process(es) in the node's tree]",
-        f"INVITE→180 ms      {_fmt(r.ringing_ms, BUDGET_RINGING_P99_MS)}",
-        f"INVITE→200 ms      {_fmt(r.answer_ms, BUDGET_ANSWER_P99_MS)}",
+        f"INVITE→180 ms      {percentile_text(r.ringing_ms, BUDGET_RINGING_P99_MS)}",
+        f"INVITE→200 ms      {percentile_text(r.answer_ms, BUDGET_ANSWER_P99_MS)}",
     ]
     if r.curve:
         lines.append(
@@ -541,7 +381,7 @@ def render(report: RunReport) -> str:
     if r.inbound_packets is not None:
         lines.append(
             f"caller→node        packets {r.inbound_packets}  skipped by sipp {r.inbound_lost}  "
-            f"echo shortfall per call {_fmt(r.echo_missing)}  "
+            f"echo shortfall per call {percentile_text(r.echo_missing)}  "
             f"calls short by > {ECHO_TAIL_PACKETS}: {r.echo_short_calls}"
         )
     lines += [f"note: {n}" for n in r.notes]
@@ -549,17 +389,6 @@ def render(report: RunReport) -> str:
 
 
 # -- command line -------------------------------------------------------------------------------
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    """Unwind through run_once's ``finally``, which stops every process (bounded).
-
-    A second signal during that cleanup would abort it and leave peers running, so further
-    ones are ignored from here on.
-    """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise KeyboardInterrupt
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -600,8 +429,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
     rate = args.rate or (FIND_MAX_RATE if args.find_max else DEFAULT_RATE)
     plan = Plan(calls=args.calls, rate=rate, duration_s=args.duration, find_max=args.find_max)
     workers: list[int | None] = [None] if args.target else list(args.workers)

@@ -1,4 +1,4 @@
-"""Per-operation cost of the RTP media core's hot paths (DESIGN §6: measure here, never in tests).
+"""Per-operation cost of the RTP media core's hot paths (measured here, never in tests).
 
 Run: .venv/bin/python bench/rtp_core.py [--samples N]
 
@@ -19,10 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from edge_media.bridge.playout import PlayoutQueue
 from edge_media.rtp.g711 import ulaw_to_alaw
 from edge_media.rtp.pacer import Pacer
 from edge_media.rtp.packet import RtpPacket, pack_header
+from edge_media.rtp.playout import PlayoutQueue
 from edge_media.rtp.receiver import RtpReceiver
 
 FRAME = bytes(range(160))

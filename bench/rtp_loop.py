@@ -11,9 +11,9 @@ send on unrelated phases, so by default they are spread over 10 phases; ``--phas
 every call's packet in one burst, the worst case for the pacer's wake-ups.
 
 Reported: this process's CPU (time.process_time) while the sender sends, per stream-second,
-which covers receive, handler, pacer and send, both directions (DESIGN §6 budgets 1.5 ms per
-bridged call-second, WebSocket side included, so this share must stay well below it); packets
-lost inbound and on the echo path; and MediaClock wake-up lateness (sub-ms when the loop's
+which covers receive, handler, pacer and send, both directions (docs/performance.md budgets
+1.5 ms per bridged call-second, WebSocket side included, so this share must stay well below
+it); packets lost inbound and on the echo path; and MediaClock wake-up lateness (sub-ms when the loop's
 clock is the monotonic clock). Numbers depend on the machine and its load: compare runs on the
 same box only, and note what else was running.
 """
@@ -34,11 +34,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from edge_media.bridge.playout import PlayoutQueue
 from edge_media.loop import loop_name, new_loop
 from edge_media.rtp.dtmf import DtmfDigit
 from edge_media.rtp.pacer import Pacer
 from edge_media.rtp.packet import Address, pack_header
+from edge_media.rtp.playout import PlayoutQueue
 from edge_media.rtp.ports import PortAllocator
 from edge_media.rtp.transport import (
     MediaClock,

@@ -5,8 +5,8 @@ Usage: python bench/sip_parse.py [iterations]
 Prints median and p99 in microseconds, measured one call at a time with perf_counter_ns, for:
 parse (what the transport pays per datagram: framing plus the checks of Via, CSeq, Call-ID,
 From, To, Max-Forwards and Contact), parse plus building every header view a UA reads for a new
-call, and serialise. sip-stack-evaluation.md §6 quotes sipmessage at ~9.4 us to parse a
-509-byte INVITE+SDP on this machine.
+call, and serialise. For comparison, the sipmessage package took ~9.4 us to parse a 509-byte
+INVITE+SDP on the reference box (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import sys
 import time
 from collections.abc import Callable
 
-from edge_media.sip.message import SipRequest, parse_message
+from edge_media.sip.message import SipRequest
+from edge_media.sip.message_parse import parse_message
 
 SDP = (
     b"v=0\r\n"

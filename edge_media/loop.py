@@ -2,9 +2,9 @@
 
 Why it matters enough for a module: stock asyncio pays about 16 µs per datagram (one `recvfrom`
 per readiness event) where uvloop pays 2-3 µs by reading every queued datagram per wake-up
-(DESIGN §6, sip-stack-evaluation.md §5.1). At 50 packets per second per call that is the
-difference between ~150 and ~230 calls per core, so the node, the benches and the tests that
-exercise it must all build their loop the same way, through `new_loop` or `run`.
+(docs/performance.md, "Why uvloop and one worker per core"). At 50 packets per second per call
+that is the difference between ~150 and ~230 calls per core, so the node, the benches and the
+tests that exercise it must all build their loop the same way, through `new_loop` or `run`.
 
 uvloop is optional at import time (a developer box without it still runs, only slower); the
 `prefer_uvloop` flags exist so a caller can compare both loops, never to hide a missing wheel.

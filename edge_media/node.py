@@ -24,7 +24,7 @@ import secrets
 import socket
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge_media.apps.echo import ECHO_USER, echo_app
 from edge_media.bridge.live_call import BridgeServices, LiveCall
@@ -32,13 +32,17 @@ from edge_media.rtp.ports import PortAllocator
 from edge_media.rtp.transport import MediaClock, monotonic_clock_for
 from edge_media.sip.acl import SourceAcl
 from edge_media.sip.call import SipCall
-from edge_media.sip.digest import DigestServer
+from edge_media.sip.digest_server import DigestServer
 from edge_media.sip.endpoint import SipEndpoint, new_tag
 from edge_media.sip.extensions import ExtensionDirectory, StaticDirectory
 from edge_media.sip.registrar import Registrar
 from edge_media.sip.transport import SipTransportConfig
 from edge_media.sip.ua import CallApp, Reject, UserAgent
 from shared.settings import Settings
+
+if TYPE_CHECKING:  # imported when the control plane is on (node_control's docstring: why)
+    from edge_media.node_control import ControlPlane
+    from edge_media.routing.router import CallRouter
 
 __all__ = ["EdgeNode"]
 
@@ -70,8 +74,8 @@ class EdgeNode:
             if control is None
             else control
         )
+        self._own_directory = directory
         self.directory: ExtensionDirectory = directory or StaticDirectory()
-        self._directory_given = directory is not None
         # Nonces are checked by the node that issued them (a phone's REGISTER and INVITE reach
         # the same worker: same 4-tuple), so a per-process secret is enough.
         self.registrar = Registrar(
@@ -95,8 +99,8 @@ class EdgeNode:
         self.ua: UserAgent | None = None
         self.live: dict[uuid.UUID, LiveCall] = {}
         self.services: BridgeServices | None = None
-        self.routing: Any = None
-        self._control: Any = None  # edge_media.node_control.ControlPlane when enabled
+        self.routing: CallRouter | None = None
+        self._control: ControlPlane | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopped = False
 
@@ -106,8 +110,19 @@ class EdgeNode:
         if self.control_enabled:
             from edge_media.node_control import ControlPlane
 
-            self._control = ControlPlane(self)
-            await self._control.open()
+            self._control = ControlPlane(
+                self.settings,
+                node_id=self.node_id,
+                live=self.live,
+                pacing_p99=self.pacing_p99,
+                on_trusted_sources=self.set_trusted_sources,
+            )
+            links = await self._control.open(self._own_directory)
+            self.routing, self.directory, self.services = (
+                links.routing,
+                links.directory,
+                links.services,
+            )
         self.ua = UserAgent(
             self.endpoint,
             ports=self.ports,
@@ -125,7 +140,7 @@ class EdgeNode:
         self.clock.start()
         self.ua.start_media_sweep()
         if self._control is not None:
-            await self._control.start()
+            await self._control.start(self.ua, self.endpoint)
         logger.info(
             "edge node %s up: SIP %s:%d, RTP %d-%d, echo %s, control plane %s",
             self.node_id,
@@ -154,10 +169,11 @@ class EdgeNode:
         user = call.request_user
         if self.settings.echo_enabled and user == ECHO_USER:
             return functools.partial(echo_app, ring_seconds=self.settings.echo_ring_seconds)
-        if self._control is None:
+        routing, services = self.routing, self.services
+        if self._control is None or routing is None or services is None:
             return Reject(404, "Not Found", "NO_ROUTE_DESTINATION")
         from edge_media.bridge.inbound import inbound_app
-        from edge_media.bridge.routing import Refuse
+        from edge_media.routing.router import Refuse
 
         # 180 before the lookup, not after: the caller hears ringing while routing runs (the
         # lookup is one or two DynamoDB reads, the webhook up to 3 s), and INVITE -> 180 does not
@@ -168,7 +184,7 @@ class EdgeNode:
         started = time.monotonic()
         try:
             async with asyncio.timeout(LOOKUP_SECONDS):
-                found = await self.routing.lookup_inbound(
+                found = await routing.lookup_inbound(
                     user or "", extension, call_uuid=str(call.call_uuid)
                 )
         except Exception as error:
@@ -178,9 +194,7 @@ class EdgeNode:
             call.log.info("no route for %r: %s", user, getattr(found, "detail", ""))
             return Reject(found.status, found.reason, found.cause)
         call.log.debug("route lookup %.1f ms", (time.monotonic() - started) * 1000)
-        return functools.partial(
-            inbound_app, route=found, routing=self.routing, services=self.services
-        )
+        return functools.partial(inbound_app, route=found, routing=routing, services=services)
 
     async def stop(self, drain_seconds: float | None = None) -> None:
         """Drain, then close: no new calls, live ones get ``drain_seconds`` to finish.

@@ -16,42 +16,73 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
+from collections.abc import Callable
 from contextlib import AsyncExitStack
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import aioboto3
 import httpx
 
 from edge_media.bridge.commands import CommandHandler
-from edge_media.bridge.live_call import BridgeServices
+from edge_media.bridge.live_call import BridgeServices, LiveCall
 from edge_media.bridge.outbound import Originator
-from edge_media.bridge.routing import CallRouter
-from edge_media.bridge.routing_webhook import RoutingWebhook
-from edge_media.bridge.stores import DynamoDirectory, TrunkBook
 from edge_media.control.consumer import CommandConsumer
 from edge_media.control.metrics import NodeMetrics
 from edge_media.control.records import CallRecorder
 from edge_media.control.registry import NodeRegistry
 from edge_media.drivers.context import DriverContext
 from edge_media.drivers.registry import make_connector
+from edge_media.routing.router import CallRouter
+from edge_media.routing.stores import DynamoDirectory, TrunkBook
+from edge_media.routing.webhook import RoutingWebhook
+from edge_media.sip.endpoint import SipEndpoint
+from edge_media.sip.extensions import ExtensionDirectory
+from edge_media.sip.ua import UserAgent
 from edge_media.trunk_registrations import TrunkRegistrations
 from shared.dynamo.repository import AsyncRepository
+from shared.settings import Settings
 
-if TYPE_CHECKING:
-    from edge_media.node import EdgeNode
-
-__all__ = ["ControlPlane"]
+__all__ = ["ControlLinks", "ControlPlane"]
 
 logger = logging.getLogger("agera.edge")
 
 METRICS_SECONDS = 60.0
 
 
-class ControlPlane:
-    """Everything a node needs from DynamoDB and SQS, with one lifecycle."""
+@dataclass(frozen=True)
+class ControlLinks:
+    """What `ControlPlane.open` gives the node for its calls: the node keeps them, the control
+    plane never reaches back into the node."""
 
-    def __init__(self, node: EdgeNode) -> None:
-        self.node = node
+    routing: CallRouter
+    directory: ExtensionDirectory
+    services: BridgeServices
+
+
+class ControlPlane:
+    """Everything a node needs from DynamoDB and SQS, with one lifecycle.
+
+    It is given the node's facts (id, live calls, pacing figure) and one callback for the
+    trunks' inbound sources, never the node itself: the node depends on the control plane,
+    not the other way round.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        node_id: str,
+        live: dict[uuid.UUID, LiveCall],
+        pacing_p99: Callable[[], float | None],
+        on_trusted_sources: Callable[[list[str]], None],
+    ) -> None:
+        self.settings = settings
+        self.node_id = node_id
+        self.live = live
+        self.pacing_p99 = pacing_p99
+        self._on_trusted_sources = on_trusted_sources
         self._stack = AsyncExitStack()
         self.consumers: list[CommandConsumer] = []
         self.registry: NodeRegistry | None = None
@@ -59,8 +90,10 @@ class ControlPlane:
         self._originate_stopped: asyncio.Future[None] | None = None
         self.registrations: TrunkRegistrations | None = None
 
-    async def open(self) -> None:
-        node, settings = self.node, self.node.settings
+    async def open(self, directory: ExtensionDirectory | None = None) -> ControlLinks:
+        """Clients, routing, recorder and trunk book; ``directory`` (extensions) is the node's
+        own when given, else the account's extensions in DynamoDB."""
+        settings = self.settings
         session = aioboto3.Session()
         self.dynamodb = await self._stack.enter_async_context(session.client("dynamodb"))
         self.sqs = await self._stack.enter_async_context(session.client("sqs"))
@@ -68,15 +101,13 @@ class ControlPlane:
             httpx.AsyncClient(follow_redirects=False, trust_env=False)
         )
         repo = AsyncRepository(self.dynamodb, settings.table_name)
-        node.routing = self.routing = CallRouter(repo, RoutingWebhook(self.http, settings))
-        self.recorder = CallRecorder(self.dynamodb, self.sqs, settings, node_id=node.node_id)
-        self.metrics = NodeMetrics("AgeraVoiceGateway", node_id=node.node_id)
+        self.routing = CallRouter(repo, RoutingWebhook(self.http, settings))
+        self.recorder = CallRecorder(self.dynamodb, self.sqs, settings, node_id=self.node_id)
+        self.metrics = NodeMetrics("AgeraVoiceGateway", node_id=self.node_id)
         self.trunks = TrunkBook(repo, on_change=self._trunks_changed)
         await self.trunks.load()
-        if not node._directory_given:
-            node.directory = DynamoDirectory(repo)
-        node.services = self.services = BridgeServices(
-            node_id=node.node_id,
+        self.services = BridgeServices(
+            node_id=self.node_id,
             recorder=self.recorder,
             metrics=self.metrics,
             connect=make_connector(
@@ -84,21 +115,21 @@ class ControlPlane:
             ),
             bot_connect_timeout=settings.bot_connect_timeout_seconds,
             playout_seconds=settings.max_playout_seconds,
-            pacing_p99=node.pacing_p99,
-            live=node.live,
+            pacing_p99=self.pacing_p99,
+            live=self.live,
         )
+        return ControlLinks(self.routing, directory or DynamoDirectory(repo), self.services)
 
     def _trunks_changed(self, trunks: list[Any]) -> None:
         cidrs = self.trunks.inbound_cidrs()
-        self.node.set_trusted_sources(cidrs)
+        self._on_trusted_sources(cidrs)
         logger.info("trunks: %d, inbound sources: %s", len(trunks), ", ".join(cidrs) or "none")
         if self.registrations is not None:  # the SIP endpoint is up: follow the new set
             self._tasks.append(asyncio.ensure_future(self.registrations.sync(trunks)))
 
-    async def start(self) -> None:
-        node, settings = self.node, self.node.settings
-        ua = node.ua
-        assert ua is not None
+    async def start(self, ua: UserAgent, endpoint: SipEndpoint) -> None:
+        """Once the SIP endpoint is up: registration, consumers, trunk registrations, metrics."""
+        settings = self.settings
         self.originator = Originator(
             ua,
             services=self.services,
@@ -112,14 +143,14 @@ class ControlPlane:
             accounts=self.routing.account,
             trunk_for=self.trunks.trunk_for,
         )
-        host, port = node.endpoint.advertised
+        host, port = endpoint.advertised
         self.registry = NodeRegistry(
             self.dynamodb,
             self.sqs,
             settings,
-            node_id=node.node_id,
+            node_id=self.node_id,
             sip_address=f"{host}:{port}",
-            active_calls=lambda: len(node.live),
+            active_calls=lambda: len(self.live),
         )
         queue_url = await self.registry.start()
         self.consumers = [
@@ -136,19 +167,19 @@ class ControlPlane:
         ]
         for consumer in self.consumers:
             consumer.start()
-        self.registrations = TrunkRegistrations(node.endpoint)
+        self.registrations = TrunkRegistrations(endpoint)
         await self.registrations.sync(self.trunks.trunks)
         self.trunks.start()
         self.metrics.start()
         self._tasks.append(asyncio.ensure_future(self._report()))
-        logger.info("node %s registered; command queue %s", node.node_id, queue_url)
+        logger.info("node %s registered; command queue %s", self.node_id, queue_url)
 
     async def _report(self) -> None:
         """ActiveCalls and PacingErrorMs once a minute (the per-call figures go at call end)."""
         while True:
             await asyncio.sleep(METRICS_SECONDS)
-            self.metrics.active_calls(len(self.node.live))
-            pacing = self.node.pacing_p99()
+            self.metrics.active_calls(len(self.live))
+            pacing = self.pacing_p99()
             if pacing is not None:
                 self.metrics.pacing_error_ms(pacing)
 

@@ -1,8 +1,8 @@
 """What a control-plane function needs at run time: settings and AWS clients, built once.
 
 Clients are created lazily on first use, not at import: Lambda's import time is cold-start time
-(DESIGN.md §6 budget: 300 ms), and tests must be able to point ``AWS_ENDPOINT_URL`` at moto before
-any client exists (aws-tooling.md §2c). One ``Context`` is shared by a warm function's invocations.
+(docs/performance.md budget: 300 ms), and tests must be able to point ``AWS_ENDPOINT_URL`` at
+moto before any client exists. One ``Context`` is shared by a warm function's invocations.
 """
 
 from __future__ import annotations
@@ -10,13 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from functions.key_cache import KeyCache
 from shared.dynamo.repository import Repository
 from shared.settings import Settings
-
-if TYPE_CHECKING:
-    from functions.api.auth import KeyCache
 
 
 @dataclass
@@ -47,8 +45,6 @@ class Context:
     @cached_property
     def key_cache(self) -> KeyCache:
         """API-key resolutions, kept for ``api_key_cache_seconds`` (the revocation delay)."""
-        from functions.api.auth import KeyCache
-
         return KeyCache(self.settings.api_key_cache_seconds)
 
 

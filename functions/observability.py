@@ -3,7 +3,7 @@
 Every log line is JSON and carries ``call_uuid``/``account_id`` when a handler appends them, so one
 call can be followed across the API, the workers and the edge. Metrics go out as EMF log lines
 (no PutMetricData calls, no extra latency) in the namespace ``AgeraVoiceGateway``. The X-Ray tracer
-is created only when ``AGERA_TRACING`` is on: it costs ~110 ms of cold start (aws-tooling.md §6).
+is created only when ``AGERA_TRACING`` is on: it costs ~110 ms of cold start.
 """
 
 from __future__ import annotations

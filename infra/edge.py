@@ -4,10 +4,10 @@ Settings come from ``AGERA_*`` variables (``agera settings`` lists them). A bad 
 busy port fails in one line with exit code 2; a stop signal drains live calls first (up to
 ``AGERA_DRAIN_SECONDS``) and exits 0.
 
-With ``AGERA_MEDIA_WORKERS=N`` (one per core, DESIGN §6) this process supervises N worker
-processes. Each binds the SIP port with SO_REUSEPORT (the kernel keeps one peer's datagrams on
-one worker, so a dialog stays where it started) and takes its own slice of the RTP range; a
-stop signal is passed on to all of them.
+With ``AGERA_MEDIA_WORKERS=N`` (one per core, docs/performance.md) this process supervises N
+worker processes. Each binds the SIP port with SO_REUSEPORT (the kernel keeps one peer's
+datagrams on one worker, so a dialog stays where it started) and takes its own slice of the RTP
+range; a stop signal is passed on to all of them.
 """
 
 from __future__ import annotations

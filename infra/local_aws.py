@@ -3,12 +3,12 @@
 One source of truth: the local stack does not describe its own table or queues; it takes the
 ``AWS::DynamoDB::Table`` and ``AWS::SQS::Queue`` resources out of the SAM template and creates them
 through moto's CloudFormation, so keys, indexes, redrive policies and timeouts are the ones deployed.
-moto ignores ``TimeToLiveSpecification`` on create (aws-tooling.md §2d), so TTL is switched on
-afterwards. moto never deletes expired items either; code must treat ``expires_at`` in the past as
-gone (it does: repositories filter on it).
+moto ignores ``TimeToLiveSpecification`` on create, so TTL is switched on afterwards. moto never
+deletes expired items either; code must treat ``expires_at`` in the past as gone (it does:
+repositories filter on it).
 
-Every client finds moto through ``AWS_ENDPOINT_URL`` (aws-tooling.md §5a): no ``if local`` in
-domain code.
+Every client finds moto through ``AWS_ENDPOINT_URL`` (docs/architecture.md, "One code path, two
+environments"): no ``if local`` in domain code.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class MotoServer:
             raise LocalStackError(
                 "the local stack needs the dev extras: pip install -e '.[dev]' (or run make dev)"
             ) from None
-        # werkzeug's per-request access log costs ~4x throughput (aws-tooling.md §2a).
+        # werkzeug's per-request access log costs ~4x throughput.
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         self._server = ThreadedMotoServer(ip_address=self.host, port=self.port, verbose=False)
         self._server.start()

@@ -17,16 +17,16 @@ from pathlib import Path
 from typing import TextIO
 
 from edge_media.loop import run
-from edge_media.phone.softphone import (
+from edge_media.phone.phone_options import (
     DEFAULT_ANSWER_TIMEOUT,
     DEFAULT_DIGIT_DELAY,
     DEFAULT_FROM_USER,
     DEFAULT_RTP_PORTS,
     PhoneError,
     PhoneOptions,
-    PhoneResult,
-    run_phone,
 )
+from edge_media.phone.phone_result import PhoneResult
+from edge_media.phone.softphone import run_phone
 from edge_media.phone.wav import WavError
 
 __all__ = ["add_arguments", "describe_failure", "main", "options_from_args"]

@@ -8,8 +8,8 @@
 # - CodeUri is the repo root (so `functions` and `shared` import as top-level packages), but only
 #   those two packages may ship: no tests, no edge_media, no .venv.
 # - .pyc files must ship. Lambda's code directory is read-only, so without them every cold start
-#   compiles every module again: ~700 ms instead of ~300 ms to import the handler
-#   (aws-tooling.md section 6). SAM's python builder ships none.
+#   compiles every module again: ~700 ms instead of ~300 ms to import the handler.
+#   SAM's python builder ships none.
 # - The pyc files are "unchecked-hash" (PEP 552). SAM's zip stamps every entry 1980-01-01, so
 #   the default timestamp-checked pyc files all look stale once unpacked and are ignored (measured:
 #   a SAM-zipped bundle imported in ~500 ms with timestamp pyc files, the same as with none, and

@@ -1,8 +1,8 @@
 """A local stand-in for Lambda's SQS event source mapping.
 
-moto does not invoke functions (aws-tooling.md §2b), so the local stack polls each worker's queue
-and calls the worker's real ``handler(event, context)`` with events shaped exactly as Lambda's
-(aws-tooling.md §5c). Semantics follow Lambda's: ``batchItemFailures`` stay on the queue and come back
+moto does not run SQS event source mappings (not without Docker), so the local stack polls each
+worker's queue and calls the worker's real ``handler(event, context)`` with events shaped exactly
+as Lambda's. Semantics follow Lambda's: ``batchItemFailures`` stay on the queue and come back
 after their visibility timeout (then the redrive policy sends them to the DLQ); an exception from
 the handler fails the whole batch; everything else is deleted.
 """

@@ -1,4 +1,4 @@
-"""Domain entities (DESIGN.md §3) as pydantic v2 models.
+"""Domain entities (the items of the one DynamoDB table) as pydantic v2 models.
 
 These are the stored shapes, shared by the control plane and the edge; API request/response bodies
 live in ``functions/`` and convert to these. Validation messages are meant for people: a model that

@@ -114,4 +114,6 @@ def port() -> int:
 
 
 def pytest_report_header() -> list[str]:
-    return [f"AGERA_RFC4475_DIR={os.environ.get('AGERA_RFC4475_DIR', '(default ../shared)')}"]
+    return [
+        f"AGERA_RFC4475_DIR={os.environ.get('AGERA_RFC4475_DIR', '(default tests/edge_media/sip/rfc4475)')}"
+    ]

@@ -26,7 +26,7 @@ ALL_EVENTS = sorted(EVENTS.rglob("*.json"))
 CALL_UUID = "d3b07384-d113-444c-8f4e-0a1b2c3d4e5f"
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 
-# (method, rawPath, rawQueryString) of each call-control sample the brief asks for.
+# (method, rawPath, rawQueryString) of each call-control sample events/ must hold.
 EXPECTED_API_EVENTS = {
     "health.json": ("GET", "/api/health", ""),
     "calls_create.json": ("POST", "/api/calls", ""),

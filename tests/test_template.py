@@ -3,7 +3,7 @@
 The template is the contract between the control plane, the edge fleet stack and the Lambda code:
 these tests pin the names and the safety properties (DLQs, visibility, least privilege) so a
 careless edit fails here instead of in a deploy. cfn-lint validates the CloudFormation semantics;
-aws-sam-translator expands the SAM resources the same way a deploy would (aws-tooling.md 3b).
+aws-sam-translator expands the SAM resources the same way a deploy would, offline.
 """
 
 from __future__ import annotations

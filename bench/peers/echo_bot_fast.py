@@ -20,8 +20,8 @@ the clear dropped.
 Clear calls (``--clear-every K``: calls whose sipp call number is a multiple of K) also echo, but
 at ``--tone-at`` seconds after the first call's ``start`` (plus ``--tone-stagger`` per clear
 call) they queue 5 s of a 1 kHz tone with a mark behind it, and ``--clear-after`` seconds later
-send ``clear``: every tone packet the caller gets after that moment is stale (DESIGN §6: clear →
-last stale RTP packet ≤ 20 ms).
+send ``clear``: every tone packet the caller gets after that moment is stale (docs/performance.md:
+clear → last stale RTP packet ≤ 20 ms).
 """
 
 from __future__ import annotations

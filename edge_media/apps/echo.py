@@ -31,6 +31,6 @@ async def echo_app(call: SipCall, *, ring_seconds: float = 0.0) -> None:
         return
     media = call.media
     assert media is not None
-    media.sink = RelaySink(media)  # a relay from the leg to itself
+    media.connect(media.playout, RelaySink(media))  # a relay from the leg to itself
     call.on_digit = lambda digit, duration_ms: media.send_dtmf(digit)
     await call.ended()

@@ -1,1 +1,1 @@
-"""A call's caller leg joined to its bot leg: playout queue, routing and commands."""
+"""A bridged call: the caller side joined to its bot (`CallerMedia`), inbound and originated calls, live commands, and the relay of a transfer."""

@@ -23,7 +23,7 @@ from edge_media.bridge.outbound import dial_trunk, resolve_address
 from edge_media.bridge.relay import relay_until_either_ends
 from edge_media.drivers.registry import driver_name, public_target
 from edge_media.sip.call import SipCall
-from edge_media.sip.refer import TransferState
+from edge_media.sip.refer_transferor import TransferState
 from edge_media.sip.transfer import send_refer
 from edge_media.sip.ua import UserAgent
 from edge_media.sip.uri import SipUri

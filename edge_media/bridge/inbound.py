@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 
 from edge_media.bridge.live_call import BridgeServices, LiveCall, until_ended
-from edge_media.bridge.routing import CallRoute, CallRouter, Refuse
 from edge_media.drivers.base import CallInfo
+from edge_media.routing.router import CallRoute, CallRouter, Refuse
 from edge_media.sip.call import SipCall
 from shared.models import Call, Direction
 

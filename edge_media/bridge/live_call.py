@@ -18,12 +18,12 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from edge_media.bridge.legs import BotSink, PlayoutLeg
+from edge_media.bridge.caller_media import CallerMedia, PlayoutLeg
 from edge_media.drivers.base import (
     BotConnector,
     BotDriver,
@@ -32,12 +32,11 @@ from edge_media.drivers.base import (
     CallInfo,
 )
 from edge_media.drivers.registry import driver_name, public_target
-from edge_media.rtp.session import DISCARD
 from edge_media.sip.call import SipCall
 from shared.events import CallAnswered, CallCompleted, CallEvent, CallRinging
-from shared.models import CallStatus, MediaLeg
+from shared.models import Call, CallStatus, MediaLeg
 
-__all__ = ["BridgeServices", "LiveCall", "status_for_end"]
+__all__ = ["BridgeServices", "CallMetrics", "CallRecords", "LiveCall", "status_for_end"]
 
 logger = logging.getLogger("agera.bridge")
 
@@ -61,13 +60,39 @@ def status_for_end(answered: bool, cause: str) -> CallStatus:
     return _UNANSWERED_STATUS.get(cause, CallStatus.FAILED)
 
 
+class CallRecords(Protocol):
+    """The call records a bridge writes (the node's DynamoDB recorder, `control/records.py`)."""
+
+    async def create(self, call: Call) -> bool: ...
+
+    async def claim(self, call_uuid: uuid.UUID | str) -> Call | None: ...
+
+    async def record(self, event: CallEvent) -> bool: ...
+
+    async def update(
+        self, call_uuid: uuid.UUID | str, fields: Mapping[str, Any]
+    ) -> Call | None: ...
+
+
+class CallMetrics(Protocol):
+    """The per-call figures a bridge reports (EMF metrics, `control/metrics.py`)."""
+
+    def call_setup_ms(self, value: float) -> None: ...
+
+    def routing_webhook_ms(self, value: float) -> None: ...
+
+    def bot_connect_ms(self, value: float) -> None: ...
+
+    def rtp_loss_pct(self, value: float) -> None: ...
+
+
 @dataclass
 class BridgeServices:
     """What every call of a node shares: the node hands one of these to each call application."""
 
     node_id: str
-    recorder: Any  # edge_media.control.records.CallRecorder
-    metrics: Any  # edge_media.control.metrics.NodeMetrics
+    recorder: CallRecords
+    metrics: CallMetrics
     connect: BotConnector
     bot_connect_timeout: float
     playout_seconds: float
@@ -91,7 +116,7 @@ class LiveCall:
         self.info = info
         self.call_uuid = call_uuid
         self.log = _Log(logger, {"call": call_uuid})
-        self.leg: PlayoutLeg | None = None  # the current bot's playout queue
+        self.caller = CallerMedia()  # the caller's wire, joined to the current bot
         self.driver: BotDriver | None = None
         self.target: str | None = None
         self.answered_at: datetime | None = None
@@ -196,8 +221,8 @@ class LiveCall:
             self._media_of[driver] = entry
             self.log.info("bot connected: %s", entry.target)
             old = self.driver
-            self.driver, self.target, self.leg = driver, candidate, leg
-            self._wire()
+            self.driver, self.target = driver, candidate
+            self.caller.attach(driver, leg)
             if old is not None:
                 self._swapped.set()
                 await self._stop_driver(old, "redirected")
@@ -230,27 +255,12 @@ class LiveCall:
         if self.media:
             await self._update({"media": self._media_record()})
 
-    def _wire(self) -> None:
-        """Route the leg's media to the current driver (once the SIP leg has media)."""
-        sip, driver, leg = self.sip, self.driver, self.leg
-        if sip is None or sip.media is None or driver is None or leg is None:
-            return
-        media = sip.media
-        leg.attach(media)
-        media.on_marks = driver.marks_played
-        media.sink = BotSink(driver)
-        sip.on_digit = lambda digit, _ms: driver.send_dtmf(digit)
-
     def attach_media(self) -> None:
         """After the answer: bot audio plays on the leg, caller audio goes to the bot."""
-        self._wire()
-
-    def detach_bot(self) -> None:
         sip = self.sip
-        if sip is not None and sip.media is not None:
-            sip.media.sink = DISCARD  # caller audio is dropped until the next bot
-            sip.media.on_marks = None
-            sip.on_digit = None
+        if sip is None or sip.media is None:
+            return
+        self.caller.bind(sip.media)
 
     async def _stop_driver(self, driver: BotDriver, reason: str) -> None:
         try:
@@ -267,7 +277,7 @@ class LiveCall:
     async def stop_bot(self, reason: str) -> None:
         driver, self.driver = self.driver, None
         if driver is not None:
-            self.detach_bot()
+            self.caller.detach()  # caller audio is dropped until the next bot
             await self._stop_driver(driver, reason)
 
     async def run(self) -> None:

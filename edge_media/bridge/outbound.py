@@ -19,10 +19,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from edge_media.bridge.live_call import BridgeServices, LiveCall, until_ended
-from edge_media.bridge.routing import CallRoute, CallRouter, Connect, Refuse
-from edge_media.control.consumer import RetryLater
-from edge_media.control.records import RecordUnavailable
 from edge_media.drivers.base import CallInfo
+from edge_media.errors import RecordUnavailable, RetryLater
+from edge_media.routing.router import CallRoute, CallRouter, Connect, Refuse
 from edge_media.sip.call import SipCall
 from edge_media.sip.ua import UserAgent
 from shared.commands import Originate

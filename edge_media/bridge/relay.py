@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import asyncio
 
-from edge_media.bridge.playout import FRAME_BYTES, ULAW_SILENCE
 from edge_media.rtp.dtmf import DtmfDigit
+from edge_media.rtp.playout import FRAME_BYTES, ULAW_SILENCE, PlayedMark, PlayoutQueue
 from edge_media.rtp.session import RtpSession
 from edge_media.sip.call import SipCall
 
@@ -52,15 +52,16 @@ class RelaySink:
         for digit in digits:
             self._out.send_dtmf(digit.digit)
 
+    def on_marks(self, marks: list[PlayedMark]) -> None:
+        pass  # a relayed leg's queue holds no marks
+
 
 async def relay_until_either_ends(a: SipCall, b: SipCall) -> str:
     """Relay media between two answered legs; returns the cause of the leg that ended first."""
     assert a.media is not None and b.media is not None
-    a.media.playout.clear()
-    b.media.playout.clear()
-    a.media.on_marks = b.media.on_marks = None
-    a.media.sink = RelaySink(b.media)
-    b.media.sink = RelaySink(a.media)
+    # Fresh queues: whatever either leg was playing (a bot's unplayed audio) is not heard.
+    a.media.connect(PlayoutQueue(), RelaySink(b.media))
+    b.media.connect(PlayoutQueue(), RelaySink(a.media))
     a.on_digit = lambda digit, _ms: b.media.send_dtmf(digit) if b.media else None
     b.on_digit = lambda digit, _ms: a.media.send_dtmf(digit) if a.media else None
     ended_a = asyncio.ensure_future(a.ended())

@@ -36,9 +36,10 @@ import pydantic
 
 from edge_media.control.backoff import backoff_delay
 from edge_media.control.recent_ids import DEFAULT_CAPACITY, DEFAULT_TTL_SECONDS, RecentIds
+from edge_media.errors import RetryLater
 from shared.commands import Command, parse_command
 
-__all__ = ["CommandConsumer", "RetryLater", "describe_invalid"]
+__all__ = ["CommandConsumer", "describe_invalid"]
 
 logger = logging.getLogger("agera.control.consumer")
 
@@ -53,18 +54,6 @@ RECEIVE_MARGIN_SECONDS = 5.0  # beyond wait_seconds, for a stopping shared queue
 COMMAND_TAGS = frozenset({"originate", "hangup", "transfer", "redirect"})
 
 Handler = Callable[[Command], Awaitable[None]]
-
-
-class RetryLater(Exception):
-    """Raised by a handler to leave its message on the queue for another try.
-
-    ``delay_seconds`` sets how soon the message is visible again (0: at once, e.g. for another
-    node to take an originate this node cannot); None keeps the queue's visibility timeout.
-    """
-
-    def __init__(self, reason: str = "", *, delay_seconds: int | None = None) -> None:
-        super().__init__(reason)
-        self.delay_seconds = delay_seconds
 
 
 def describe_invalid(exc: pydantic.ValidationError) -> str:

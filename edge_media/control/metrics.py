@@ -1,7 +1,7 @@
 """The node's CloudWatch metrics as EMF lines on stdout (Powertools ``Metrics``, outside Lambda).
 
 Why EMF: the node's stdout goes to CloudWatch Logs (systemd journal → agent), and an EMF line there
-becomes metrics with no PutMetricData call on the media path (DESIGN.md §1). Values are kept in
+becomes metrics with no PutMetricData call on the media path. Values are kept in
 memory and written as one line per flush: every ``flush_seconds``, when one metric reaches the 100
 values an EMF line may carry (Powertools writes that line by itself), and at ``stop()``.
 

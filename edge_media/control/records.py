@@ -34,6 +34,7 @@ import pydantic
 from botocore.exceptions import BotoCoreError, ClientError
 
 from edge_media.control.backoff import backoff_delay
+from edge_media.errors import RecordUnavailable
 from shared.call_fold import fold
 from shared.clock import iso_z, utc_now
 from shared.dynamo import mapping
@@ -41,7 +42,7 @@ from shared.events import CallCreated, CallEvent
 from shared.models import Call, CallStatus
 from shared.settings import Settings
 
-__all__ = ["CallRecorder", "RecordOutcome", "RecordUnavailable"]
+__all__ = ["CallRecorder", "RecordOutcome"]
 
 logger = logging.getLogger("agera.control.records")
 
@@ -66,10 +67,6 @@ PROTECTED_FIELDS = frozenset(
         "callback_attempts",
     }
 )
-
-
-class RecordUnavailable(Exception):
-    """The table could not be reached for a write whose outcome the caller must know."""
 
 
 class RecordOutcome(Enum):

@@ -1,7 +1,7 @@
 """The node's entry in the fleet: its own command queue and a heartbeat-refreshed EdgeNode item.
 
 The API sends a live command (hangup, transfer, redirect) to the node that owns the call by reading
-that node's EdgeNode item for its queue URL (``functions/api/calls.py``). So a node creates its
+that node's EdgeNode item for its queue URL (``functions/api/call_control.py``). So a node creates its
 queue first, then publishes the item that points at it, and keeps the item alive with a heartbeat:
 ``expires_at`` is the table's TTL attribute, so a node that dies silently drops out of the fleet
 within ``ttl_seconds`` (DynamoDB deletes expired items lazily; readers treat a past ``expires_at``

@@ -1,7 +1,7 @@
 """The seam between a call's caller side and its bot: what the bridge and a driver may ask of each other.
 
 Why a seam this small: the caller side is a SIP leg today and an agent-stream WebSocket next
-(DESIGN.md §1), and the bot side is a Twilio-stream bot today and ElevenLabs or Vapi next. Each
+(docs/architecture.md), and the bot side a Twilio-stream bot, ElevenLabs or Vapi. Each
 driver sees only `CallerLeg` (where bot audio, marks and clears go) and each caller leg sees only
 `BotDriver` (where caller audio and digits go). Everything on both sides is synchronous and never
 blocks, because it runs on the RTP read path and on the pacer tick; the only awaits are connecting,
@@ -13,7 +13,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
+
+from edge_media.rtp.playout import PlayedMark
 
 __all__ = [
     "BotConnector",
@@ -23,7 +25,6 @@ __all__ = [
     "CallInfo",
     "CallerLeg",
     "ConnectStep",
-    "PlayedMark",
 ]
 
 
@@ -74,18 +75,6 @@ class BotUnavailable(Exception):
     def __init__(self, reason: str, *, step: ConnectStep = ConnectStep.CONNECT) -> None:
         super().__init__(reason)
         self.step = step
-
-
-class PlayedMark(NamedTuple):
-    """A mark reached by playout, or dropped by a clear, with how much bot audio was heard.
-
-    ``played_ms`` is the bot audio actually played between the previous mark (or the start) and
-    this one; for marks dropped by a clear, the first says how much of its audio was heard before
-    the clear and the later ones 0.
-    """
-
-    name: str
-    played_ms: int
 
 
 class CallerLeg(Protocol):

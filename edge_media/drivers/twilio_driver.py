@@ -3,8 +3,8 @@
 Why this split: the protocol object decides every byte (and is tested on literal JSON), the
 WebSocket layer moves bytes, and this class only wires them to the caller leg: bot audio, marks
 and clears go to `CallerLeg`, caller audio and digits go to the bot, and playout reaching a mark
-sends its echo (protocols/media-protocols.md §1.5: marks are echoed at playout time, never on
-receipt).
+sends its echo (marks are echoed at playout time, never on receipt). "§N" below names section N
+of PROTOCOL.md's "Twilio-stream bots" part.
 
 Once `stop` begins (caller gone, or a redirect swaps the bot), anything the old bot still sends
 is dropped: its late audio must never reach the caller or the next bot's playout.
@@ -58,7 +58,7 @@ logger = logging.getLogger("agera.drivers.twilio")
 
 STREAM_SID_PREFIX = "MZ"  # Twilio's prefix for stream SIDs; bots may check it
 STREAM_SID_HEX_BYTES = 16  # 32 hex digits after the prefix, as Twilio's
-NORMAL_CLOSURE = 1000  # §1.7 rule 7: caller hangs up → stop, then close 1000
+NORMAL_CLOSURE = 1000  # §7: caller hangs up → stop, then close 1000
 
 
 def new_stream_sid() -> str:
@@ -135,7 +135,7 @@ class TwilioStreamDriver:
         return self._bot_end(closed)
 
     async def stop(self, reason: str) -> None:
-        """§1.7 rule 7: `stop`, then close 1000; the closing handshake is bounded by the
+        """§7: `stop`, then close 1000; the closing handshake is bounded by the
         driver's close timeout, after which the connection is aborted."""
         conn = self._conn
         if conn is None:
@@ -167,7 +167,7 @@ class TwilioStreamDriver:
     # -- WebSocket callbacks -----------------------------------------------------------------
 
     def on_open(self, conn: WsConnection) -> None:
-        """§1.4: `connected` first, `start` second, before anything the bot sends is handled."""
+        """§4: `connected` first, `start` second, before anything the bot sends is handled."""
         self._conn = conn
         conn.send_text(self.protocol.connected())
         conn.send_text(self.protocol.start())
@@ -186,7 +186,7 @@ class TwilioStreamDriver:
                 leg.mark(event.name)
             elif type(event) is Clear:
                 self._clears += 1
-                # §1.5: empty the queue, then echo every pending mark, in order; the first
+                # §5: empty the queue, then echo every pending mark, in order; the first
                 # says how much of its audio was heard before the clear, the others 0.
                 for mark in leg.clear():
                     self._echo_mark(mark)

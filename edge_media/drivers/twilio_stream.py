@@ -1,14 +1,16 @@
 """Twilio Media Streams, spoken as Twilio towards a bring-your-own-bot server: the pure protocol.
 
 Why we play Twilio: bots written for Twilio (pipecat, the OpenAI demos, Dograh) then run behind a
-SIP call unchanged, so every field, type and ordering rule of protocols/media-protocols.md §1 is
-binding, down to counters being strings and ``mediaFormat`` numbers being ints.
+SIP call unchanged, so every field, type and ordering rule of Twilio's stream is binding, down
+to counters being strings and ``mediaFormat`` numbers being ints. PROTOCOL.md's "Twilio-stream
+bots" part states them as this gateway speaks them; "§N" below names its section N.
 
 Why sans-I/O: the same object is driven by the asyncio driver and by tests that assert literal
-JSON, with no socket or clock in between (STYLE.md §1). Outgoing messages are returned as JSON
-text for the I/O layer to send; incoming text becomes `BotEvent` values. Peer input never
-raises: what Twilio would ignore with warning 31950 or 31951 comes back as `Ignored`, flagged
-``first`` once per kind per stream so the driver logs it once, as Twilio warns once per stream.
+JSON, with no socket or clock in between (docs/architecture.md, "Sans-I/O cores"). Outgoing
+messages are returned as JSON text for the I/O layer to send; incoming text becomes `BotEvent`
+values. Peer input never raises: what Twilio would ignore with warning 31950 or 31951 comes back
+as `Ignored`, flagged ``first`` once per kind per stream so the driver logs it once, as Twilio
+warns once per stream.
 
 `media` is the hot path (50 per second per call, hundreds of calls per process), so it is built
 by string formatting around a precomputed prefix instead of ``json.dumps``; the `mark` echo is
@@ -45,18 +47,18 @@ __all__ = [
     "TwilioStreamStateError",
 ]
 
-# §1.2: what `connected` and `start` announce. The bot is told exactly this; nothing else is sent.
+# §2: what `connected` and `start` announce. The bot is told exactly this; nothing else is sent.
 PROTOCOL_NAME = "Call"
 PROTOCOL_VERSION = "1.0.0"
 MEDIA_ENCODING = "audio/x-mulaw"
 SAMPLE_RATE = 8000
 CHANNELS = 1
-MEDIA_TRACK = "inbound"  # bidirectional streams carry only the caller's audio (§1.1)
-DTMF_TRACK = "inbound_track"  # §1.2: always this value for dtmf
+MEDIA_TRACK = "inbound"  # bidirectional streams carry only the caller's audio (§2)
+DTMF_TRACK = "inbound_track"  # §2: always this value for dtmf
 BYTES_PER_MS = SAMPLE_RATE // 1000  # 8 μ-law bytes are 1 ms: 160 bytes advance timestamp by 20
 DETAIL_CHARS = 60  # a peer value quoted in an Ignored detail is cut to this many characters
 
-# `Ignored.kind` values (§1.6: 31950 is the binary frame, 31951 covers all the others).
+# `Ignored.kind` values (§3: 31950 is the binary frame, 31951 covers all the others).
 IGNORED_BINARY = "binary"
 IGNORED_BAD_JSON = "bad_json"
 IGNORED_NOT_OBJECT = "not_object"
@@ -88,19 +90,19 @@ class PlayMedia:
 
 @dataclass(frozen=True, slots=True)
 class PlayMark:
-    """A mark the bot queued behind the audio it sent so far (§1.5); echo it when played."""
+    """A mark the bot queued behind the audio it sent so far (§5); echo it when played."""
 
     name: str
 
 
 @dataclass(frozen=True, slots=True)
 class Clear:
-    """The bot barged in: drop unplayed audio, echo every pending mark (§1.5)."""
+    """The bot barged in: drop unplayed audio, echo every pending mark (§5)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Ignored:
-    """A bot message Twilio would ignore with a warning (§1.6); the stream goes on.
+    """A bot message Twilio would ignore with a warning (§3); the stream goes on.
 
     ``kind`` is one of the ``IGNORED_*`` constants, ``detail`` a short human reason, ``first``
     True the first time this kind is seen on this stream (log only then).
@@ -125,7 +127,7 @@ class TwilioStreamProtocol:
     """One Twilio media stream towards one bot: builds what we send, reads what it sends.
 
     Call `connected`, then `start`, then any mix of `media`, `dtmf` and `mark`, then `stop`
-    (§1.4); each returns the JSON text to send. Feed every frame from the bot to `receive_text`
+    (§4); each returns the JSON text to send. Feed every frame from the bot to `receive_text`
     or `receive_bytes`.
     """
 
@@ -149,8 +151,8 @@ class TwilioStreamProtocol:
         self.account_sid = account_sid
         self.info = info
         self._stage = _NEW
-        self._sequence = 0  # §1.4: "1" on start, +1 for every later message, all kinds shared
-        self._chunk = 0  # §1.4: counts media messages from "1"
+        self._sequence = 0  # §2: "1" on start, +1 for every later message, all kinds shared
+        self._chunk = 0  # §2: counts media messages from "1"
         self._bytes_sent = 0  # caller audio sent so far; its duration is the next timestamp
         self._ignored_seen: set[str] = set()
         # The constant parts of every media message, built once.
@@ -160,7 +162,7 @@ class TwilioStreamProtocol:
     # -- what we send ------------------------------------------------------------------------
 
     def connected(self) -> str:
-        """§1.2: always the first message; no streamSid, no sequenceNumber."""
+        """§2: always the first message; no streamSid, no sequenceNumber."""
         self._advance(_NEW, _CONNECTED, "connected")
         return json.dumps(
             {"event": "connected", "protocol": PROTOCOL_NAME, "version": PROTOCOL_VERSION},
@@ -168,8 +170,8 @@ class TwilioStreamProtocol:
         )
 
     def start(self) -> str:
-        """§1.2: sent once, right after `connected`; streamSid at top level *and* in ``start``
-        (§1.7 rule 1: pipecat, the OpenAI demos and Dograh read the nested copies)."""
+        """§2: sent once, right after `connected`; streamSid at top level *and* in ``start``
+        (pipecat, the OpenAI demos and Dograh read the nested copies)."""
         self._advance(_CONNECTED, _STREAMING, "start")
         info = self.info
         parameters = {
@@ -199,7 +201,7 @@ class TwilioStreamProtocol:
         )
 
     def media(self, ulaw: bytes) -> str:
-        """Caller audio. §1.4: ``chunk`` counts media from "1"; ``timestamp`` is the audio's
+        """Caller audio. §2: ``chunk`` counts media from "1"; ``timestamp`` is the audio's
         presentation time in ms from stream start, i.e. the duration of all audio sent before
         this chunk, so it advances 20 per 160-byte frame."""
         if self._stage != _STREAMING:
@@ -216,12 +218,12 @@ class TwilioStreamProtocol:
         )
 
     def dtmf(self, digit: str) -> str:
-        """One caller key press (§1.2); the track is always "inbound_track"."""
+        """One caller key press (§2); the track is always "inbound_track"."""
         self._require_streaming("dtmf")
         return self._message("dtmf", {"track": DTMF_TRACK, "digit": digit})
 
     def mark(self, name: str, played_ms: int) -> str:
-        """Echo of a bot mark, sent when playout reached it or a clear dropped it (§1.5), with
+        """Echo of a bot mark, sent when playout reached it or a clear dropped it (§5), with
         ``played_ms``, the bot audio played since the previous mark. The name goes through
         ``json.dumps`` (ASCII escapes: a lone surrogate the bot sent must come back without
         failing to encode as UTF-8)."""
@@ -233,7 +235,7 @@ class TwilioStreamProtocol:
         )
 
     def stop(self) -> str:
-        """§1.2: the last message of the stream; nothing may follow it."""
+        """§2: the last message of the stream; nothing may follow it."""
         self._advance(_STREAMING, _STOPPED, "stop")
         return self._message("stop", {"accountSid": self.account_sid, "callSid": self.call_sid})
 
@@ -245,12 +247,12 @@ class TwilioStreamProtocol:
     # -- what the bot sends ------------------------------------------------------------------
 
     def receive_bytes(self, data: bytes) -> list[BotEvent]:
-        """§1.6, warning 31950: a binary frame is ignored."""
+        """§3, warning 31950: a binary frame is ignored."""
         return [self._ignored(IGNORED_BINARY, f"binary frame of {len(data)} bytes")]
 
     def receive_text(self, text: str) -> list[BotEvent]:
-        """One text frame from the bot. §1.3: only media, mark and clear are accepted, each
-        with ``event`` and ``streamSid``; §1.7 rule 5: unknown fields are tolerated, and a
+        """One text frame from the bot. §3: only media, mark and clear are accepted, each
+        with ``event`` and ``streamSid``; unknown fields are tolerated, and a
         missing ``streamSid`` is accepted (pipecat omits it when it failed to detect one)."""
         try:
             message = json.loads(text)

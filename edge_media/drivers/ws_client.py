@@ -12,9 +12,9 @@ without end. Above `WRITE_BUFFER_LIMIT` bytes waiting in the transport, `send_te
 counts the drop, like an RTP socket dropping on a full queue. The bot sees gaps in
 ``sequenceNumber``, which is what Twilio's counters are for.
 
-The layer also keeps what the core cannot (STYLE.md §1): the connect and handshake deadline,
-the closing-handshake timer (`close_expected`), and keepalive pings whose pong round trip is
-kept for the call record.
+The layer also keeps what the core cannot (docs/architecture.md, "Sans-I/O cores"): the connect
+and handshake deadline, the closing-handshake timer (`close_expected`), and keepalive pings
+whose pong round trip is kept for the call record.
 """
 
 from __future__ import annotations

@@ -21,6 +21,9 @@ opens, so the first packet after the 200 OK is in it too.
 The hang-up cause is the Q.850 cause of the far end's ``Reason`` header (RFC 3326) when it sent
 one, in the final response or the BYE; `SipCall` only keeps the cause its status maps to
 (RFC 3398), and a 404 from the gateway means NO_ROUTE_DESTINATION, not UNALLOCATED_NUMBER.
+
+What the phone is asked to dial is checked by phone_options.py, and what it returns and prints
+about the call is phone_result.py's: this module is the call itself.
 """
 
 from __future__ import annotations
@@ -28,52 +31,42 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import re
 import socket
-from collections.abc import Awaitable, Iterable
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Awaitable
 from typing import Any, TextIO
 
+from edge_media.phone.phone_options import (
+    DEFAULT_SIP_PORT,
+    PhoneError,
+    PhoneOptions,
+    Target,
+    check_options,
+)
+from edge_media.phone.phone_result import (
+    PhoneResult,
+    ReceivedDigit,
+    cause_line,
+    code_of_cause,
+    q850_of_reason,
+    stats_line,
+)
 from edge_media.phone.wav import CLOCK_RATE, read_wav_as_ulaw, write_ulaw_as_wav
 from edge_media.rtp.dtmf import DtmfDigit
 from edge_media.rtp.ports import PortAllocator
 from edge_media.rtp.session import RtpSession
 from edge_media.rtp.transport import MediaClock, monotonic_clock_for
-from edge_media.sip.call import CallState, SipCall
-from edge_media.sip.causes import CAUSE_CODES, NORMAL_CLEARING, ORIGINATOR_CANCEL, reason_header
+from edge_media.sip.call import SipCall
+from edge_media.sip.call_state import CallState
+from edge_media.sip.causes import NORMAL_CLEARING, ORIGINATOR_CANCEL
 from edge_media.sip.endpoint import SipEndpoint, host_for_uri
-from edge_media.sip.errors import SipParseError
-from edge_media.sip.headers import parse_params
-from edge_media.sip.info_dtmf import DTMF_RELAY, KEYS, build_dtmf_relay
+from edge_media.sip.info_dtmf import DTMF_RELAY, build_dtmf_relay
 from edge_media.sip.message import SipResponse
 from edge_media.sip.transaction import Event, RequestReceived, ResponseReceived, StrayResponse
 from edge_media.sip.ua import CallApp, Reject, UserAgent
-from edge_media.sip.uri import SipUri, escape_user, uri_scheme
+from edge_media.sip.uri import escape_user
 
-__all__ = [
-    "DEFAULT_ANSWER_TIMEOUT",
-    "DEFAULT_DIGIT_DELAY",
-    "DEFAULT_FROM_USER",
-    "DEFAULT_RTP_PORTS",
-    "PhoneError",
-    "PhoneOptions",
-    "PhoneResult",
-    "ReceivedDigit",
-    "Target",
-    "check_options",
-    "parse_target",
-    "q850_of_reason",
-    "run_phone",
-]
+__all__ = ["run_phone"]
 
-DEFAULT_FROM_USER = "agera-phone"
-DEFAULT_ANSWER_TIMEOUT = 30.0
-DEFAULT_DIGIT_DELAY = 0.5
-# Below Linux's ephemeral range (32768-60999) and above the node's default RTP range.
-DEFAULT_RTP_PORTS = (30000, 31999)
-DEFAULT_SIP_PORT = 5060
-TRANSPORTS = ("udp", "tcp")
 PLAYOUT_SECONDS = 60.0  # queue room when no WAV is played (silence only)
 PLAYOUT_MARGIN_SECONDS = 5.0  # room beyond the WAV, for the silence behind it
 SILENCE_LOW_MS = 100.0  # top the queue up when less than this is left...
@@ -81,198 +74,6 @@ SILENCE_CHUNK = b"\xff" * (CLOCK_RATE // 5)  # ...with 200 ms of μ-law silence
 FEED_INTERVAL = 0.05  # seconds between looks at the queue
 BYE_SETTLE = 2.0  # seconds we wait for the answer to our BYE before closing the sockets
 CANCEL_SETTLE = 2.0  # seconds we wait for the INVITE's final response after a CANCEL
-MAX_CAUSE_DIGITS = 3  # Q.850 causes are 1-127
-_CAUSE_NAME_RE = re.compile(r"[A-Z][A-Z0-9_]*")
-# A scheme (RFC 3986 §3.1) followed by something other than a port: "sip:", "tel:", "http:".
-_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:(?![0-9]*(?:$|[;?]))")
-_REASON_CAUSE_RE = re.compile(r";cause=([0-9]+)")
-_CAUSES_BY_CODE = {code: name for name, code in CAUSE_CODES.items()}
-_WHO = {"local": "by us", "remote": "by the far end", "error": "(no answer from the network)"}
-
-
-class PhoneError(Exception):
-    """Options the phone cannot dial with (bad URI, digits, paths, ports); one line for the user."""
-
-
-@dataclass(frozen=True, slots=True)
-class PhoneOptions:
-    """What ``agera call`` was asked to do. Times are seconds; port 0 means any free port."""
-
-    uri: str
-    wav_in: Path | None = None
-    wav_out: Path | None = None
-    digits: str = ""
-    digit_delay: float = DEFAULT_DIGIT_DELAY
-    hangup_after: float | None = None  # None: wait for the far end's BYE (or Ctrl-C)
-    answer_timeout: float = DEFAULT_ANSWER_TIMEOUT
-    from_user: str = DEFAULT_FROM_USER
-    from_display: str | None = None
-    local_host: str | None = None  # None: the address the route to the target leaves from
-    local_port: int = 0
-    username: str | None = None  # digest credentials, for a gateway that challenges
-    password: str | None = None
-    transport: str = "udp"
-    rtp_ports: tuple[int, int] = DEFAULT_RTP_PORTS
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """Where the INVITE goes: its Request-URI, the host and port to send to, the transport."""
-
-    uri: str
-    host: str
-    port: int
-    transport: str
-
-
-@dataclass(frozen=True, slots=True)
-class ReceivedDigit:
-    """A key the far end pressed: how it came ("RFC 4733" or "SIP INFO"), seconds after answer."""
-
-    digit: str
-    via: str
-    at: float
-
-
-@dataclass(frozen=True, slots=True)
-class PhoneResult:
-    """How the call went. ``by`` is "local", "remote" or "error" (a timeout, a transport error)."""
-
-    answered: bool
-    cause: str  # Q.850 cause name: the far end's Reason when it gave one, else ours
-    cause_code: int | None
-    status: int | None  # the SIP status that ended an unanswered call
-    reason: str  # its reason phrase, or what ended the call
-    by: str
-    seconds_connected: float
-    codec: str | None
-    digits_sent: tuple[str, ...]
-    digits_received: tuple[ReceivedDigit, ...]
-    bytes_heard: int  # μ-law bytes recorded (8000 a second)
-    rtp_stats: dict[str, Any] = field(default_factory=dict)  # RtpSession.stats() at the end
-
-    @property
-    def ok(self) -> bool:
-        """Answered and ended normally: what exit code 0 means."""
-        return self.answered and self.cause == NORMAL_CLEARING
-
-
-# -- pure helpers --------------------------------------------------------------------------------
-
-
-def parse_target(text: str, *, tcp: bool = False) -> Target:
-    """A dial string (``sip:echo@127.0.0.1:5060``, ``echo@host``) as a target; PhoneError if bad.
-
-    RFC 3261 §19.1.1: the port defaults to 5060 and ``;transport=`` picks the transport. No
-    DNS SRV/NAPTR (RFC 3263): a host name is looked up for its address only.
-    """
-    text = text.strip()
-    if _SCHEME_RE.match(text) is None:
-        text = f"sip:{text}"  # echo@127.0.0.1:5060, or host:port with no user
-    scheme = uri_scheme(text).lower()
-    if scheme == "sips":
-        raise PhoneError("sips: needs TLS, which this phone does not speak; dial a sip: URI")
-    if scheme != "sip":
-        raise PhoneError(f"cannot dial a {scheme}: URI; dial a sip: URI (sip:user@host:port)")
-    try:
-        uri = SipUri.parse(text)
-    except SipParseError as error:
-        raise PhoneError(f"not a SIP URI: {text} ({error.reason})") from None
-    transport = "tcp" if tcp else "udp"
-    param = uri.params.get("transport")
-    if isinstance(param, str):
-        if param.lower() not in TRANSPORTS:
-            raise PhoneError(f"transport={param} is not supported (udp or tcp)")
-        transport = param.lower()
-    return Target(str(uri), uri.host.strip("[]"), uri.port or DEFAULT_SIP_PORT, transport)
-
-
-def check_options(options: PhoneOptions) -> Target:
-    """Every option checked before a socket is opened; the target to dial, or PhoneError."""
-    target = parse_target(options.uri, tcp=options.transport == "tcp")
-    if options.transport not in TRANSPORTS:
-        raise PhoneError(f"transport {options.transport!r} is not supported (udp or tcp)")
-    bad = sorted({key for key in options.digits if key.upper() not in KEYS})
-    if bad:
-        raise PhoneError(f"not DTMF keys: {''.join(bad)} (use 0-9, *, #, A-D)")
-    if options.digit_delay < 0:
-        raise PhoneError("the DTMF delay cannot be negative")
-    if options.hangup_after is not None and options.hangup_after <= 0:
-        raise PhoneError("--hangup-after must be more than 0 seconds")
-    if options.answer_timeout <= 0:
-        raise PhoneError("the answer timeout must be more than 0 seconds")
-    if not options.from_user:
-        raise PhoneError("the From user cannot be empty")
-    if (options.username is None) != (options.password is None):
-        raise PhoneError("digest login needs both a user name and a password")
-    if options.local_host is not None:
-        try:
-            ipaddress.ip_address(options.local_host)
-        except ValueError:
-            raise PhoneError(f"local host {options.local_host} is not an IP address") from None
-    if not 0 <= options.local_port <= 65535:
-        raise PhoneError(f"local port {options.local_port} is not a port number")
-    try:
-        PortAllocator(*options.rtp_ports)
-    except ValueError as error:
-        raise PhoneError(str(error)) from None
-    if options.wav_out is not None:
-        folder = options.wav_out.parent
-        if not folder.is_dir():
-            raise PhoneError(f"cannot record to {options.wav_out}: no folder {folder}")
-    return target
-
-
-def q850_of_reason(values: Iterable[str]) -> tuple[str, int] | None:
-    """The first Q.850 cause of ``Reason`` header values as (name, code), or None.
-
-    RFC 3326 §2: ``Reason: Q.850 ;cause=16 ;text="Terminated"``. The name comes from the code;
-    a ``text`` that is itself a cause name with that code (``SYSTEM_SHUTDOWN``, sent as 41) is
-    kept, since it says more.
-    """
-    for value in values:
-        protocol, semicolon, _ = value.partition(";")
-        if protocol.strip().upper() != "Q.850" or not semicolon:
-            continue
-        try:
-            params = parse_params(value, len(protocol), what="Reason")
-        except SipParseError:
-            continue
-        cause = params.get("cause") or ""
-        if not (cause.isascii() and cause.isdigit() and len(cause) <= MAX_CAUSE_DIGITS):
-            continue
-        code = int(cause)
-        text = params.get("text") or ""
-        if _CAUSE_NAME_RE.fullmatch(text) and _code_of(text) == code:
-            return text, code
-        return _CAUSES_BY_CODE.get(code, f"Q850_CAUSE_{code}"), code
-    return None
-
-
-def _code_of(cause: str) -> int:
-    """The Q.850 value we send for ``cause`` (aliases such as ORIGINATOR_CANCEL included)."""
-    match = _REASON_CAUSE_RE.search(reason_header(cause)[1])
-    assert match is not None  # reason_header always writes ;cause=N
-    return int(match.group(1))
-
-
-def _cause_line(result: PhoneResult) -> str:
-    code = f" (Q.850 {result.cause_code})" if result.cause_code is not None else ""
-    if result.answered:
-        return (
-            f"ended: {result.cause}{code} {_WHO.get(result.by, result.by)} "
-            f"after {result.seconds_connected:.2f} s connected"
-        )
-    status = f", SIP {result.status} {result.reason}" if result.status else ""
-    return f"not answered: {result.cause}{code} {_WHO.get(result.by, result.by)}{status}"
-
-
-def _stats_line(stats: dict[str, Any]) -> str:
-    return (
-        f"stats: {stats.get('packets_out', 0)} packets sent, {stats.get('packets_in', 0)} "
-        f"received, {stats.get('lost', 0)} lost, {stats.get('late', 0)} late, jitter "
-        f"{stats.get('jitter_ms', 0)} ms, max gap {stats.get('max_gap_ms', 0)} ms"
-    )
 
 
 # -- I/O ------------------------------------------------------------------------------------------
@@ -530,7 +331,7 @@ async def _call(
     media = call.media
     assert media is not None and call.answered_at is not None
     call.on_digit = recorder.on_info_digit
-    negotiated = media.negotiated
+    negotiated = call.negotiated
     if negotiated is not None:
         dtmf = negotiated.dtmf_payload_type
         _say(
@@ -563,11 +364,11 @@ async def _call(
         bye.cancel()  # no answer to our BYE: the call is over for us all the same
     heard = b"".join(recorder.frames)
     result = _result(phone, call, recorder, sent, connected)
-    _say(out, _cause_line(result))
+    _say(out, cause_line(result))
     if options.wav_out is not None:
         write_ulaw_as_wav(options.wav_out, heard)
         _say(out, f"recorded {len(heard) / CLOCK_RATE:.2f} s to {options.wav_out}")
-    _say(out, _stats_line(result.rtp_stats))
+    _say(out, stats_line(result.rtp_stats))
     return result
 
 
@@ -579,7 +380,7 @@ async def _wait_answer(
     if call.answered_at is not None and not call.is_ended:
         return True
     if call.is_ended:
-        _say(out, _cause_line(_result(phone, call, None, [], 0.0)))
+        _say(out, cause_line(_result(phone, call, None, [], 0.0)))
         return False
     if stop.is_set():
         cause = ORIGINATOR_CANCEL
@@ -591,7 +392,7 @@ async def _wait_answer(
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(CANCEL_SETTLE):
             await phone.watch.final.wait()  # the 487 (or a 200 that crossed the CANCEL)
-    _say(out, _cause_line(_result(phone, call, None, [], 0.0)))
+    _say(out, cause_line(_result(phone, call, None, [], 0.0)))
     return False
 
 
@@ -607,11 +408,11 @@ def _result(
     cause, status, reason, by = NORMAL_CLEARING, None, "", "local"
     if end is not None:
         cause, status, reason, by = end.cause, end.status, end.detail, end.by
-    code = _code_of(cause)
+    code = code_of_cause(cause)
     if by != "local" and phone.watch.remote_cause is not None:
         cause, code = phone.watch.remote_cause
     media = call.media
-    negotiated = media.negotiated if media is not None else None
+    negotiated = call.negotiated
     result = PhoneResult(
         answered=answered,
         cause=cause,

@@ -1,4 +1,5 @@
-"""One absolute-deadline scheduler for the outbound RTP of every call (DESIGN §2, principle 3).
+"""One absolute-deadline scheduler for the outbound RTP of every call (docs/architecture.md,
+"One clock").
 
 Why one pacer: a timer or task per call costs a wake-up per call every 20 ms and each one drifts
 on its own; a single 20 ms grid wakes the loop once for all calls and keeps every stream on the

@@ -1,14 +1,19 @@
 """One call leg's media: its RTP socket, what the offer/answer agreed, and its playout queue.
 
-Why this object: SIP and the applications (echo now, bot drivers next) should not know about
-payload types, SSRCs or the pacer. A leg opens its port before the offer/answer (the port goes
-into our SDP), then `apply` takes each negotiation result, including re-INVITEs for hold and
-resume: the receiver learns the payload types, and the outbound stream is registered with the
-process-wide pacer, moved, or taken off it when the direction says we must not send.
+Why this object: SIP and the applications (echo, the bot bridge) should not know about payload
+types, SSRCs or the pacer. A leg opens its port before the offer/answer (the port goes into our
+SDP), then `apply` takes each negotiation result as `RtpParams`, including re-INVITEs for hold
+and resume: the receiver learns the payload types, and the outbound stream is registered with
+the process-wide pacer, moved, or taken off it when the direction says we must not send.
 
-Outbound audio is whatever the application pushes into ``playout`` (μ-law, any chunk size);
-inbound audio and digits go to ``sink``. The sink can be swapped at any time (a live media
-redirect swaps the bot driver without touching the SIP leg).
+What the leg is joined to is one `connect(playout, sink)`: outbound audio is what the other side
+pushes into ``playout`` (μ-law, any chunk size), and inbound audio, digits and the marks that
+playout reached go to ``sink``. A live media redirect connects the next bot's queue and sink
+without touching the SIP leg. Until something connects, the session plays its own queue and
+discards what arrives.
+
+RTP is the bottom of the edge node: this package imports nothing else from `edge_media`
+(tests/test_imports.py keeps it so). SIP converts its SDP result into `RtpParams`.
 """
 
 from __future__ import annotations
@@ -16,19 +21,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-from edge_media.bridge.playout import PlayoutQueue
-from edge_media.drivers.base import PlayedMark
 from edge_media.rtp.dtmf import DtmfDigit
 from edge_media.rtp.pacer import Pacer
+from edge_media.rtp.playout import PlayedMark, PlayoutQueue
 from edge_media.rtp.ports import PortAllocator
 from edge_media.rtp.receiver import ReceiverConfig
 from edge_media.rtp.transport import RtpSocket, open_rtp_socket
-from edge_media.sip.sdp import NegotiatedMedia
 
-__all__ = ["MediaSink", "RtpSession"]
+__all__ = ["DISCARD", "MediaSink", "RtpParams", "RtpSession"]
 
 logger = logging.getLogger("agera.rtp.session")
 
@@ -36,12 +39,33 @@ MIN_PTIME_MS = 10
 MAX_PTIME_MS = 60
 
 
+@dataclass(frozen=True, slots=True)
+class RtpParams:
+    """One negotiation's result as RTP needs it (SIP builds it from its SDP answer).
+
+    ``dtmf_payload_type`` is the telephone-event type the peer expects our digits on, and
+    ``dtmf_receive_payload_type`` the one we declared for the digits we receive; ``sends`` says
+    whether the agreed direction lets us transmit.
+    """
+
+    payload_type: int
+    remote_address: str
+    remote_port: int
+    sends: bool = True
+    dtmf_payload_type: int | None = None
+    dtmf_receive_payload_type: int | None = None
+    remote_ptime: int | None = None
+
+
 class MediaSink(Protocol):
-    """Where a leg's inbound media goes; called from the socket's read callback, never blocks."""
+    """Where a leg's inbound media and reached marks go; called from the socket's read callback
+    and the loop turn after a pacer tick, never blocks."""
 
     def on_frames(self, frames: tuple[bytes, ...]) -> None: ...
 
     def on_digits(self, digits: tuple[DtmfDigit, ...]) -> None: ...
+
+    def on_marks(self, marks: list[PlayedMark]) -> None: ...
 
 
 class _Discard:
@@ -49,6 +73,9 @@ class _Discard:
         pass
 
     def on_digits(self, digits: tuple[DtmfDigit, ...]) -> None:
+        pass
+
+    def on_marks(self, marks: list[PlayedMark]) -> None:
         pass
 
 
@@ -63,8 +90,7 @@ class RtpSession:
         self._rng = rng
         self.playout = PlayoutQueue(capacity_seconds=playout_seconds)
         self.sink: MediaSink = DISCARD
-        self.on_marks: Callable[[list[PlayedMark]], None] | None = None
-        self.negotiated: NegotiatedMedia | None = None
+        self.params: RtpParams | None = None
         self._socket: RtpSocket | None = None
         self._ssrc = rng.getrandbits(32)
         self._sequence = rng.getrandbits(16)
@@ -113,8 +139,19 @@ class RtpSession:
     def _report_marks(self) -> None:
         self._marks_due = False
         marks = self.playout.take_reached()
-        if marks and self.on_marks is not None:
-            self.on_marks(marks)
+        if marks:
+            self.sink.on_marks(marks)
+
+    # -- what the leg is joined to ---------------------------------------------------------------
+
+    def connect(self, playout: PlayoutQueue, sink: MediaSink) -> None:
+        """Play ``playout`` from the next tick on and send what arrives to ``sink``."""
+        self.playout = playout
+        self.sink = sink
+
+    def disconnect(self) -> None:
+        """Discard what arrives; the connected queue keeps playing until the next `connect`."""
+        self.sink = DISCARD
 
     # -- control ---------------------------------------------------------------------------------
 
@@ -132,12 +169,12 @@ class RtpSession:
     def sending(self) -> bool:
         return self._stream is not None
 
-    def apply(self, media: NegotiatedMedia) -> None:
+    def apply(self, media: RtpParams) -> None:
         """Take a negotiation result: payload types in, and the outbound stream on or off."""
-        self.negotiated = media
+        self.params = media
         receive_dtmf = media.dtmf_receive_payload_type or media.dtmf_payload_type
         self.socket.receiver.set_payload_types(media.payload_type, receive_dtmf)
-        if not media.direction.sends:
+        if not media.sends:
             self._stop_stream()
             return
         ptime = min(max(media.remote_ptime or 20, MIN_PTIME_MS), MAX_PTIME_MS)
@@ -179,7 +216,7 @@ class RtpSession:
 
     def send_dtmf(self, digit: str, duration_ms: float = 100.0) -> bool:
         """Queue an RFC 4733 digit; False when the peer did not negotiate telephone-event."""
-        media = self.negotiated
+        media = self.params
         if self._stream is None or media is None or media.dtmf_payload_type is None:
             return False
         self._pacer.send_dtmf(self._stream, digit, duration_ms)

@@ -3,13 +3,13 @@
 Receive path: `RtpSocket` *is* the `DatagramProtocol`, so a datagram goes from the loop's read
 callback to `RtpReceiver.on_packet` and on to the handler in one call chain: no task, queue or
 extra object per packet. At 50 packets a second per call and a budget of ~1.5 ms of CPU per
-call-second (DESIGN §6), every hop is paid 50 times a second per call; a task hop alone costs
-more than parsing the packet. The handler is therefore called synchronously from the read
-callback and must not block (it pushes into a playout queue or a WebSocket write buffer).
+call-second (docs/performance.md), every hop is paid 50 times a second per call; a task hop
+alone costs more than parsing the packet. The handler is therefore called synchronously from the
+read callback and must not block (it pushes into a playout queue or a WebSocket write buffer).
 
 Send path: the single process-wide `Pacer` builds every call's packets on one 20 ms grid and
-`MediaClock` is the only thing that wakes it (DESIGN §2 principle 3, pacer.py's driver
-contract): one `loop.call_at` per tick for the whole process, however many calls are up. A
+`MediaClock` is the only thing that wakes it (docs/architecture.md, "One clock"; pacer.py's
+driver contract): one `loop.call_at` per tick for the whole process, however many calls are up. A
 socket registers its stream with the pacer using its own datagram transport as the sink, so
 sending is a direct `transport.sendto`. RFC 4961 symmetric RTP: when the receiver latches onto
 (or re-latches to) a source, the stream's destination follows it.

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from edge_media.sip.headers import NameAddr
+from edge_media.sip.header_values import NameAddr
 from edge_media.sip.uri import SipUri, uri_equal
 
 __all__ = [
@@ -34,7 +34,7 @@ _HEAP_SLACK = 64  # stale expiry entries tolerated beyond twice the live binding
 
 
 class Aor(NamedTuple):
-    """An address-of-record, keyed the way extensions are stored (DESIGN.md: EXT#account#ext).
+    """An address-of-record, keyed the way extensions are stored (``EXT#account#ext``).
 
     Phones put whatever host they were configured with in To (an IP, a DNS name), so the AOR is
     the extension's identity, not the To URI.

@@ -2,8 +2,10 @@
 
 Why one class for both directions: once the dialog exists, the two sides behave the same
 (BYE, re-INVITE and UPDATE for hold and refresh, INFO, REFER, session timers), and the bridge
-(issue 5) must treat a leg the same whichever side dialled. The parts that differ are the
-opening: `ring`/`answer`/`reject` for an INVITE we received, `run_outbound` for one we sent.
+(edge_media/bridge/) must treat a leg the same whichever side dialled. The parts that differ
+are the opening: `ring`/`answer`/`reject` for an INVITE we received (`call_inbound`),
+`run_outbound` for one we sent (`call_outbound`); the timers are in `call_timers`. `SipCall`
+keeps the methods and delegates to those.
 
 Applications hold a `SipCall` and await it: ``await call.answer()``, ``await call.ended()``,
 ``await call.hangup(cause)``; audio goes through ``call.media`` (an `RtpSession`). Everything
@@ -15,87 +17,40 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from edge_media.rtp.dtmf import DtmfDigit, DtmfTrigger
-from edge_media.rtp.ports import PortsExhaustedError
 from edge_media.rtp.session import MediaSink, RtpSession
-from edge_media.sip.causes import (
-    NORMAL_CLEARING,
-    cause_for_status,
-    reason_header,
-    status_for_cause,
-)
+from edge_media.sip.call_inbound import InboundInvite
+from edge_media.sip.call_outbound import OutboundInvite
+from edge_media.sip.call_state import SDP, CallEnd, CallState, allow_of
+from edge_media.sip.call_timers import SessionRefresh, TwoXxRetransmission
+from edge_media.sip.causes import NORMAL_CLEARING, reason_header, status_for_cause
 from edge_media.sip.dialog import Dialog, DialogError, DialogState
-from edge_media.sip.digest import DigestClient, DigestError
-from edge_media.sip.endpoint import ClientTransaction, TransactionFailed, new_branch
-from edge_media.sip.errors import SipParseError
+from edge_media.sip.endpoint import ClientTransaction, TransactionFailed
 from edge_media.sip.info_dtmf import KEYS
-from edge_media.sip.message import SipRequest, SipResponse, body_of_type, make_response
-from edge_media.sip.refer import OutgoingRefer
-from edge_media.sip.sdp import (
-    Direction,
-    NegotiatedMedia,
-    NegotiationFailure,
-    SdpError,
-    SdpSession,
-    parse_sdp,
-)
-from edge_media.sip.session_timer import (
-    SessionIntervalTooSmall,
-    SessionTimer,
-    SessionTimerOffer,
-    negotiate_as_uas,
-    uac_offer,
-)
-from edge_media.sip.transaction import (
-    AckNotReceived,
-    Resend2xx,
-    TransactionId,
-    TwoXxRetransmitter,
-    build_ack_for_2xx,
-)
+from edge_media.sip.message import SipRequest, SipResponse, make_response
+from edge_media.sip.message_bodies import body_of_type
+from edge_media.sip.refer_transferor import OutgoingRefer
+from edge_media.sip.rtp_params import rtp_params
+from edge_media.sip.sdp_model import Direction, SdpError
+from edge_media.sip.sdp_offer_answer import NegotiatedMedia, NegotiationFailure, SdpSession
+from edge_media.sip.sdp_parse import parse_sdp
+from edge_media.sip.session_timer import SessionIntervalTooSmall, SessionTimer, negotiate_as_uas
+from edge_media.sip.transaction import TransactionId
 from edge_media.sip.transport import SipAddress
 
 if TYPE_CHECKING:
     from edge_media.sip.ua import UserAgent
 
-__all__ = ["CallEnd", "CallState", "SipCall"]
+__all__ = ["SipCall"]
 
 logger = logging.getLogger("agera.sip.call")
 
-SDP = "application/sdp"
 BYE_WAIT = 5.0  # seconds we wait for the answer to our BYE before forgetting the dialog
-MAX_AUTH_ATTEMPTS = 2  # a second challenge after our credentials means they are wrong
 REFRESHING = frozenset({"INVITE", "UPDATE", "REFER", "NOTIFY", "SUBSCRIBE"})  # carry Contact
-
-
-def _allow_of(message: SipRequest | SipResponse) -> frozenset[str]:
-    """The methods a peer said it allows (§20.5); empty when it did not say."""
-    return frozenset(m.strip().upper() for m in message.headers.get_all("allow"))
-
-
-class CallState(StrEnum):
-    INCOMING = "incoming"  # INVITE received, nothing but 100 sent
-    RINGING = "ringing"  # UAS: 18x sent; UAC: 18x received
-    CALLING = "calling"  # UAC: INVITE sent
-    ANSWERED = "answered"
-    ENDED = "ended"
-
-
-@dataclass(frozen=True, slots=True)
-class CallEnd:
-    """How the call ended: a Q.850 cause name, the SIP status when one decided it, who ended it."""
-
-    cause: str
-    status: int | None
-    by: str  # "local", "remote" or "error"
-    detail: str = ""
 
 
 class _CallLog(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -128,9 +83,10 @@ class SipCall:
         self.state = CallState.INCOMING if direction == "inbound" else CallState.CALLING
         self.dialog: Dialog | None = None
         self.media: RtpSession | None = None
+        self.negotiated: NegotiatedMedia | None = None  # the last offer/answer's result
         # Where inbound audio goes from the moment the RTP port opens: set it right after
-        # `UserAgent.invite` to hear the very first packet after the answer (media.sink, set once
-        # the answer is seen, misses what arrives in between).
+        # `UserAgent.invite` to hear the very first packet after the answer (`media.connect`
+        # once the answer is seen misses what arrives in between).
         self.media_sink: MediaSink | None = None
         self.sdp: SdpSession | None = None
         self.end: CallEnd | None = None
@@ -144,22 +100,19 @@ class SipCall:
         self._answered = asyncio.Event()
         self._ringing = asyncio.Event()
         self._ended = asyncio.Event()
-        self._retransmitter: TwoXxRetransmitter | None = None
-        self._retransmit_txn: TransactionId | None = None
-        self._retransmit_timer: asyncio.TimerHandle | None = None
+        self._retransmission = TwoXxRetransmission(self)
         self._answer_in_ack = False  # we offered in a 2xx; the ACK carries the answer
         self._server_reinvite: TransactionId | None = None  # re-INVITE we have not answered
         self._client_reinvite = False  # our re-INVITE/UPDATE is outstanding (491 to theirs)
         self._acks: dict[str, SipRequest] = {}  # UAC: the ACK per 2xx To tag, for retransmits
         self._hold = False
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._digest = DigestClient()
-        self.peer_allow = _allow_of(invite) if direction == "inbound" else frozenset()
+        self.peer_allow = allow_of(invite) if direction == "inbound" else frozenset()
         self.bye_task: asyncio.Task[Any] | None = None  # our BYE's transaction, for shutdown
         self.app: Any = None  # the application running this call (a REFER re-runs it)
-        self.session_timer: SessionTimer | None = None
-        self._session_timer_handle: asyncio.TimerHandle | None = None
-        self._timer_offer: SessionTimerOffer | None = None  # UAC: what our INVITE asked for
+        self._session_refresh = SessionRefresh(self)
+        self._inbound = InboundInvite(self)  # the opening, for an INVITE we received
+        self._outbound = OutboundInvite(self)  # the opening, for the INVITE we send
         self.outgoing_refer: OutgoingRefer | None = None
         self.refer_done = asyncio.Event()
         self.refers_received = 0
@@ -222,25 +175,9 @@ class SipCall:
             ("Supported", ", ".join(self.ua.supported)),
         ]
 
-    def _respond(self, status: int, reason: str | None = None, **kwargs: Any) -> SipResponse:
-        response = make_response(self.invite, status, reason, to_tag=self.local_tag, **kwargs)
-        assert self.invite_txn is not None
-        self.endpoint.send_response(self.invite_txn, response)
-        return response
-
     def ring(self) -> None:
         """Send 180 Ringing (once); it creates the early dialog (§12.1.1)."""
-        if self.state is not CallState.INCOMING:
-            return
-        self._ensure_uas_dialog()
-        self._respond(180, extra_headers=self._headers_for_answer()[:1])
-        self.state = CallState.RINGING
-
-    def _ensure_uas_dialog(self) -> Dialog:
-        if self.dialog is None:
-            self.dialog = Dialog.as_uas(self.invite, self.local_tag, secrets.randbelow(1 << 16) + 1)
-            self.ua.register_dialog(self)
-        return self.dialog
+        self._inbound.ring()
 
     async def answer(self) -> bool:
         """Answer with 200 OK and start the media; False when the call ended meanwhile.
@@ -248,52 +185,7 @@ class SipCall:
         An INVITE with an offer is answered (488 when nothing is acceptable); an INVITE
         without one gets our offer in the 200 and the answer is expected in the ACK (§13.2.1).
         """
-        if self.state not in (CallState.INCOMING, CallState.RINGING):
-            return self.state is CallState.ANSWERED
-        try:
-            media = await self._open_media()
-        except PortsExhaustedError:
-            self.reject(503, "No Media Ports Available", cause="SWITCH_CONGESTION")
-            return False
-        if self.is_ended:  # CANCEL while the port was being bound
-            media.close()
-            return False
-        self.media = media
-        assert self.sdp is not None
-        offer = self._sdp_of(self.invite)
-        if offer is False:
-            self.reject(400, "Malformed SDP", cause="INTERWORKING")
-            return False
-        if offer is None:
-            body = bytes(self.sdp.offer())
-            self._answer_in_ack = True
-            negotiated = None
-        else:
-            result = self.sdp.answer(offer)
-            if isinstance(result, NegotiationFailure):
-                warning = result.warning(self.ua.agent_host)
-                self.log.info("no acceptable media: %s", result.detail)
-                self.reject(488, extra=[("Warning", warning)], cause="INCOMPATIBLE_DESTINATION")
-                return False
-            body, negotiated = result.body, result.media
-        timer = negotiate_as_uas(self.invite, self.ua.timer_policy, self.endpoint.now())
-        if isinstance(timer, SessionIntervalTooSmall):
-            self.reject(422, "Session Interval Too Small", extra=timer.headers)
-            return False
-        self._ensure_uas_dialog()
-        headers = self._headers_for_answer() + list(timer.headers)
-        response = self._respond(200, extra_headers=headers, body=body, content_type=SDP)
-        self.set_session_timer(timer.timer)
-        assert self.dialog is not None
-        self.dialog.confirm()
-        self.state = CallState.ANSWERED
-        self.answered_at = self.endpoint.now()
-        if negotiated is not None:
-            self._apply(negotiated)
-        self._start_retransmitter(response, self.invite_txn)
-        self._answered.set()
-        self.log.info("answered (%s)", self._media_summary())
-        return True
+        return await self._inbound.answer()
 
     def reject(
         self,
@@ -304,13 +196,7 @@ class SipCall:
         extra: Iterable[tuple[str, str]] = (),
     ) -> None:
         """Refuse an INVITE we have not answered; the call ends with ``cause``."""
-        if self.state not in (CallState.INCOMING, CallState.RINGING):
-            return
-        headers = list(extra)
-        if cause is not None:
-            headers.append(reason_header(cause))
-        self._respond(status, reason, extra_headers=headers)
-        self._finish(cause or cause_for_status(status), status, "local", reason or "")
+        self._inbound.reject(status, reason, cause=cause, extra=extra)
 
     async def _open_media(self) -> RtpSession:
         session = await RtpSession.open(
@@ -320,7 +206,7 @@ class SipCall:
             playout_seconds=self.ua.playout_seconds,
         )
         if self.media_sink is not None:
-            session.sink = self.media_sink
+            session.connect(session.playout, self.media_sink)
         self.sdp = SdpSession(self.ua.local_media(session.port))
         return session
 
@@ -336,11 +222,12 @@ class SipCall:
             return False
 
     def _apply(self, negotiated: NegotiatedMedia) -> None:
+        self.negotiated = negotiated
         if self.media is not None:
-            self.media.apply(negotiated)
+            self.media.apply(rtp_params(negotiated))
 
     def _media_summary(self) -> str:
-        negotiated = self.media.negotiated if self.media else None
+        negotiated = self.negotiated
         if negotiated is None:
             return "media pending"
         return (
@@ -348,65 +235,15 @@ class SipCall:
             f"{negotiated.direction}, DTMF PT {negotiated.dtmf_payload_type}"
         )
 
-    # -- 2xx retransmission (§13.3.1.4) --------------------------------------------------------
-
-    def _start_retransmitter(self, response: SipResponse, txn: TransactionId | None) -> None:
-        self._stop_retransmitter()
-        self._retransmitter = TwoXxRetransmitter(
-            response, self.endpoint.now(), self.endpoint.timers
-        )
-        self._retransmit_txn = txn
-        self._arm_retransmitter()
-
-    def _arm_retransmitter(self) -> None:
-        retransmitter = self._retransmitter
-        deadline = retransmitter.next_deadline() if retransmitter else None
-        if deadline is None:
-            return
-        loop = asyncio.get_running_loop()
-        self._retransmit_timer = loop.call_at(deadline, self._on_retransmit_timer)
-
-    def _on_retransmit_timer(self) -> None:
-        retransmitter = self._retransmitter
-        if retransmitter is None:
-            return
-        for action in retransmitter.on_timer(self.endpoint.now()):
-            if isinstance(action, Resend2xx) and self._retransmit_txn is not None:
-                try:
-                    self.endpoint.send_response(self._retransmit_txn, action.response)
-                except Exception as error:  # the transaction ended under us: stop resending
-                    self.log.debug("2xx resend stopped: %s", error)
-                    self._retransmitter = None
-                    return
-            elif isinstance(action, AckNotReceived):
-                self.log.warning("no ACK for our 2xx within 64*T1: ending the call")
-                self._retransmitter = None
-                self._spawn(self.hangup("RECOVERY_ON_TIMER_EXPIRE"))
-                return
-        self._arm_retransmitter()
-
-    def _stop_retransmitter(self) -> None:
-        if self._retransmit_timer is not None:
-            self._retransmit_timer.cancel()
-            self._retransmit_timer = None
-        self._retransmitter = None
-
     # -- events from the UA (server side) -------------------------------------------------------
 
     def on_cancel(self, to_tag: str) -> None:
         """CANCEL for our unanswered INVITE: 487 to it (§9.2); the layer already sent 200."""
-        if self.state not in (CallState.INCOMING, CallState.RINGING):
-            return
-        response = make_response(self.invite, 487, to_tag=self.local_tag or to_tag)
-        assert self.invite_txn is not None
-        self.endpoint.send_response(self.invite_txn, response)
-        self._finish("ORIGINATOR_CANCEL", 487, "remote", "caller cancelled")
+        self._inbound.on_cancel(to_tag)
 
     def on_ack(self, ack: SipRequest) -> None:
         """The ACK for our 2xx: stop retransmitting; it may carry the answer to our offer."""
-        if self._retransmitter is not None:
-            self._retransmitter.ack_received()
-            self._stop_retransmitter()
+        self._retransmission.ack_received()
         if not self._answer_in_ack:
             return
         self._answer_in_ack = False
@@ -506,11 +343,11 @@ class SipCall:
             if not is_invite:  # an UPDATE without SDP is a plain session refresh
                 self.reply(txn, request, 200, extra=headers)
                 return
-            direction = self.media.negotiated.direction if self.media.negotiated else None
+            direction = self.negotiated.direction if self.negotiated else None
             body = bytes(self.sdp.offer(direction or Direction.SENDRECV))
             self._answer_in_ack = True
             response = self.reply(txn, request, 200, extra=headers, body=body, content_type=SDP)
-            self._start_retransmitter(response, txn)
+            self._retransmission.start(response, txn)
             return
         result = self.sdp.answer(offer)
         if isinstance(result, NegotiationFailure):
@@ -525,103 +362,13 @@ class SipCall:
         if was_on_hold != self._hold:
             self.log.info("%s (%s)", "held" if self._hold else "resumed", self._media_summary())
         if is_invite:
-            self._start_retransmitter(response, txn)
+            self._retransmission.start(response, txn)
 
     # -- UAC: sending the INVITE ---------------------------------------------------------------
 
     async def run_outbound(self, credentials: tuple[str, str] | None) -> None:
         """Send the INVITE and follow it to an answer or a failure (§13.2)."""
-        try:
-            self.media = await self._open_media()
-        except PortsExhaustedError:
-            self._finish("SWITCH_CONGESTION", None, "error", "no RTP ports available")
-            return
-        assert self.sdp is not None
-        self.invite = self.invite.with_body(bytes(self.sdp.offer()))
-        self._timer_offer = uac_offer(self.ua.timer_policy)
-        if self._timer_offer is not None:
-            self.invite = self._with_headers(self.invite, self._timer_offer.headers())
-        attempts = 0
-        while not self.is_ended:
-            client = self.invite_client = self.endpoint.send_request(
-                self.invite, self.peer, self.kind
-            )
-            self.ua.register_client_invite(self, client)
-            final = await self._follow_invite(client)
-            if final is None or self.is_ended:
-                return
-            status = final.status
-            if status == 422 and self._timer_offer is not None:
-                retry_offer = self._timer_offer.after_422(final)
-                if retry_offer is not None:
-                    self._timer_offer = retry_offer
-                    self.invite = self._next_invite(self.invite, retry_offer.headers())
-                    continue
-            if status in (401, 407) and credentials and attempts < MAX_AUTH_ATTEMPTS - 1:
-                attempts += 1
-                retry = self._authenticated_invite(final, credentials)
-                if retry is not None:
-                    self.invite = retry
-                    continue
-            self._finish(cause_for_status(status), status, "remote", final.reason)
-            return
-
-    async def _follow_invite(self, client: ClientTransaction) -> SipResponse | None:
-        """Provisional responses until a final one. 2xx is handled by `on_2xx`; None then."""
-        while True:
-            item = await client.next()
-            if isinstance(item, TransactionFailed):
-                if not self._answered.is_set():
-                    cause = cause_for_status(item.status)
-                    self._finish(cause, item.status, "error", item.reason)
-                return None
-            status = item.status
-            if status < 200:
-                if status > 100 and item.to_tag is not None and self.dialog is None:
-                    self.dialog = Dialog.as_uac(self.invite, item)
-                    self.ua.register_dialog(self)
-                if status in (180, 183) and self.state is CallState.CALLING:
-                    self.state = CallState.RINGING
-                    self._ringing.set()
-                    self.log.info("%d %s", status, item.reason)
-                continue
-            if status < 300:
-                return None  # the UA passes every 2xx to on_2xx, which ACKs it
-            return item
-
-    def _authenticated_invite(
-        self, challenge: SipResponse, credentials: tuple[str, str]
-    ) -> SipRequest | None:
-        header = "WWW-Authenticate" if challenge.status == 401 else "Proxy-Authenticate"
-        answer = "Authorization" if challenge.status == 401 else "Proxy-Authorization"
-        try:
-            username, password = credentials
-            value = self._digest.respond(
-                challenge.headers.get_lines(header.lower()),
-                "INVITE",
-                str(self.invite.uri),
-                username,
-                password,
-                cnonce=secrets.token_hex(8),
-            )
-        except (DigestError, SipParseError) as error:
-            self.log.info("cannot answer the %d challenge: %s", challenge.status, error)
-            return None
-        invite = self.invite.with_headers(self.invite.headers.without(answer.lower()))
-        return self._next_invite(invite, [(answer, value)])
-
-    def _next_invite(self, invite: SipRequest, headers: Iterable[tuple[str, str]]) -> SipRequest:
-        """The INVITE re-sent after a challenge or a 422: new branch, next CSeq (§8.1.3.5)."""
-        fields = invite.headers.with_replaced("Via", self.endpoint.via(self.kind))
-        fields = fields.with_replaced("CSeq", f"{invite.cseq.number + 1} INVITE")
-        return self._with_headers(invite.with_headers(fields), headers)
-
-    @staticmethod
-    def _with_headers(request: SipRequest, headers: Iterable[tuple[str, str]]) -> SipRequest:
-        fields = request.headers
-        for name, value in headers:
-            fields = fields.with_replaced(name, value)
-        return request.with_headers(fields)
+        await self._outbound.run(credentials)
 
     def on_2xx(self, response: SipResponse) -> None:
         """Every 2xx to our INVITE, retransmissions included: ACK it (§13.2.2.4)."""
@@ -635,45 +382,14 @@ class SipCall:
             ack = self.dialog.create_request(
                 "ACK", via=self.endpoint.via(self.kind), cseq=response.cseq.number
             )
-            self._acks[tag] = ack
-            self._send_in_dialog(ack, stateless=True)
+            self._send_ack(tag, ack)
             return
-        first = not self._answered.is_set() and not self.is_ended
-        if self.dialog is None:
-            self.dialog = Dialog.as_uac(self.invite, response)
-            self.ua.register_dialog(self)
-        elif first:
-            self.dialog.confirm_with(response)
-        ack = build_ack_for_2xx(self.invite, response, branch=new_branch())
-        ack = ack.with_headers(ack.headers.with_replaced("Via", self.endpoint.via(self.kind)))
+        self._outbound.on_2xx(response, tag)
+
+    def _send_ack(self, tag: str, ack: SipRequest) -> None:
+        """Send the ACK for a 2xx and keep it for that 2xx's retransmissions."""
         self._acks[tag] = ack
         self._send_in_dialog(ack, stateless=True)
-        if not first:
-            # A 2xx after we gave up (CANCEL crossed it) or from a second fork: ACK, then BYE.
-            self._spawn(self._bye_for(response))
-            return
-        answer = self._sdp_of(response)
-        negotiated = self.sdp.process_answer(answer) if answer and self.sdp else None
-        self.state = CallState.ANSWERED
-        self.answered_at = self.endpoint.now()
-        self._answered.set()
-        if not isinstance(negotiated, NegotiatedMedia):
-            detail = negotiated.detail if negotiated is not None else "no SDP answer"
-            self.log.info("answered without acceptable media (%s): hanging up", detail)
-            self._spawn(self.hangup("INCOMPATIBLE_DESTINATION"))
-            return
-        self._apply(negotiated)
-        if self._timer_offer is not None:
-            self.set_session_timer(self._timer_offer.on_2xx(response, self.endpoint.now()))
-        self.peer_allow = _allow_of(response)
-        self.log.info("answered by peer (%s)", self._media_summary())
-
-    async def _bye_for(self, response: SipResponse) -> None:
-        dialog = Dialog.as_uac(self.invite, response)
-        request = dialog.create_request(
-            "BYE", via=self.endpoint.via(self.kind), extra_headers=[reason_header(NORMAL_CLEARING)]
-        )
-        await self._send_and_wait(request, dialog)
 
     # -- requests inside the dialog (UAC side) -----------------------------------------------
 
@@ -712,7 +428,7 @@ class SipCall:
         if self.sdp is None or self.media is None or self._client_reinvite:
             return None
         if direction is None:
-            negotiated = self.media.negotiated
+            negotiated = self.negotiated
             direction = negotiated.direction if negotiated is not None else Direction.SENDRECV
         method = "UPDATE" if "UPDATE" in self.peer_allow else "INVITE"
         self._client_reinvite = True
@@ -739,45 +455,12 @@ class SipCall:
 
     # -- RFC 4028 session timers -----------------------------------------------------------------
 
+    @property
+    def session_timer(self) -> SessionTimer | None:
+        return self._session_refresh.timer
+
     def set_session_timer(self, timer: SessionTimer | None) -> None:
-        if self._session_timer_handle is not None:
-            self._session_timer_handle.cancel()
-            self._session_timer_handle = None
-        self.session_timer = timer
-        self._arm_session_timer()
-
-    def _arm_session_timer(self) -> None:
-        timer = self.session_timer
-        deadline = timer.next_deadline() if timer is not None else None
-        if deadline is None or self.is_ended:
-            return
-        loop = asyncio.get_running_loop()
-        self._session_timer_handle = loop.call_at(deadline, self._on_session_timer)
-
-    def _on_session_timer(self) -> None:
-        self._session_timer_handle = None
-        timer = self.session_timer
-        if timer is None:
-            return
-        action = timer.on_deadline(self.endpoint.now())
-        if action == "expire":
-            self.log.info("session timer expired without a refresh (RFC 4028 §10): BYE")
-            self._spawn(self.hangup("RECOVERY_ON_TIMER_EXPIRE"))
-            return
-        if action == "refresh":
-            self._spawn(self._refresh_session(timer))
-        self._arm_session_timer()
-
-    async def _refresh_session(self, timer: SessionTimer) -> None:
-        offer = timer.offer()
-        final = await self.reoffer(extra=offer.headers())
-        if isinstance(final, SipResponse) and 200 <= final.status < 300:
-            self.set_session_timer(offer.on_2xx(final, self.endpoint.now()))
-        elif isinstance(final, TransactionFailed) or (
-            isinstance(final, SipResponse) and final.status in (408, 481)
-        ):
-            # RFC 4028 §10 with RFC 3261 §12.2.1.2: a refresh that finds no dialog ends it.
-            self._spawn(self.hangup("RECOVERY_ON_TIMER_EXPIRE"))
+        self._session_refresh.set(timer)
 
     # -- INFO digits -------------------------------------------------------------------------------
 
@@ -865,7 +548,7 @@ class SipCall:
             self.media.close()
         self.set_session_timer(None)
         self.refer_done.set()
-        self._stop_retransmitter()
+        self._retransmission.stop()
         self.log.info("ended: %s (%s%s)", cause, by, f", SIP {status}" if status else "")
         self._ended.set()
         self.ua.call_ended(self)

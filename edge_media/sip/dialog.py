@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from edge_media.sip.headers import NameAddr, Via
+from edge_media.sip.header_values import NameAddr, Via
 from edge_media.sip.message import SipRequest, SipResponse
 from edge_media.sip.uri import SipUri, Uri
 

@@ -1,10 +1,11 @@
 """The SIP endpoint: `SipTransport` (sockets) wired to the sans-I/O `TransactionLayer`.
 
-Why a separate layer: the transaction layer never reads a clock or a socket (DESIGN §2,
-principle 2), and the user agent above it should not know about datagrams either. This module is
-the only place where the three meet: every parsed message goes into the layer with
-``loop.time()``, then one `_pump` drains what the layer produced (bytes to send, events for the
-TU) and re-arms the layer's single timer. Nothing here decides what a call does.
+Why a separate layer: the transaction layer never reads a clock or a socket
+(docs/architecture.md, "Sans-I/O cores"), and the user agent above it should not know about
+datagrams either. This module is the only place where the three meet: every parsed message
+goes into the layer with ``loop.time()``, then one `_pump` drains what the layer produced (bytes
+to send, events for the TU) and re-arms the layer's single timer. Nothing here decides what a
+call does.
 
 Client transactions get an asyncio face (`ClientTransaction`), because the UA's call flows are
 much clearer as ``response = await txn.final()`` than as callbacks; server transactions stay
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from edge_media.sip.message import SipRequest, SipResponse
+from edge_media.sip.tcp_connections import SipTransportError
 from edge_media.sip.transaction import (
     Event,
     Outgoing,
@@ -32,13 +34,7 @@ from edge_media.sip.transaction import (
     TransactionTimeout,
     TransportFailed,
 )
-from edge_media.sip.transport import (
-    SipAddress,
-    SipTransport,
-    SipTransportConfig,
-    SipTransportError,
-    TransportKind,
-)
+from edge_media.sip.transport import SipAddress, SipTransport, SipTransportConfig, TransportKind
 
 __all__ = [
     "ClientTransaction",

@@ -1,32 +1,25 @@
-"""SIP requests and responses: parsing one datagram, serialising, building, validating.
+"""SIP requests and responses: the message model, its wire form, and building responses.
 
-`parse_message` is the UDP entry point (one datagram, RFC 3261 §18.3 framing); the TCP reader in
-`stream.py` shares the same head parser. A parsed message has already had every header the
-transaction and dialog layers rely on checked (Via, CSeq, Call-ID, From, To, Max-Forwards,
-Contact), so those layers read them through cached accessors without their own error handling.
-Checks that need policy (which methods, option tags, URI schemes and body types this UA
-supports) are left to `validate_request`, which returns the answer RFC 3261 §8.2 prescribes.
+Why the model is apart from the parser (`message_parse`): every layer builds, inspects and
+serialises messages, but only the transport turns bytes into them. A parsed message has already
+had every header the transaction and dialog layers rely on checked (Via, CSeq, Call-ID, From, To,
+Max-Forwards, Contact), so those layers read them through the cached accessors here without
+their own error handling. Checks that need policy live in `message_policy`, multipart bodies in
+`message_bodies`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from edge_media.sip import _abnf
 from edge_media.sip.errors import SipParseError
-from edge_media.sip.headers import (
-    _KEY_OF,
-    COMPACT_FORMS,
+from edge_media.sip.header_values import (
     ContentType,
     CSeq,
-    Headers,
     NameAddr,
     Via,
-    check_contacts,
-    check_name_addr,
-    is_rfc1123_date,
     parse_call_id,
     parse_contacts,
     parse_content_type,
@@ -36,35 +29,17 @@ from edge_media.sip.headers import (
     parse_name_addr_list,
     parse_via,
 )
-from edge_media.sip.uri import SipUri, Uri, check_request_uri, parse_uri, uri_scheme
+from edge_media.sip.headers import Headers
+from edge_media.sip.uri import Uri, parse_uri, uri_scheme
 
 __all__ = [
-    "DEFAULT_ALLOWED_METHODS",
-    "KNOWN_METHODS",
     "REASON_PHRASES",
-    "BodyPart",
-    "Rejection",
     "SipMessage",
     "SipRequest",
     "SipResponse",
     "answer_parse_error",
-    "body_of_type",
     "make_response",
-    "parse_message",
-    "split_multipart",
-    "validate_request",
-    "validate_response",
 ]
-
-KNOWN_METHODS = frozenset(
-    {
-        "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "SUBSCRIBE",
-        "NOTIFY", "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE",
-    }
-)  # fmt: skip
-DEFAULT_ALLOWED_METHODS = (
-    "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "INFO", "UPDATE", "REFER", "NOTIFY",
-)  # fmt: skip
 
 REASON_PHRASES = {
     100: "Trying", 180: "Ringing", 181: "Call Is Being Forwarded", 182: "Queued",
@@ -85,14 +60,6 @@ REASON_PHRASES = {
     513: "Message Too Large", 600: "Busy Everywhere", 603: "Decline",
     604: "Does Not Exist Anywhere", 606: "Not Acceptable",
 }  # fmt: skip
-
-# §8.1.1: "A valid SIP request formulated by a UAC MUST, at a minimum, contain the following
-# header fields: To, From, CSeq, Call-ID, Max-Forwards, and Via". Max-Forwards is tolerated
-# when missing (RFC 2543 peers, RFC 4475 §3.4); responses carry the same set minus it (§8.2.6.2).
-_REQUIRED = (("to", "To"), ("from", "From"), ("cseq", "CSeq"), ("call-id", "Call-ID"),
-             ("via", "Via"))  # fmt: skip
-_SINGLE = (("to", "To"), ("from", "From"), ("cseq", "CSeq"), ("call-id", "Call-ID"),
-           ("max-forwards", "Max-Forwards"), ("content-type", "Content-Type"))  # fmt: skip
 # §12.1.1: responses that establish a dialog copy Record-Route from the request.
 _DIALOG_METHODS = frozenset({"INVITE", "SUBSCRIBE", "REFER"})
 _CRLF = "\r\n"
@@ -453,270 +420,6 @@ class SipResponse(SipMessage):
 
 
 # ---------------------------------------------------------------------------------------------
-# Parsing
-# ---------------------------------------------------------------------------------------------
-def _excerpt(text: str, limit: int = 40) -> str:
-    return repr(text if len(text) <= limit else text[:limit] + "...")
-
-
-class _Head:
-    """A delimited start line and header section, before the body is known.
-
-    Errors found here are kept (not raised) until the header fields are in, so a request's
-    error can carry them and the UA can still answer 400/505 (RFC 4475 §3.1.2). `stream.py`
-    uses this class and `_parse_head` directly to frame messages before their body arrives.
-    """
-
-    __slots__ = ("error", "headers", "index", "is_request", "method", "reason", "status",
-                 "uri_text")  # fmt: skip
-
-    def __init__(self) -> None:
-        self.error: SipParseError | None = None
-        self.is_request = True
-        self.method = ""
-        self.uri_text = ""
-        self.status = 0
-        self.reason = ""
-
-    def fail(self, status: int, reason: str) -> SipParseError:
-        return SipParseError(
-            status, reason, request_headers=self.headers if self.is_request else None
-        )
-
-    def content_length(self) -> int | None:
-        values = self.index.get("content-length")
-        if values is None:
-            return None
-        if len(values) > 1:
-            # RFC 4475 §3.3.9: two lengths leave the body's extent unknown.
-            raise self.fail(400, "Multiple Content-Length header fields")
-        value = values[0]
-        if _abnf.DIGITS_RE.fullmatch(value) is None:
-            raise self.fail(400, f"Malformed Content-Length {_excerpt(value)}")
-        if len(value.lstrip("0")) > _abnf.MAX_CONTENT_LENGTH_DIGITS:
-            raise self.fail(413, "Content-Length too large")
-        return int(value)
-
-    def build(self, body: bytes) -> SipRequest | SipResponse:
-        if self.error is not None:
-            if self.is_request:
-                self.error.request_headers = self.headers
-            raise self.error
-        if self.is_request:
-            request = SipRequest._trusted(self.method, None, self.uri_text, self.headers, body)
-            _check_message(request, self.index, self.headers, self.method)
-            return request
-        response = SipResponse._trusted(self.status, self.reason, self.headers, body)
-        _check_message(response, self.index, None, None)
-        return response
-
-
-def _parse_request_line(head: _Head, line: str) -> None:
-    # Request-Line = Method SP Request-URI SP SIP-Version CRLF (§7.1): exactly single SPs.
-    parts = line.split(" ")
-    if len(parts) != 3:
-        if line != line.rstrip(" \t"):
-            reason = "Trailing whitespace in Request-Line"
-        elif "  " in line or line.startswith(" "):
-            reason = "Request-Line elements must be separated by a single SP"
-        else:
-            reason = "Whitespace inside the Request-URI"
-        head.error = SipParseError(400, reason)
-        return
-    method, uri_text, version = parts
-    if version != _abnf.SIP_VERSION:
-        match = _abnf.SIP_VERSION_RE.fullmatch(version)
-        if match is None:
-            head.error = SipParseError(400, f"Malformed SIP-Version {_excerpt(version)}")
-            return
-        if (int(match.group(1)), int(match.group(2))) != (2, 0):
-            head.error = SipParseError(505, f"SIP version {version[4:]} not supported")
-            return
-    if _abnf.TOKEN_RE.fullmatch(method) is None:
-        head.error = SipParseError(400, f"Malformed method {_excerpt(method)}")
-        return
-    head.method = method
-    if len(uri_text) > _abnf.MAX_REQUEST_URI_LENGTH:
-        head.error = SipParseError(414, "Request-URI too long")
-        return
-    if uri_text.startswith("<"):
-        head.error = SipParseError(400, "Request-URI must not be enclosed in <>")
-        return
-    try:
-        check_request_uri(uri_text)
-    except SipParseError as exc:
-        head.error = exc
-        return
-    head.uri_text = uri_text
-
-
-def _parse_status_line(head: _Head, line: str) -> None:
-    # Status-Line = SIP-Version SP Status-Code SP Reason-Phrase CRLF (§7.2). A missing SP
-    # after the code ("SIP/2.0 100") is tolerated: it loses nothing.
-    head.is_request = False
-    version, _, rest = line.partition(" ")
-    code, _, reason = rest.partition(" ")
-    if version.upper() != _abnf.SIP_VERSION:
-        head.error = SipParseError(505, f"Unsupported version in Status-Line {_excerpt(version)}")
-    elif _abnf.STATUS_CODE_RE.fullmatch(code) is None:
-        head.error = SipParseError(400, f"Malformed status code {_excerpt(code)}")
-    elif _abnf.REASON_PHRASE_RE.fullmatch(reason) is None:
-        head.error = SipParseError(400, "Malformed reason phrase")
-    else:
-        head.status = int(code)
-        head.reason = reason
-
-
-def _parse_head(data: bytes | bytearray, start: int, end: int) -> _Head:
-    """Parse ``data[start:end]``: the start line and header lines, without the final CRLFCRLF.
-
-    Raises SipParseError (no headers attached) only when the section itself is unusable;
-    errors in the start line or a header line wait in ``head.error`` until `_Head.build`, so
-    a stream can skip that one message using its Content-Length.
-    """
-    try:
-        text = data[start:end].decode()
-    except UnicodeDecodeError:
-        raise SipParseError(400, "Header section is not valid UTF-8") from None
-    crlf = text.count("\r\n")
-    if text.count("\r") != crlf or text.count("\n") != crlf:
-        raise SipParseError(400, "Bare CR or LF in header section")
-    if "\r\n " in text or "\r\n\t" in text:
-        # §7.3.1 folding: the line break and leading whitespace become a single SP.
-        text = _abnf.FOLD_RE.sub(" ", text)
-    lines = text.split("\r\n")
-    if len(lines) > _abnf.MAX_HEADERS + 1:
-        raise SipParseError(400, "Too many header fields")
-    head = _Head()
-    start_line = lines[0]
-    if start_line[:4].upper() == "SIP/":
-        _parse_status_line(head, start_line)
-    else:
-        _parse_request_line(head, start_line)
-
-    entries: list[tuple[str, str, str]] = []
-    index: dict[str, list[str]] = {}
-    key_of = _KEY_OF
-    line_error: SipParseError | None = None
-    # No line can be longer than the whole section: skip the per-line check when short.
-    check_length = len(text) > _abnf.MAX_LINE_LENGTH
-    for line in lines[1:]:
-        name, colon, value = line.partition(":")
-        key = key_of.get(name)
-        if key is None or not colon or (check_length and len(line) > _abnf.MAX_LINE_LENGTH):
-            name = name.rstrip(" \t")
-            key = key_of.get(name)
-            if key is None and _abnf.TOKEN_RE.fullmatch(name) is not None:
-                lowered = name.lower()
-                key = COMPACT_FORMS.get(lowered, lowered)
-            if key is None or not colon or len(line) > _abnf.MAX_LINE_LENGTH:
-                if line_error is None:
-                    line_error = SipParseError(400, f"Malformed header line {_excerpt(line)}")
-                continue
-        value = value.strip(" \t")
-        entries.append((name, key, value))
-        values = index.get(key)
-        if values is None:
-            index[key] = [value]
-        else:
-            values.append(value)
-    head.headers = Headers._trusted(tuple(entries), index)
-    head.index = index
-    if head.error is None and line_error is not None:
-        head.error = line_error
-    return head
-
-
-def _check_message(
-    message: SipRequest | SipResponse,
-    index: dict[str, list[str]],
-    request_headers: Headers | None,
-    method: str | None,
-) -> None:
-    """Check the header fields every layer relies on, caching what was parsed (§8.1.1)."""
-    try:
-        try:
-            to, from_, cseq_lines, call_id, via_lines = (
-                index["to"], index["from"], index["cseq"], index["call-id"], index["via"]
-            )  # fmt: skip
-        except KeyError:
-            missing = [name for key, name in _REQUIRED if key not in index]
-            raise SipParseError(400, f"Missing {', '.join(missing)} header field(s)") from None
-        if (
-            len(to) > 1
-            or len(from_) > 1
-            or len(cseq_lines) > 1
-            or len(call_id) > 1
-            or len(index.get("max-forwards", ())) > 1
-            or len(index.get("content-type", ())) > 1
-        ):
-            repeated = [name for key, name in _SINGLE if len(index.get(key, ())) > 1]
-            raise SipParseError(400, f"Duplicate {', '.join(repeated)} header fields")
-        cache = message._cache
-        if len(via_lines) == 1:
-            cache["vias"] = tuple(parse_via(via_lines[0]))
-        else:
-            cache["vias"] = tuple([via for line in via_lines for via in parse_via(line)])
-        cseq = cache["cseq"] = parse_cseq(cseq_lines[0])
-        if method is not None and cseq.method != method:
-            # RFC 4475 §3.1.2.17/18: the CSeq method must match the Request-Line.
-            raise SipParseError(
-                400, f"CSeq method {cseq.method} does not match request method {method}"
-            )
-        cache["call_id"] = parse_call_id(call_id[0])
-        # From, To and Contact are checked here but only built when a layer asks for them:
-        # retransmissions absorbed by the transaction layer never need them.
-        check_name_addr(from_[0], what="From")
-        check_name_addr(to[0], what="To")
-        max_forwards = index.get("max-forwards")
-        if max_forwards is not None:
-            cache["max_forwards"] = parse_max_forwards(max_forwards[0])
-        contact_lines = index.get("contact")
-        if contact_lines is not None:
-            check_contacts(contact_lines)
-        date = index.get("date")
-        if date is not None and not is_rfc1123_date(date[0]):
-            raise SipParseError(400, "Date header is not an RFC 1123 date in GMT")
-    except SipParseError as exc:
-        if request_headers is not None:
-            exc.request_headers = request_headers
-        raise
-
-
-def parse_message(data: bytes) -> SipRequest | SipResponse | None:
-    """Parse one UDP datagram into a request or response; None for a CRLF keep-alive.
-
-    Framing follows §18.3: without Content-Length the body is the rest of the datagram; a
-    larger Content-Length is an error (400); a smaller one truncates (extra octets, such as a
-    second message, are ignored). Leading CRLFs are skipped (§7.5). Raises SipParseError only.
-    """
-    if len(data) > _abnf.MAX_MESSAGE_SIZE:
-        raise SipParseError(413, "Message too large")
-    start = 0
-    if data[:1] in (b"\r", b"\n"):
-        stripped = data.lstrip(b"\r\n")
-        if not stripped:
-            return None
-        start = len(data) - len(stripped)
-    end = data.find(b"\r\n\r\n", start)
-    if end < 0:
-        raise SipParseError(400, "Header section not terminated by an empty line")
-    head = _parse_head(data, start, end)
-    body_start = end + 4
-    length = head.content_length()
-    if length is None:
-        body = data[body_start:]
-    else:
-        available = len(data) - body_start
-        if length > available:
-            raise head.fail(
-                400, f"Content-Length {length} exceeds the {available} body octets received"
-            )
-        body = data[body_start : body_start + length]
-    return head.build(body)
-
-
-# ---------------------------------------------------------------------------------------------
 # Responses
 # ---------------------------------------------------------------------------------------------
 def _response_from_lines(
@@ -820,187 +523,3 @@ def answer_parse_error(error: SipParseError, *, to_tag: str) -> SipResponse | No
             pass
     reason = error.reason if _abnf.REASON_PHRASE_RE.fullmatch(error.reason) else None
     return _response_from_lines(lines, error.status, reason, to_value, False, (), b"", None)
-
-
-# ---------------------------------------------------------------------------------------------
-# Policy checks a UAS makes before acting (§8.2) and a UAC makes on responses (§8.1.3)
-# ---------------------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    """The response a UAS should send instead of processing a request."""
-
-    status: int
-    reason: str
-    headers: tuple[tuple[str, str], ...] = ()
-
-
-def _media_range_matches(media_range: str, mime: str) -> bool:
-    range_mime = media_range.split(";", 1)[0].strip(" \t").lower()
-    if range_mime in ("*/*", mime):
-        return True
-    return range_mime.endswith("/*") and mime.startswith(range_mime[:-1])
-
-
-def validate_request(
-    request: SipRequest,
-    *,
-    allowed_methods: Sequence[str] = DEFAULT_ALLOWED_METHODS,
-    supported: Iterable[str] = (),
-    uri_schemes: Iterable[str] = ("sip", "sips", "tel"),
-    accepted_content_types: Sequence[str] = ("application/sdp",),
-    accepted_encodings: Sequence[str] = ("identity",),
-    answer_content_type: str | None = None,
-) -> Rejection | None:
-    """Run the UAS checks of §8.2 in order; the first failing one gives the rejection.
-
-    ``answer_content_type`` is the type of the body the response would carry (SDP for an
-    INVITE); a request whose Accept excludes it gets 406 (§21.4.7, RFC 4475 §3.3.15). An ACK
-    is never rejected: it has no response (§17.1.1.3).
-    """
-    method = request.method
-    if method == "ACK":
-        return None
-    # §8.2.1 Method inspection.
-    if method not in allowed_methods:
-        allow = (("Allow", ", ".join(allowed_methods)),)
-        if method in KNOWN_METHODS:
-            return Rejection(405, "Method Not Allowed", allow)
-        return Rejection(501, "Not Implemented", allow)
-    # §8.2.2.1 To and Request-URI.
-    if request.uri_scheme not in {scheme.lower() for scheme in uri_schemes}:
-        return Rejection(416, "Unsupported URI Scheme")
-    if method == "REGISTER" and not isinstance(request.to.uri, SipUri):
-        # §10.2: the address-of-record in To "MUST be a SIP URI or SIPS URI".
-        return Rejection(400, "REGISTER To must be a SIP or SIPS URI")
-    # §8.2.2.3 Require (a CANCEL is never rejected for it).
-    if method != "CANCEL":
-        known = {tag.lower() for tag in supported}
-        unsupported = [
-            tag for tag in request.headers.get_all("require") if tag.lower() not in known
-        ]
-        if unsupported:
-            return Rejection(420, "Bad Extension", (("Unsupported", ", ".join(unsupported)),))
-    # §8.2.3 Content processing.
-    if request.body:
-        mime = request.content_type
-        if mime is None:
-            return Rejection(400, "Missing Content-Type for a non-empty body")
-        if mime not in {t.lower() for t in accepted_content_types}:
-            return Rejection(
-                415, "Unsupported Media Type", (("Accept", ", ".join(accepted_content_types)),)
-            )
-        encodings = {e.lower() for e in accepted_encodings}
-        if any(e.lower() not in encodings for e in request.headers.get_all("content-encoding")):
-            return Rejection(
-                415, "Unsupported Media Type", (("Accept-Encoding", ", ".join(accepted_encodings)),)
-            )
-    if answer_content_type is not None and "accept" in request.headers:
-        ranges = request.headers.get_all("accept")
-        wanted = answer_content_type.lower()
-        if not any(_media_range_matches(r, wanted) for r in ranges):
-            return Rejection(406, "Not Acceptable", (("Accept", answer_content_type),))
-    return None
-
-
-def validate_response(response: SipResponse) -> str | None:
-    """Why a UAC should discard ``response``, or None: §8.1.3.3 drops a response whose Via
-    holds more than one value (it was not meant for us; RFC 4475 §3.3.10)."""
-    if len(response.vias) != 1:
-        return f"Response has {len(response.vias)} Via values, expected 1"
-    return None
-
-
-# ---------------------------------------------------------------------------------------------
-# Bodies
-# ---------------------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class BodyPart:
-    """One part of a multipart body (RFC 2046 §5.1)."""
-
-    headers: Headers
-    body: bytes
-
-    @property
-    def content_type(self) -> str | None:
-        value = self.headers.get("content-type")
-        # RFC 2046 §5.1: a part without Content-Type is text/plain.
-        return "text/plain" if value is None else parse_content_type(value).mime
-
-
-def _part_headers(raw: bytes) -> Headers:
-    try:
-        text = raw.decode()
-    except UnicodeDecodeError:
-        raise SipParseError(400, "Multipart part headers are not UTF-8") from None
-    text = _abnf.FOLD_RE.sub(" ", text)
-    items: list[tuple[str, str]] = []
-    for line in text.split("\r\n"):
-        if not line:
-            continue
-        name, colon, value = line.partition(":")
-        name = name.rstrip(" \t")
-        if not colon or _abnf.TOKEN_RE.fullmatch(name) is None or "\r" in value or "\n" in value:
-            raise SipParseError(400, "Malformed multipart part header")
-        items.append((name, value.strip(" \t")))
-    return Headers(items)
-
-
-def split_multipart(body: bytes, content_type: ContentType | str) -> list[BodyPart]:
-    """Split a multipart body at its boundary (RFC 2046 §5.1.1); preamble and epilogue dropped.
-
-    Raises SipParseError (400) when the boundary parameter is missing or the delimiters
-    are not where RFC 2046 puts them.
-    """
-    parsed = parse_content_type(content_type) if isinstance(content_type, str) else content_type
-    if parsed.type != "multipart":
-        raise SipParseError(400, f"Not a multipart body: {parsed.mime}")
-    boundary = parsed.params.get("boundary")
-    if not boundary:
-        raise SipParseError(400, "Multipart Content-Type without boundary")
-    delimiter = b"--" + boundary.encode()
-    # The first delimiter may open the body; later ones follow a CRLF that belongs to them.
-    if body.startswith(delimiter):
-        pos = len(delimiter)
-    else:
-        found = body.find(b"\r\n" + delimiter)
-        if found < 0:
-            raise SipParseError(400, "Multipart boundary not found")
-        pos = found + 2 + len(delimiter)
-    parts: list[BodyPart] = []
-    separator = b"\r\n" + delimiter
-    while True:
-        if body.startswith(b"--", pos):
-            return parts
-        line_end = body.find(b"\r\n", pos)
-        if line_end < 0 or body[pos:line_end].strip(b" \t"):
-            raise SipParseError(400, "Malformed multipart delimiter line")
-        part_start = line_end + 2
-        part_end = body.find(separator, part_start)
-        if part_end < 0:
-            raise SipParseError(400, "Multipart body has no closing delimiter")
-        part = body[part_start:part_end]
-        if part.startswith(b"\r\n"):
-            headers, content = Headers(), part[2:]
-        else:
-            split = part.find(b"\r\n\r\n")
-            if split < 0:
-                raise SipParseError(400, "Multipart part without a header/body separator")
-            headers, content = _part_headers(part[:split]), part[split + 4 :]
-        parts.append(BodyPart(headers, content))
-        pos = part_end + len(separator)
-
-
-def body_of_type(message: SipMessage, mime: str) -> bytes | None:
-    """The body (or first multipart part) of type ``mime``: SDP inside multipart/mixed, as
-    SIP-I/SIP-T gateways send it (RFC 3204), is found as well as a plain SDP body."""
-    parsed = message.content_type_full
-    if parsed is None or not message.body:
-        return None
-    wanted = mime.lower()
-    if parsed.mime == wanted:
-        return message.body
-    if parsed.type == "multipart":
-        for part in split_multipart(message.body, parsed):
-            if part.content_type == wanted:
-                return part.body
-    return None

@@ -27,17 +27,14 @@ from edge_media.sip import _abnf
 from edge_media.sip.bindings import Aor, Binding, BindingStore
 from edge_media.sip.digest import (
     Algorithm,
-    AuthBad,
-    AuthOk,
-    AuthStale,
     Credentials,
     DigestError,
-    DigestServer,
     compute_response,
     parse_credentials,
 )
+from edge_media.sip.digest_server import AuthBad, AuthOk, AuthStale, DigestServer
 from edge_media.sip.errors import SipParseError
-from edge_media.sip.headers import NameAddr
+from edge_media.sip.header_values import NameAddr
 from edge_media.sip.message import SipRequest, SipResponse, make_response
 from edge_media.sip.uri import SipUri, uri_equal
 

@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from edge_media.sip import _abnf
-from edge_media.sip.digest import Challenge, DigestClient, DigestError
+from edge_media.sip.digest import Challenge, DigestError
+from edge_media.sip.digest_client import DigestClient
 from edge_media.sip.errors import SipParseError
-from edge_media.sip.headers import NameAddr, Via, parse_name_addr
+from edge_media.sip.header_values import NameAddr, Via, parse_name_addr
 from edge_media.sip.message import SipRequest, SipResponse
 from edge_media.sip.uri import Params, SipUri, parse_uri, uri_equal
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Final, Literal, TypeAlias
 
 from edge_media.sip.errors import SipParseError
-from edge_media.sip.headers import parse_params
+from edge_media.sip.header_values import parse_params
 from edge_media.sip.message import SipMessage, SipRequest, SipResponse
 
 __all__ = [

@@ -13,7 +13,8 @@ from typing import Final, TypeAlias
 
 from edge_media.sip import _abnf
 from edge_media.sip.errors import SipParseError
-from edge_media.sip.message import SipRequest, SipResponse, _Head, _parse_head
+from edge_media.sip.message import SipRequest, SipResponse
+from edge_media.sip.message_parse import _Head, _parse_head
 
 __all__ = [
     "PING",

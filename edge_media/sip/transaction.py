@@ -1,10 +1,11 @@
 """The RFC 3261 §17 transaction layer with RFC 6026's Accepted state, sans-I/O.
 
-Why it exists: the asyncio SIP stacks we evaluated fail exactly here (sip-stack-evaluation.md
-§3): no Timer A, a retransmitted INVITE turned into a second call, the 100 instead of the latest
-provisional re-sent, an INVITE retransmitted after the 2xx taken as a new call. The machines
-themselves are tables in `transaction_machines`; this module matches messages to transactions
-(§17.1.3, §17.2.3 and the RFC 2543 fallback), runs the tables' actions and keeps the timers.
+Why it exists: the asyncio SIP stacks we evaluated fail exactly here: no Timer A, a
+retransmitted INVITE turned into a second call, the 100 instead of the latest provisional
+re-sent, an INVITE retransmitted after the 2xx taken as a new call. The machines themselves are
+tables in `transaction_machines`, and `transaction_table` matches messages to transactions
+(§17.1.3, §17.2.3 and the RFC 2543 fallback); this module runs the tables' actions and keeps
+the timers.
 
 One `TransactionLayer` owns every transaction of a node. It never reads a clock or a socket:
 the I/O layer passes ``now`` into every input, then drains `datagrams_to_send()` and `events()`
@@ -34,7 +35,6 @@ from edge_media.sip.transaction_client import (
     has_magic_cookie,
 )
 from edge_media.sip.transaction_machines import (
-    INITIAL_STATE,
     NO_TIMERS,
     NOT_ON_ENTRY,
     STATE_TIMERS,
@@ -66,15 +66,12 @@ from edge_media.sip.transaction_machines import (
 from edge_media.sip.transaction_server import (
     AckNotReceived,
     Address,
-    BranchKey,
-    LegacyKey,
     Resend2xx,
     TwoXxRetransmitter,
-    branch_key,
-    legacy_key,
     response_address,
 )
-from edge_media.sip.transaction_timers import TRYING_DELAY, DeadlineQueue, TimerConfig, is_reliable
+from edge_media.sip.transaction_table import Transaction, TransactionTable
+from edge_media.sip.transaction_timers import TRYING_DELAY, DeadlineQueue, TimerConfig
 
 __all__ = [
     "TABLES",
@@ -112,9 +109,6 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------
 # The layer
 # ---------------------------------------------------------------------------------------------
-# ACK for a 2xx carries a new branch (§13.2.2.4), so it is matched to the INVITE server
-# transaction in Accepted by dialog: Call-ID, From tag, To tag of our 2xx, CSeq number.
-_DialogKey: TypeAlias = tuple[str, str | None, str | None, int]
 _TimerKey: TypeAlias = tuple[TransactionId, Input]
 # Responses as machine inputs, by class: provisional, success, failure (§17.1.1.2, §17.2.1).
 _RECEIVED = (Input.PROVISIONAL, Input.SUCCESS, Input.FAILURE)
@@ -123,49 +117,6 @@ _SENT = (Input.SEND_PROVISIONAL, Input.SEND_SUCCESS, Input.SEND_FAILURE)
 
 def _status_class(status: int) -> int:
     return 0 if status < 200 else 1 if status < 300 else 2
-
-
-class _Transaction:
-    """One transaction's mutable state; only the layer touches it."""
-
-    __slots__ = ("ack", "addr", "cancel", "cancel_id", "cancel_sent", "client_key", "destination",
-                 "dialog_keys", "id", "interval", "last_response", "legacy_key", "machine",
-                 "reliable", "request", "request_bytes", "server_key", "state", "to_tags",
-                 "transport")  # fmt: skip
-
-    def __init__(
-        self,
-        txn_id: TransactionId,
-        machine: Machine,
-        request: SipRequest,
-        addr: Address,
-        transport: str,
-        destination: Address,
-    ) -> None:
-        self.id = txn_id
-        self.machine = machine
-        self.state = INITIAL_STATE[machine]
-        self.request = request
-        self.addr = addr  # where the request went (client) or came from (server)
-        self.transport = transport
-        self.destination = destination  # where this transaction sends (§18.1.1, §18.2.2)
-        self.reliable = is_reliable(transport)
-        self.request_bytes = b""
-        self.interval = 0.0  # current Timer A, E or G interval
-        self.last_response: bytes | None = None
-        self.ack: bytes | None = None
-        self.client_key: tuple[str, str] | None = None  # (branch, method), §17.1.3
-        self.server_key: BranchKey | None = None  # §17.2.3 with the magic cookie
-        self.legacy_key: LegacyKey | None = None  # §17.2.3 without it (RFC 2543)
-        self.to_tags: list[str] = []
-        self.dialog_keys: list[_DialogKey] = []
-        self.cancel: SipRequest | None = None
-        self.cancel_id: TransactionId | None = None
-        self.cancel_sent = False
-
-    @property
-    def is_server(self) -> bool:
-        return self.machine in (Machine.INVITE_SERVER, Machine.NON_INVITE_SERVER)
 
 
 class TransactionLayer:
@@ -193,11 +144,7 @@ class TransactionLayer:
         self._trying_delay = trying_delay
         self._symmetric = symmetric_responses
         self._next_id = 0
-        self._txns: dict[TransactionId, _Transaction] = {}
-        self._client: dict[tuple[str, str], _Transaction] = {}
-        self._server: dict[BranchKey, _Transaction] = {}
-        self._legacy: dict[LegacyKey, list[_Transaction]] = {}
-        self._accepted: dict[_DialogKey, _Transaction] = {}
+        self._table = TransactionTable()
         self._timers: DeadlineQueue[_TimerKey] = DeadlineQueue()
         self._immediate: list[_TimerKey] = []
         self._outgoing: list[Outgoing] = []
@@ -230,10 +177,10 @@ class TransactionLayer:
         return self._get(txn_id).request
 
     def __contains__(self, txn_id: object) -> bool:
-        return txn_id in self._txns
+        return txn_id in self._table
 
     def __len__(self) -> int:
-        return len(self._txns)
+        return len(self._table)
 
     # -- inputs from the network ---------------------------------------------------------------
     def receive(
@@ -255,9 +202,7 @@ class TransactionLayer:
     def _receive_response(
         self, response: SipResponse, addr: Address, transport: str, now: float
     ) -> None:
-        # §17.1.3: the top Via branch and the CSeq method select the client transaction.
-        branch = response.top_via.branch
-        txn = None if branch is None else self._client.get((branch, response.cseq.method))
+        txn = self._table.client_for(response)
         if txn is None:
             self._events.append(StrayResponse(response, addr, transport))
             return
@@ -265,11 +210,7 @@ class TransactionLayer:
         self._fire(txn, event, now, response, addr, transport)
 
     def _receive_ack(self, ack: SipRequest, addr: Address, transport: str, now: float) -> None:
-        key = branch_key(ack)
-        txn = self._server.get(key) if key is not None else self._find_legacy_ack(ack)
-        if txn is None:
-            dialog = (ack.call_id, ack.from_tag, ack.to_tag, ack.cseq.number)
-            txn = self._accepted.get(dialog)
+        txn = self._table.ack_target(ack)
         if txn is None or txn.machine is not Machine.INVITE_SERVER:
             self._events.append(StrayAck(ack, addr, transport))
             return
@@ -278,11 +219,7 @@ class TransactionLayer:
     def _receive_request(
         self, request: SipRequest, addr: Address, transport: str, now: float
     ) -> None:
-        key = branch_key(request)
-        if key is not None:
-            txn = self._server.get(key)
-        else:
-            txn = self._find_legacy(request, lambda t: t.request.method == request.method)
+        txn = self._table.server_for(request)
         if txn is not None:
             self._fire(txn, Input.REQUEST, now, request, addr, transport)
             return
@@ -293,35 +230,10 @@ class TransactionLayer:
         else:
             self._events.append(RequestReceived(txn.id, request, addr, transport))
 
-    def _find_legacy(
-        self, request: SipRequest, accept: Callable[[_Transaction], bool]
-    ) -> _Transaction | None:
-        """§17.2.3 for branches without the magic cookie: "the Request-URI, To tag, From tag,
-        Call-ID, CSeq, and top Via header field match those of the request"."""
-        to_tag = request.to_tag
-        for txn in self._legacy.get(legacy_key(request), ()):
-            if txn.request.to_tag == to_tag and accept(txn):
-                return txn
-        return None
-
-    def _find_legacy_ack(self, ack: SipRequest) -> _Transaction | None:
-        """§17.2.3: "The ACK request matches a transaction if the Request-URI, From tag, Call-ID,
-        CSeq number (not the method), and top Via header field match those of the INVITE request
-        which created the transaction, and the To tag of the ACK matches the To tag of the
-        response sent by the server transaction"."""
-        for txn in self._legacy.get(legacy_key(ack), ()):
-            if txn.machine is Machine.INVITE_SERVER and ack.to_tag in txn.to_tags:
-                return txn
-        return None
-
-    def _answer_cancel(self, cancel_txn: _Transaction, now: float) -> None:
+    def _answer_cancel(self, cancel_txn: Transaction, now: float) -> None:
         """§9.2: find the transaction being cancelled (its method ignored), answer 200 or 481."""
         cancel = cancel_txn.request
-        key = branch_key(cancel, "INVITE")
-        if key is not None:
-            target = self._server.get(key)
-        else:
-            target = self._find_legacy(cancel, lambda t: t.request.method != "CANCEL")
+        target = self._table.cancel_target(cancel)
         if target is None:
             # §9.2: "If the UAS did not find a matching transaction for the CANCEL according to
             # the procedure above, it SHOULD respond to the CANCEL with a 481".
@@ -356,7 +268,7 @@ class TransactionLayer:
         if branch is None or not has_magic_cookie(branch):
             raise ValueError(f"the top Via branch must start with {MAGIC_COOKIE}: {branch!r}")
         key = (branch, request.method)
-        if key in self._client:
+        if self._table.has_client(key):
             raise TransactionError(f"a client transaction for {key} already exists")
         machine = Machine.INVITE_CLIENT if request.method == "INVITE" else Machine.NON_INVITE_CLIENT
         return self._new_client(machine, request, addr, transport, now).id
@@ -418,7 +330,7 @@ class TransactionLayer:
         """The transport failed to reach ``addr``: every transaction sending there whose state
         has a transport-error transition fails (§17.1.4, §17.2.4)."""
         transport = transport.upper()
-        for txn in list(self._txns.values()):
+        for txn in self._table.transactions():
             if (
                 txn.destination == addr
                 and txn.transport.upper() == transport
@@ -438,18 +350,14 @@ class TransactionLayer:
         self._next_id += 1
         return TransactionId(self._next_id)
 
-    def _get(self, txn_id: TransactionId) -> _Transaction:
-        txn = self._txns.get(txn_id)
+    def _get(self, txn_id: TransactionId) -> Transaction:
+        txn = self._table.get(txn_id)
         if txn is None:
             raise UnknownTransaction(f"no transaction {txn_id}")
         return txn
 
-    def _find_server(self, request: SipRequest) -> _Transaction:
-        key = branch_key(request)
-        if key is not None:
-            txn = self._server.get(key)
-        else:
-            txn = self._find_legacy(request, lambda t: t.request.method == request.method)
+    def _find_server(self, request: SipRequest) -> Transaction:
+        txn = self._table.server_for(request)
         if txn is None:
             raise UnknownTransaction(f"no server transaction for {request!r}")
         return txn
@@ -462,8 +370,8 @@ class TransactionLayer:
         transport: str,
         now: float,
         txn_id: TransactionId | None = None,
-    ) -> _Transaction:
-        txn = _Transaction(
+    ) -> Transaction:
+        txn = Transaction(
             txn_id if txn_id is not None else self._allocate_id(),
             machine,
             request,
@@ -472,32 +380,22 @@ class TransactionLayer:
             addr,
         )
         txn.request_bytes = request.serialize()
-        key = (request.top_via.branch or "", request.method)
-        txn.client_key = key
-        self._client[key] = txn
-        self._txns[txn.id] = txn
+        self._table.add_client(txn)
         self._outgoing.append(Outgoing(addr, transport, txn.request_bytes))
         self._enter(txn, frozenset(), now)
         return txn
 
     def _new_server(
         self, machine: Machine, request: SipRequest, addr: Address, transport: str, now: float
-    ) -> _Transaction:
+    ) -> Transaction:
         via = request.top_via
         destination = addr if self._symmetric else response_address(via, addr, transport)
-        txn = _Transaction(self._allocate_id(), machine, request, addr, transport, destination)
-        key = branch_key(request)
-        if key is not None:
-            txn.server_key = key
-            self._server[key] = txn
-        else:
-            txn.legacy_key = legacy_key(request)
-            self._legacy.setdefault(txn.legacy_key, []).append(txn)
-        self._txns[txn.id] = txn
+        txn = Transaction(self._allocate_id(), machine, request, addr, transport, destination)
+        self._table.add_server(txn)
         self._enter(txn, frozenset(), now)
         return txn
 
-    def _duration(self, txn: _Transaction, timer: Input) -> float | None:
+    def _duration(self, txn: Transaction, timer: Input) -> float | None:
         config, reliable = self._config, txn.reliable
         if timer in (Input.TIMER_A, Input.TIMER_E, Input.TIMER_G):
             return config.retransmit(reliable)
@@ -513,7 +411,7 @@ class TransactionLayer:
             return self._trying_delay
         return config.timeout  # B, F, H, L, M and the CANCEL wait
 
-    def _arm(self, txn: _Transaction, timer: Input, duration: float, now: float) -> None:
+    def _arm(self, txn: Transaction, timer: Input, duration: float, now: float) -> None:
         key = (txn.id, timer)
         self._timers.set(key, now + duration)
         if duration <= 0:
@@ -528,11 +426,11 @@ class TransactionLayer:
                 self._fire_timer(key, now)
 
     def _fire_timer(self, key: _TimerKey, now: float) -> None:
-        txn = self._txns.get(key[0])
+        txn = self._table.get(key[0])
         if txn is not None:
             self._fire(txn, key[1], now)
 
-    def _enter(self, txn: _Transaction, before: frozenset[Input], now: float) -> None:
+    def _enter(self, txn: Transaction, before: frozenset[Input], now: float) -> None:
         """Start and stop timers for the state ``txn`` just entered (``before``: the timers of
         the state it left)."""
         allowed = STATE_TIMERS[txn.machine].get(txn.state, NO_TIMERS)
@@ -547,7 +445,7 @@ class TransactionLayer:
 
     def _fire(
         self,
-        txn: _Transaction,
+        txn: Transaction,
         event: Input,
         now: float,
         message: SipRequest | SipResponse | None = None,
@@ -575,7 +473,7 @@ class TransactionLayer:
     def _act(
         self,
         action: Action,
-        txn: _Transaction,
+        txn: Transaction,
         event: Input,
         now: float,
         message: SipRequest | SipResponse | None,
@@ -616,7 +514,7 @@ class TransactionLayer:
             elif isinstance(message, SipRequest):
                 self._events.append(StrayAck(message, addr, transport))
 
-    def _send_response(self, txn: _Transaction, response: SipResponse) -> None:
+    def _send_response(self, txn: Transaction, response: SipResponse) -> None:
         data = response.serialize()
         txn.last_response = data
         self._outgoing.append(Outgoing(txn.destination, txn.transport, data))
@@ -627,13 +525,9 @@ class TransactionLayer:
         if to_tag is not None and to_tag not in txn.to_tags:
             txn.to_tags.append(to_tag)
         if txn.machine is Machine.INVITE_SERVER and 200 <= response.status < 300:
-            request = txn.request
-            dialog = (request.call_id, request.from_tag, to_tag, request.cseq.number)
-            if dialog not in self._accepted:
-                self._accepted[dialog] = txn
-                txn.dialog_keys.append(dialog)
+            self._table.accept(txn, to_tag)
 
-    def _retransmit(self, txn: _Transaction, event: Input, now: float) -> None:
+    def _retransmit(self, txn: Transaction, event: Input, now: float) -> None:
         t2 = self._config.t2
         if event is Input.TIMER_A:
             # §17.1.1.2: "reset the timer with a value of 2*T1", doubling each time, no cap.
@@ -651,7 +545,7 @@ class TransactionLayer:
         self._outgoing.append(Outgoing(txn.destination, txn.transport, data))
         self._arm(txn, event, txn.interval, now)
 
-    def _send_cancel(self, txn: _Transaction, now: float) -> None:
+    def _send_cancel(self, txn: Transaction, now: float) -> None:
         if txn.cancel is None or txn.cancel_sent or txn.cancel_id is None:
             return
         txn.cancel_sent = True
@@ -664,19 +558,8 @@ class TransactionLayer:
         # the client SHOULD then consider the original transaction cancelled".
         self._arm(txn, Input.TIMER_CANCEL, self._config.timeout, now)
 
-    def _remove(self, txn: _Transaction) -> None:
+    def _remove(self, txn: Transaction) -> None:
         for timer in TIMERS:
             self._timers.cancel((txn.id, timer))
-        del self._txns[txn.id]
-        if txn.legacy_key is not None:
-            siblings = self._legacy[txn.legacy_key]
-            siblings.remove(txn)
-            if not siblings:
-                del self._legacy[txn.legacy_key]
-        if txn.server_key is not None:
-            del self._server[txn.server_key]
-        if txn.client_key is not None:
-            del self._client[txn.client_key]
-        for dialog in txn.dialog_keys:
-            self._accepted.pop(dialog, None)
+        self._table.remove(txn)
         self._events.append(TransactionTerminated(txn.id))

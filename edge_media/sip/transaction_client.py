@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from edge_media.sip.headers import Headers, NameAddr, Via, parse_via
+from edge_media.sip.header_values import NameAddr, Via, parse_via
+from edge_media.sip.headers import Headers
 from edge_media.sip.message import SipRequest, SipResponse
 from edge_media.sip.uri import SipUri, Uri
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final, TypeAlias
 
-from edge_media.sip.headers import Via
+from edge_media.sip.header_values import Via
 from edge_media.sip.message import SipRequest, SipResponse
 from edge_media.sip.transaction_client import has_magic_cookie
 from edge_media.sip.transaction_timers import TimerConfig, is_reliable

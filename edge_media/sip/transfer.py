@@ -16,15 +16,13 @@ from typing import TYPE_CHECKING
 from edge_media.sip.endpoint import TransactionFailed
 from edge_media.sip.message import SipRequest, SipResponse
 from edge_media.sip.refer import (
-    DEFAULT_TRANSFER_TIMEOUT,
-    OutgoingRefer,
     ReferError,
     ReferNotifier,
     ReferNotify,
-    TransferState,
     parse_refer,
     refer_headers,
 )
+from edge_media.sip.refer_transferor import DEFAULT_TRANSFER_TIMEOUT, OutgoingRefer, TransferState
 from edge_media.sip.transaction import TransactionId
 from edge_media.sip.uri import SipUri
 

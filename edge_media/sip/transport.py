@@ -8,7 +8,8 @@ What stays out of here: choosing where a response goes. §18.2.2 sends it over t
 the request came on (TCP) or to the Via's received/rport address (UDP); the transaction layer
 works that out and calls `send` with the result. This layer only keeps TCP connections indexed
 by the peer's (host, port), so that sending to that peer reuses its connection, and it opens a
-connection when there is none (§18.1.1 for requests; §18.2.2 also allows it for responses).
+connection when there is none (§18.1.1 for requests; §18.2.2 also allows it for responses);
+`tcp_connections` keeps them, this module reads what arrives on them.
 
 What this layer does protect, because it is the only one that sees raw bytes:
 - oversize messages are dropped before parsing;
@@ -16,8 +17,9 @@ What this layer does protect, because it is the only one that sees raw bytes:
   once (`answer_parse_error`, §8.2.6 / §16.3 behaviour of a UAS); a datagram that is not SIP, a
   broken response or an ACK gets nothing (§18.1.2, §17.2.1), so two parties can never bounce
   errors at each other;
-- a token bucket per source IP caps requests (and garbage) before parsing; excess is dropped,
-  counted and logged at most once a minute per source, so a flood cannot also flood the log;
+- a token bucket per source IP (`rate_limit`) caps requests (and garbage) before parsing;
+  excess is dropped, counted and logged at most once a minute per source, so a flood cannot
+  also flood the log;
 - TCP connections are capped in number, closed when idle (one sweep timer for all of them, no
   timer per connection) or when the peer stops reading, and RFC 5626 §3.5.1 CRLF pings get
   their pong.
@@ -29,38 +31,36 @@ not block. A handler exception is logged and counted, never allowed to close the
 from __future__ import annotations
 
 import asyncio
-import functools
 import ipaddress
 import logging
 import secrets
 import socket
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, TypeAlias, cast
+from typing import Any, Literal, Protocol, TypeAlias
 
 from edge_media.sip import _abnf
 from edge_media.sip.errors import SipParseError
-from edge_media.sip.headers import parse_via
-from edge_media.sip.message import SipRequest, SipResponse, answer_parse_error, parse_message
-from edge_media.sip.stream import (
-    PONG,
-    InvalidMessage,
-    KeepAlivePing,
-    KeepAlivePong,
-    SipStreamReader,
+from edge_media.sip.header_values import parse_via
+from edge_media.sip.message import SipRequest, SipResponse, answer_parse_error
+from edge_media.sip.message_parse import parse_message
+from edge_media.sip.rate_limit import SourceRateLimiter
+from edge_media.sip.stream import PONG, InvalidMessage, KeepAlivePing, KeepAlivePong
+from edge_media.sip.tcp_connections import (
+    SipNoConnectionError,
+    SipTransportError,
+    TcpConnection,
+    TcpConnections,
+    socket_address,
 )
 
 __all__ = [
     "DEFAULT_REQUEST_BURST",
     "DEFAULT_REQUEST_RATE",
     "SipAddress",
-    "SipConnectError",
     "SipHandler",
-    "SipNoConnectionError",
     "SipTransport",
     "SipTransportConfig",
-    "SipTransportError",
-    "SourceRateLimiter",
     "TransportKind",
 ]
 
@@ -77,11 +77,7 @@ DEFAULT_TCP_IDLE_CHECK = 5.0  # one sweep over all connections this often
 DEFAULT_TCP_MAX_CONNECTIONS = 1024
 DEFAULT_TCP_CONNECT_TIMEOUT = 3.0
 DEFAULT_UDP_RECEIVE_BUFFER = 4 << 20  # absorbs bursts; the kernel caps it at rmem_max
-MAX_TCP_WRITE_BUFFER = 1 << 20  # a peer that stops reading is cut off past this
 TCP_BACKLOG = 512
-RATE_LIMIT_LOG_INTERVAL = 60.0  # at most one "rate limited" line per source per minute
-MAX_TRACKED_SOURCES = 10_000  # token buckets kept; bounds memory under spoofed-source floods
-SOURCE_SWEEP_INTERVAL = 1.0  # seconds between sweeps for refilled buckets when at the cap
 PORT_ZERO_ATTEMPTS = 8  # with port 0, TCP may find UDP's port taken: pick another this often
 CLOSE_TIMEOUT = 2.0  # seconds `close` waits for sockets to report closed
 
@@ -108,18 +104,6 @@ STAT_NAMES = (
     "handler_errors",
     "send_errors",
 )
-
-
-class SipTransportError(Exception):
-    """A message could not be sent (no usable connection, too many connections, peer stalled)."""
-
-
-class SipConnectError(SipTransportError):
-    """A TCP connection to the peer could not be opened in time (refused, unreachable, timeout)."""
-
-
-class SipNoConnectionError(SipTransportError):
-    """`send_nowait` over TCP to a peer with no open connection: use `send`, which opens one."""
 
 
 class SipHandler(Protocol):
@@ -151,109 +135,12 @@ class SipTransportConfig:
     udp_receive_buffer: int | None = DEFAULT_UDP_RECEIVE_BUFFER
 
 
-class _Bucket:
-    __slots__ = ("logged_at", "stamp", "tokens")
-
-    def __init__(self, tokens: float, stamp: float) -> None:
-        self.tokens = tokens
-        self.stamp = stamp
-        self.logged_at: float | None = None
-
-
-class SourceRateLimiter:
-    """A token bucket per source: ``burst`` requests at once, then ``rate`` per second.
-
-    Pure (``now`` passed in). Memory is bounded by ``max_sources``: when full, buckets that
-    have refilled completely are forgotten (they carry no state worth keeping), and if that is
-    not enough the oldest bucket goes. A spoofed-source flood can therefore earn some sources a
-    fresh burst, but can never grow the table.
-    """
-
-    __slots__ = ("_buckets", "_burst", "_last_sweep", "_log_interval", "_max_sources", "_rate")
-
-    def __init__(
-        self,
-        rate: float,
-        burst: float,
-        *,
-        max_sources: int = MAX_TRACKED_SOURCES,
-        log_interval: float = RATE_LIMIT_LOG_INTERVAL,
-    ) -> None:
-        if rate <= 0 or burst < 1 or max_sources < 1:
-            raise ValueError("rate must be positive, burst at least 1, max_sources at least 1")
-        self._rate = rate
-        self._burst = float(burst)
-        self._max_sources = max_sources
-        self._log_interval = log_interval
-        self._buckets: dict[str, _Bucket] = {}
-        self._last_sweep = float("-inf")
-
-    def __len__(self) -> int:
-        return len(self._buckets)
-
-    def allow(self, source: str, now: float) -> bool:
-        """Take one token from ``source``'s bucket; False when it is empty."""
-        bucket = self._buckets.get(source)
-        if bucket is None:
-            if len(self._buckets) >= self._max_sources:
-                self._make_room(now)
-            self._buckets[source] = _Bucket(self._burst - 1, now)
-            return True
-        elapsed = now - bucket.stamp
-        tokens = bucket.tokens
-        if elapsed > 0:
-            tokens = min(self._burst, tokens + elapsed * self._rate)
-            bucket.stamp = now
-        if tokens >= 1:
-            bucket.tokens = tokens - 1
-            return True
-        bucket.tokens = tokens
-        return False
-
-    def should_log(self, source: str, now: float) -> bool:
-        """True at most once per ``log_interval`` per source: whether to log a drop now."""
-        bucket = self._buckets.get(source)
-        if bucket is None:
-            return False
-        if bucket.logged_at is not None and now - bucket.logged_at < self._log_interval:
-            return False
-        bucket.logged_at = now
-        return True
-
-    def _make_room(self, now: float) -> None:
-        buckets = self._buckets
-        if now - self._last_sweep >= SOURCE_SWEEP_INTERVAL:
-            self._last_sweep = now
-            burst, rate = self._burst, self._rate
-            full = [
-                key
-                for key, bucket in buckets.items()
-                if bucket.tokens + (now - bucket.stamp) * rate >= burst
-            ]
-            for key in full:
-                del buckets[key]
-        if len(buckets) >= self._max_sources:
-            del buckets[next(iter(buckets))]  # dicts keep insertion order: the oldest source
-
-
-def _address(addr: Any) -> SipAddress:
-    """(host, port) of a socket address; an IPv6 4-tuple's flow info and scope are dropped."""
-    return addr[0], addr[1]
-
-
 def _family(host: str) -> socket.AddressFamily:
     try:
         version = ipaddress.ip_address(host).version
     except ValueError as exc:
         raise ValueError(f"a SIP transport binds an IP literal, not {host!r}") from exc
     return socket.AF_INET6 if version == 6 else socket.AF_INET
-
-
-def _normalise(addr: SipAddress) -> SipAddress:
-    try:
-        return ipaddress.ip_address(addr[0]).compressed, addr[1]
-    except ValueError as exc:
-        raise ValueError(f"SIP peers are addressed by IP literal, not {addr[0]!r}") from exc
 
 
 def _new_socket(
@@ -329,71 +216,6 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         self._owner._udp_lost()
 
 
-class _TcpConnection(asyncio.Protocol):
-    """One TCP connection, accepted or opened by us; its own stream reader keeps the framing."""
-
-    __slots__ = (
-        "last_activity",
-        "local",
-        "outbound",
-        "owner",
-        "reader",
-        "rejected",
-        "remote",
-        "transport",
-    )
-
-    def __init__(self, owner: SipTransport, *, outbound: bool) -> None:
-        self.owner = owner
-        self.outbound = outbound
-        self.reader = SipStreamReader(max_message_size=owner.config.max_message_size)
-        self.transport: asyncio.Transport | None = None
-        self.remote: SipAddress = ("", 0)
-        self.local: SipAddress = ("", 0)
-        self.last_activity = 0.0
-        self.rejected = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # A cast, not isinstance: uvloop's transports do not subclass asyncio.Transport.
-        self.transport = cast(asyncio.Transport, transport)
-        peername = transport.get_extra_info("peername")
-        if peername is None:  # reset before we got to it: nothing to index it by
-            self.rejected = True
-            transport.close()
-            return
-        self.remote = _address(peername)
-        self.local = _address(transport.get_extra_info("sockname"))
-        self.owner._tcp_opened(self)
-
-    def data_received(self, data: bytes) -> None:
-        self.owner._tcp_data(self, data)
-
-    def eof_received(self) -> bool:
-        return False  # the peer is done: close our side too
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.owner._tcp_lost(self)
-
-    @property
-    def usable(self) -> bool:
-        return self.transport is not None and not self.transport.is_closing()
-
-    def write(self, data: bytes) -> None:
-        transport = self.transport
-        if transport is None or transport.is_closing():
-            raise SipNoConnectionError(f"the TCP connection to {self.remote} is closing")
-        transport.write(data)
-        if transport.get_write_buffer_size() > MAX_TCP_WRITE_BUFFER:
-            self.owner._count("tcp_closed_overflow")
-            logger.warning("TCP peer %s stopped reading: connection aborted", self.remote)
-            transport.abort()
-            raise SipTransportError(f"TCP peer {self.remote} is not reading; connection aborted")
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
-
-
 class SipTransport:
     """SIP over UDP and TCP on one address. ``await start()``, then `send`; ``await close()``.
 
@@ -429,11 +251,15 @@ class SipTransport:
         self._udp_closed: asyncio.Future[None] | None = None
         self._server: asyncio.Server | None = None
         self._local: SipAddress = (host, port)
-        self._connections: set[_TcpConnection] = set()
-        self._by_remote: dict[SipAddress, _TcpConnection] = {}
-        self._connecting: dict[SipAddress, asyncio.Task[_TcpConnection]] = {}
-        self._sweep_handle: asyncio.TimerHandle | None = None
-        self._all_tcp_closed: asyncio.Event | None = None
+        self._tcp = TcpConnections(
+            stats=self._stats,
+            on_data=self._tcp_data,
+            max_message_size=cfg.max_message_size,
+            max_connections=cfg.tcp_max_connections,
+            connect_timeout=cfg.tcp_connect_timeout,
+            idle_timeout=cfg.tcp_idle_timeout,
+            idle_check_interval=cfg.tcp_idle_check_interval,
+        )
         self._started = False
         self._closed = False
 
@@ -445,24 +271,22 @@ class SipTransport:
             raise RuntimeError("SipTransport.start() called twice")
         self._started = True
         loop = self._loop = asyncio.get_running_loop()
+        self._tcp.start(loop)
         udp_sock, tcp_sock = self._bind_sockets()
         self._udp_closed = loop.create_future()
         try:
             udp, _ = await loop.create_datagram_endpoint(lambda: _UdpProtocol(self), sock=udp_sock)
             self._udp = udp
-            self._local = _address(udp.get_extra_info("sockname"))
+            self._local = socket_address(udp.get_extra_info("sockname"))
             self._server = await loop.create_server(
-                lambda: _TcpConnection(self, outbound=False), sock=tcp_sock, backlog=TCP_BACKLOG
+                self._tcp.accept, sock=tcp_sock, backlog=TCP_BACKLOG
             )
         except BaseException:
             udp_sock.close()
             tcp_sock.close()
             await self.close()
             raise
-        if self.config.tcp_idle_timeout is not None:
-            self._sweep_handle = loop.call_later(
-                self.config.tcp_idle_check_interval, self._sweep_idle
-            )
+        self._tcp.start_idle_sweep()
         logger.info("SIP listening on %s:%d (UDP and TCP)", *self._local)
 
     async def close(self) -> None:
@@ -470,32 +294,23 @@ class SipTransport:
         if self._closed:
             return
         self._closed = True
-        if self._sweep_handle is not None:
-            self._sweep_handle.cancel()
-            self._sweep_handle = None
-        for task in list(self._connecting.values()):
-            task.cancel()
+        self._tcp.stop()
         if self._server is not None:
             self._server.close()
         if self._udp is not None:
             self._udp.close()
-        self._all_tcp_closed = asyncio.Event()
-        for connection in list(self._connections):
-            connection.close()
+        self._tcp.close_all()
         try:
             async with asyncio.timeout(CLOSE_TIMEOUT):
                 await self._wait_closed()
         except TimeoutError:
             logger.warning("SIP sockets did not close in %s s: aborting", CLOSE_TIMEOUT)
-            for connection in list(self._connections):
-                if connection.transport is not None:
-                    connection.transport.abort()
+            self._tcp.abort_all()
         if self._server is not None:
             await self._server.wait_closed()
 
     async def _wait_closed(self) -> None:
-        if self._connections and self._all_tcp_closed is not None:
-            await self._all_tcp_closed.wait()
+        await self._tcp.wait_closed()
         if self._udp is not None and self._udp_closed is not None:
             await self._udp_closed
 
@@ -516,13 +331,13 @@ class SipTransport:
     def stats(self) -> dict[str, int]:
         """Counters since start, plus the gauges ``tcp_connections`` and ``tracked_sources``."""
         stats = dict(self._stats)
-        stats["tcp_connections"] = len(self._connections)
+        stats["tcp_connections"] = len(self._tcp)
         stats["tracked_sources"] = len(self._limiter) if self._limiter is not None else 0
         return stats
 
     def has_connection(self, addr: SipAddress) -> bool:
         """Whether a usable TCP connection to ``addr`` is open."""
-        return self._lookup(addr) is not None
+        return self._tcp.lookup(addr) is not None
 
     def send_nowait(self, data: bytes, addr: SipAddress, kind: TransportKind) -> None:
         """Send now: UDP always, TCP over an open connection to ``addr`` only.
@@ -534,10 +349,10 @@ class SipTransport:
         if kind == "udp":
             self._send_udp(data, addr)
         elif kind == "tcp":
-            connection = self._lookup(addr)
+            connection = self._tcp.lookup(addr)
             if connection is None:
                 raise SipNoConnectionError(f"no TCP connection to {addr[0]}:{addr[1]}")
-            self._write(connection, data)
+            self._tcp.write(connection, data)
         else:
             raise ValueError(f"unknown SIP transport {kind!r}")
 
@@ -550,17 +365,17 @@ class SipTransport:
         if kind != "tcp":
             self.send_nowait(data, addr, kind)
             return
-        connection = self._lookup(addr)
+        connection = self._tcp.lookup(addr)
         if connection is None:
-            connection = await self._connect(_normalise(addr))
-        self._write(connection, data)
+            connection = await self._tcp.connect(addr)
+        self._tcp.write(connection, data)
 
     # -- UDP -----------------------------------------------------------------------------------
 
     def _on_datagram(self, data: bytes, addr: Any) -> None:
         stats = self._stats
         stats["udp_datagrams_in"] += 1
-        remote = _address(addr)
+        remote = socket_address(addr)
         if len(data) > self.config.max_message_size:
             stats["oversize_dropped"] += 1
             logger.debug("dropped a %d-octet datagram from %s", len(data), remote)
@@ -600,39 +415,8 @@ class SipTransport:
 
     # -- TCP -----------------------------------------------------------------------------------
 
-    def _tcp_opened(self, connection: _TcpConnection) -> None:
-        assert self._loop is not None and connection.transport is not None
-        if self._closed or len(self._connections) >= self.config.tcp_max_connections:
-            connection.rejected = True
-            self._stats["tcp_rejected"] += 1
-            logger.warning(
-                "TCP connection from %s refused: %d connections open",
-                connection.remote,
-                len(self._connections),
-            )
-            connection.transport.close()
-            return
-        connection.last_activity = self._loop.time()
-        self._connections.add(connection)
-        self._by_remote[connection.remote] = connection
-        self._stats["tcp_connected" if connection.outbound else "tcp_accepted"] += 1
-
-    def _tcp_lost(self, connection: _TcpConnection) -> None:
-        if connection.rejected:
-            return
-        self._connections.discard(connection)
-        if self._by_remote.get(connection.remote) is connection:
-            del self._by_remote[connection.remote]
-        if not self._connections and self._all_tcp_closed is not None:
-            self._all_tcp_closed.set()
-
-    def _tcp_data(self, connection: _TcpConnection, data: bytes) -> None:
-        if connection.rejected:
-            return
-        assert self._loop is not None
-        connection.last_activity = self._loop.time()
+    def _tcp_data(self, connection: TcpConnection, data: bytes) -> None:
         stats = self._stats
-        stats["tcp_bytes_in"] += len(data)
         for event in connection.reader.feed(data):
             if isinstance(event, SipRequest):
                 if self._admit(connection.remote[0]):
@@ -641,106 +425,25 @@ class SipTransport:
                 self._deliver(event, connection.remote, "tcp", connection.local)
             elif isinstance(event, KeepAlivePing):
                 stats["tcp_pings"] += 1
-                self._try_write(connection, PONG)
+                self._tcp.try_write(connection, PONG)
             elif isinstance(event, InvalidMessage):
                 self._tcp_invalid(connection, event)
             else:
                 assert isinstance(event, KeepAlivePong)
 
-    def _tcp_invalid(self, connection: _TcpConnection, event: InvalidMessage) -> None:
+    def _tcp_invalid(self, connection: TcpConnection, event: InvalidMessage) -> None:
         if self._admit(connection.remote[0]):
             answer = answer_parse_error(event.error, to_tag=self._tag_factory())
             if answer is None:
                 self._stats["garbage_dropped"] += 1
             else:
                 self._stats["parse_errors_answered"] += 1
-                self._try_write(connection, answer.serialize())
+                self._tcp.try_write(connection, answer.serialize())
         logger.debug("invalid SIP on TCP from %s: %s", connection.remote, event.error)
         if event.fatal:
             # Framing is lost: nothing after this point can be trusted to start a message.
             self._stats["tcp_closed_invalid"] += 1
             connection.close()
-
-    def _lookup(self, addr: SipAddress) -> _TcpConnection | None:
-        connection = self._by_remote.get(addr)
-        if connection is None:
-            try:
-                connection = self._by_remote.get(_normalise(addr))
-            except ValueError:
-                return None
-        return connection if connection is not None and connection.usable else None
-
-    def _write(self, connection: _TcpConnection, data: bytes) -> None:
-        assert self._loop is not None
-        connection.write(data)
-        connection.last_activity = self._loop.time()
-        self._stats["tcp_messages_out"] += 1
-
-    def _try_write(self, connection: _TcpConnection, data: bytes) -> None:
-        try:
-            self._write(connection, data)
-        except SipTransportError as exc:
-            self._stats["send_errors"] += 1
-            logger.debug("%s", exc)
-
-    async def _connect(self, addr: SipAddress) -> _TcpConnection:
-        if self._closed or self._loop is None:
-            raise SipTransportError("the SIP transport is not running")
-        task = self._connecting.get(addr)
-        if task is None:
-            if len(self._connections) >= self.config.tcp_max_connections:
-                raise SipTransportError(
-                    f"cannot connect to {addr[0]}:{addr[1]}: "
-                    f"{len(self._connections)} TCP connections open"
-                )
-            task = self._loop.create_task(self._open_connection(addr))
-            self._connecting[addr] = task
-            task.add_done_callback(functools.partial(self._connect_done, addr))
-        return await asyncio.shield(task)
-
-    def _connect_done(self, addr: SipAddress, task: asyncio.Task[_TcpConnection]) -> None:
-        if self._connecting.get(addr) is task:
-            del self._connecting[addr]
-        if not task.cancelled():
-            task.exception()  # retrieved: every waiter got it, or none is left to care
-
-    async def _open_connection(self, addr: SipAddress) -> _TcpConnection:
-        assert self._loop is not None
-        timeout = self.config.tcp_connect_timeout
-        try:
-            async with asyncio.timeout(timeout):
-                _, connection = await self._loop.create_connection(
-                    lambda: _TcpConnection(self, outbound=True), addr[0], addr[1]
-                )
-        except TimeoutError as exc:
-            self._stats["tcp_connect_failures"] += 1
-            raise SipConnectError(
-                f"TCP connect to {addr[0]}:{addr[1]} timed out after {timeout} s"
-            ) from exc
-        except OSError as exc:
-            self._stats["tcp_connect_failures"] += 1
-            raise SipConnectError(
-                f"TCP connect to {addr[0]}:{addr[1]} failed: {exc.strerror or exc}"
-            ) from exc
-        if connection.rejected:
-            raise SipTransportError(
-                f"TCP connection to {addr[0]}:{addr[1]} dropped at once: too many connections "
-                "open, or reset by the peer"
-            )
-        return connection
-
-    def _sweep_idle(self) -> None:
-        """One timer for every connection: close those silent for ``tcp_idle_timeout``."""
-        assert self._loop is not None and self.config.tcp_idle_timeout is not None
-        now = self._loop.time()
-        limit = self.config.tcp_idle_timeout
-        for connection in [c for c in self._connections if now - c.last_activity >= limit]:
-            self._stats["tcp_closed_idle"] += 1
-            logger.debug("closing idle TCP connection from %s", connection.remote)
-            connection.close()
-        self._sweep_handle = self._loop.call_later(
-            self.config.tcp_idle_check_interval, self._sweep_idle
-        )
 
     # -- shared --------------------------------------------------------------------------------
 

@@ -26,15 +26,19 @@ from typing import Any
 from edge_media.rtp.pacer import Pacer
 from edge_media.rtp.ports import PortAllocator
 from edge_media.sip.bindings import Aor, Binding
-from edge_media.sip.call import SDP, CallState, SipCall
+from edge_media.sip.call import SipCall
+from edge_media.sip.call_state import SDP, CallState
 from edge_media.sip.causes import NORMAL_CLEARING, reason_header
-from edge_media.sip.digest import AuthOk, AuthStale, DigestError, parse_credentials
+from edge_media.sip.digest import DigestError, parse_credentials
+from edge_media.sip.digest_server import AuthOk, AuthStale
 from edge_media.sip.endpoint import ClientTransaction, SipEndpoint, host_for_uri, new_tag
 from edge_media.sip.extensions import ExtensionDirectory
 from edge_media.sip.info_dtmf import InfoDtmfError, dtmf_of_info
-from edge_media.sip.message import SipRequest, make_response, validate_request
+from edge_media.sip.media_timeout import MediaTimeoutSweep
+from edge_media.sip.message import SipRequest, make_response
+from edge_media.sip.message_policy import validate_request
 from edge_media.sip.registrar import ExtensionAuth, Registrar, lookup_username
-from edge_media.sip.sdp import LocalMedia
+from edge_media.sip.sdp_offer_answer import LocalMedia
 from edge_media.sip.session_timer import SessionTimerPolicy
 from edge_media.sip.transaction import (
     AckReceived,
@@ -60,7 +64,6 @@ AGENT = "AgeraVoiceGateway"
 DIALOG_LINGER = 32.0  # seconds an ended call still absorbs late in-dialog messages (64*T1)
 DEFAULT_SIP_PORT = 5060
 DRAIN_RETRY_AFTER = "30"
-MEDIA_SWEEP = 5.0  # seconds between RTP-silence checks over all calls
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +115,12 @@ class UserAgent:
         self.timer_policy = timer_policy or SessionTimerPolicy()
         self.accepting = True
         self.rtp_timeout = rtp_timeout
-        self._sweep_handle: asyncio.TimerHandle | None = None
+        self._media_sweep = MediaTimeoutSweep(
+            rtp_timeout,
+            calls=lambda: self._active,
+            now=endpoint.now,
+            hang_up=lambda call: self._spawn(call.hangup("MEDIA_TIMEOUT")),
+        )
         self.registrar = registrar
         self.directory = directory
         if registrar is not None:
@@ -541,37 +549,8 @@ class UserAgent:
     # -- dead-call detection ------------------------------------------------------------------------
 
     def start_media_sweep(self) -> None:
-        """Check every answered call for RTP silence every `MEDIA_SWEEP` seconds.
-
-        A peer that vanishes without a BYE (a crashed phone, a NAT binding gone) would leave the
-        call up forever; carriers and SBCs hang up after a media timeout, and so do we. One
-        timer for the node, not one per call. A call the peer holds (it sends nothing) is spared.
-        """
-        if self.rtp_timeout <= 0 or self._sweep_handle is not None:
-            return
-        loop = asyncio.get_running_loop()
-        self._sweep_handle = loop.call_later(self._sweep_interval, self._sweep_media)
-
-    @property
-    def _sweep_interval(self) -> float:
-        return min(MEDIA_SWEEP, self.rtp_timeout / 2)
-
-    def _sweep_media(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._sweep_handle = loop.call_later(self._sweep_interval, self._sweep_media)
-        now = self.endpoint.now()
-        for call in list(self._active):
-            media = call.media
-            if call.state is not CallState.ANSWERED or media is None or call.answered_at is None:
-                continue
-            negotiated = media.negotiated
-            if negotiated is None or not negotiated.direction.receives:
-                continue
-            idle = media.socket.receiver.idle_for(now)
-            silent_for = idle if idle is not None else now - call.answered_at
-            if silent_for > self.rtp_timeout:
-                call.log.info("no RTP for %.0f s: hanging up (media timeout)", silent_for)
-                self._spawn(call.hangup("MEDIA_TIMEOUT"))
+        """Hang up calls whose peer stopped sending RTP (`media_timeout`); one timer for all."""
+        self._media_sweep.start()
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -590,9 +569,7 @@ class UserAgent:
             await asyncio.wait(pending, timeout=settle)
 
     async def close(self) -> None:
-        if self._sweep_handle is not None:
-            self._sweep_handle.cancel()
-            self._sweep_handle = None
+        self._media_sweep.stop()
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:

@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from functions.api.auth import Principal, authenticate
+from functions.api.auth import Principal, requires_key
 from functions.api.bodies import patch_changes, read_model
 from functions.api.masking import mask
 from functions.api.operations import Operation
@@ -173,28 +173,28 @@ def rotate_webhook_secret(ctx: Context, principal: Principal) -> Account:
 
 
 def account_routes(ctx_provider: Callable[[], Context]) -> list[Route]:
-    async def get_account(request: Request) -> JSONResponse:
-        ctx = ctx_provider()
-        principal = await authenticate(request, ctx)
+    keyed = requires_key(ctx_provider)
+
+    @keyed
+    async def get_account(request: Request, ctx: Context, principal: Principal) -> JSONResponse:
         account = await to_thread.run_sync(_load, ctx, principal)
         return JSONResponse(account_view(account))
 
-    async def patch_account(request: Request) -> JSONResponse:
-        ctx = ctx_provider()
-        principal = await authenticate(request, ctx)
+    @keyed
+    async def patch_account(request: Request, ctx: Context, principal: Principal) -> JSONResponse:
         body = await read_model(request, AccountUpdate)
         account = await to_thread.run_sync(update_account, ctx, principal, body)
         return JSONResponse(account_view(account))
 
-    async def get_webhook_secret(request: Request) -> JSONResponse:
-        ctx = ctx_provider()
-        principal = await authenticate(request, ctx)
+    @keyed
+    async def get_webhook_secret(
+        request: Request, ctx: Context, principal: Principal
+    ) -> JSONResponse:
         account = await to_thread.run_sync(_load, ctx, principal)
         return JSONResponse({"webhook_secret": account.webhook_secret})
 
-    async def rotate(request: Request) -> JSONResponse:
-        ctx = ctx_provider()
-        principal = await authenticate(request, ctx)
+    @keyed
+    async def rotate(request: Request, ctx: Context, principal: Principal) -> JSONResponse:
         account = await to_thread.run_sync(rotate_webhook_secret, ctx, principal)
         return JSONResponse({"webhook_secret": account.webhook_secret})
 

@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from functions.api.account import AccountOut, account_view
-from functions.api.auth import authenticate_admin
+from functions.api.auth import Principal, requires_key
 from functions.api.bodies import read_model
 from functions.api.keys import KeyCreated, key_view
 from functions.api.operations import Operation
@@ -68,9 +68,8 @@ def create_account(ctx: Context, body: AccountCreate) -> AccountCreated:
 
 
 def accounts_routes(ctx_provider: Callable[[], Context]) -> list[Route]:
-    async def post(request: Request) -> JSONResponse:
-        ctx = ctx_provider()
-        await authenticate_admin(request, ctx)
+    @requires_key(ctx_provider, admin=True)
+    async def post(request: Request, ctx: Context, principal: Principal) -> JSONResponse:
         body = await read_model(request, AccountCreate)
         created = await to_thread.run_sync(create_account, ctx, body)
         return JSONResponse(created.model_dump(mode="json"), 201)

@@ -11,31 +11,34 @@ per key and warm function, with a condition that lets only one function per inte
 write rides in the same worker thread as the key lookup: one extra UpdateItem a minute per key is
 cheaper than a background task, which on Lambda would either delay the response (Mangum waits for
 it) or be frozen with the function. A failed write is logged and never fails the request.
+
+Endpoints get all of this from the `requires_key` decorator rather than calling `authenticate`
+themselves: one place decides that the key is checked first, and a route without the decorator is
+visibly public.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-import time
-from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
 from anyio import to_thread
 from starlette.requests import Request
+from starlette.responses import Response
 
 from functions import observability
 from functions.api.errors import ApiError
+from functions.api.routing import Endpoint
 from functions.context import Context
+from functions.key_cache import LAST_USED_INTERVAL_SECONDS
 from shared.apikeys import hash_api_key, looks_like_api_key
 from shared.clock import iso_z, utc_now
 from shared.dynamo import mapping
 from shared.dynamo.repository import ConditionFailed
 from shared.models import ApiKey, ApiKeyRole
-
-MAX_CACHED_KEYS = 10_000
-LAST_USED_INTERVAL_SECONDS = 60.0
 
 logger = logging.getLogger("agera.api")
 
@@ -71,44 +74,6 @@ def presented_key(request: Request) -> str | None:
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
     return None
-
-
-class KeyCache:
-    """Bounded TTL cache of key-hash → ApiKey (or None for unknown keys)."""
-
-    def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.ttl = ttl
-        self.clock = clock
-        self._entries: OrderedDict[str, tuple[float, ApiKey | None]] = OrderedDict()
-        self._touched: OrderedDict[str, float] = OrderedDict()
-
-    def get(self, key_hash: str) -> tuple[bool, ApiKey | None]:
-        entry = self._entries.get(key_hash)
-        if entry is None or entry[0] <= self.clock():
-            return False, None
-        return True, entry[1]
-
-    def put(self, key_hash: str, record: ApiKey | None) -> None:
-        self._entries[key_hash] = (self.clock() + self.ttl, record)
-        self._entries.move_to_end(key_hash)
-        while len(self._entries) > MAX_CACHED_KEYS:
-            self._entries.popitem(last=False)
-
-    def forget(self, key_hash: str) -> None:
-        """Drop a key at once (this function revoked it; others wait for the TTL)."""
-        self._entries.pop(key_hash, None)
-
-    def touch_due(self, key_hash: str, interval: float = LAST_USED_INTERVAL_SECONDS) -> bool:
-        """True at most once per ``interval`` per key: time to record ``last_used_at``."""
-        now = self.clock()
-        last = self._touched.get(key_hash)
-        if last is not None and now - last < interval:
-            return False
-        self._touched[key_hash] = now
-        self._touched.move_to_end(key_hash)
-        while len(self._touched) > MAX_CACHED_KEYS:
-            self._touched.popitem(last=False)
-        return True
 
 
 def resolve_key(ctx: Context, key: str) -> Principal | None:
@@ -172,3 +137,31 @@ async def authenticate_admin(request: Request, ctx: Context) -> Principal:
     if not principal.is_admin:
         raise ApiError(403, "forbidden", "this endpoint needs an API key with the admin role")
     return principal
+
+
+# An endpoint behind `requires_key`: it gets the request's context and the key's principal.
+KeyedEndpoint = Callable[[Request, Context, Principal], Awaitable[Response]]
+
+
+def requires_key(
+    ctx_provider: Callable[[], Context], *, admin: bool = False
+) -> Callable[[KeyedEndpoint], Endpoint]:
+    """Decorator making an endpoint answer only to a valid key (``admin``: an admin key).
+
+    The key is checked before the endpoint sees the request, so a caller without one gets the
+    same 401 everywhere and learns nothing from body validation or path lookups. An endpoint
+    without this decorator is open to anyone: ``tests/functions/test_auth_matrix.py`` lists the
+    few that may be, and fails for any other route a request without a key can reach.
+    """
+    check = authenticate_admin if admin else authenticate
+
+    def decorate(endpoint: KeyedEndpoint) -> Endpoint:
+        @functools.wraps(endpoint)
+        async def keyed(request: Request) -> Response:
+            ctx = ctx_provider()
+            principal = await check(request, ctx)
+            return await endpoint(request, ctx, principal)
+
+        return keyed
+
+    return decorate

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from botocore.exceptions import ClientError
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -30,6 +31,9 @@ _HTTP_CODES = {
     429: "rate_limited",
     503: "unavailable",
 }
+# On a 503 caused by an AWS service refusing a request: such refusals (throttling, a queue briefly
+# unavailable) usually clear within a second, and a client told so retries instead of giving up.
+RETRY_AFTER = {"Retry-After": "1"}
 
 
 class ApiError(Exception):
@@ -49,6 +53,17 @@ class ApiError(Exception):
         self.message = message
         self.field = field
         self.headers = headers
+
+
+def aws_reason(exc: Exception) -> str:
+    """The AWS error code of a failed boto3 call, for a 503's message.
+
+    The code (``ThrottlingException``, ``AWS.SimpleQueueService.NonExistentQueue``) tells the
+    client whether a retry can help; the full message may carry ARNs and account ids it must not see.
+    """
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code") or "ClientError")
+    return type(exc).__name__
 
 
 def error_body(code: str, message: str, field: str | None = None) -> dict[str, Any]:

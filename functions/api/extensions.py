@@ -29,7 +29,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from functions.api.agents import check_route
-from functions.api.auth import Principal, authenticate
+from functions.api.auth import Principal, requires_key
 from functions.api.bodies import patch_changes, read_model, read_query, validate
 from functions.api.errors import ApiError
 from functions.api.operations import Operation
@@ -293,36 +293,33 @@ def _drop_registrations(ctx: Context, extension: Extension) -> None:
 
 
 def extension_routes(ctx_provider: Callable[[], Context]) -> list[Route]:
-    async def post(request: Request) -> JSONResponse:
-        ctx = ctx_provider()
-        principal = await authenticate(request, ctx)
+    keyed = requires_key(ctx_provider)
+
+    @keyed
+    async def post(request: Request, ctx: Context, principal: Principal) -> JSONResponse:
         body = await read_model(request, ExtensionCreate)
         out = await to_thread.run_sync(create_extension, ctx, principal, body)
         return JSONResponse(out.model_dump(mode="json"), 201)
 
-    async def get_list(request: Request) -> JSONResponse:
-        ctx = ctx_provider()
-        principal = await authenticate(request, ctx)
+    @keyed
+    async def get_list(request: Request, ctx: Context, principal: Principal) -> JSONResponse:
         query = read_query(request, ListQuery)
         return JSONResponse(await to_thread.run_sync(list_extensions, ctx, principal, query))
 
-    async def get_one(request: Request) -> JSONResponse:
-        ctx = ctx_provider()
-        principal = await authenticate(request, ctx)
+    @keyed
+    async def get_one(request: Request, ctx: Context, principal: Principal) -> JSONResponse:
         extension = await to_thread.run_sync(_get, ctx, principal, request.path_params["extension"])
         return JSONResponse(extension_view(extension).model_dump(mode="json"))
 
-    async def patch(request: Request) -> JSONResponse:
-        ctx = ctx_provider()
-        principal = await authenticate(request, ctx)
+    @keyed
+    async def patch(request: Request, ctx: Context, principal: Principal) -> JSONResponse:
         body = await read_model(request, ExtensionUpdate)
         raw = request.path_params["extension"]
         out = await to_thread.run_sync(update_extension, ctx, principal, raw, body)
         return JSONResponse(out.model_dump(mode="json"))
 
-    async def delete(request: Request) -> Response:
-        ctx = ctx_provider()
-        principal = await authenticate(request, ctx)
+    @keyed
+    async def delete(request: Request, ctx: Context, principal: Principal) -> Response:
         raw = request.path_params["extension"]
         await to_thread.run_sync(delete_extension, ctx, principal, raw)
         return Response(status_code=204)

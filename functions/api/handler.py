@@ -2,7 +2,7 @@
 
 Built at import so a warm function reuses it; the app does no I/O until a request arrives.
 ``lifespan="off"``: the app has no startup work, and Mangum would otherwise run lifespan events on
-every invocation (STYLE.md §4).
+every invocation.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from functions.api.auth import Principal, authenticate
+from functions.api.auth import Principal, requires_key
 from functions.api.bodies import read_model, read_query
 from functions.api.errors import ApiError
 from functions.api.operations import Operation
@@ -150,22 +150,21 @@ def revoke_key(ctx: Context, principal: Principal, key_id: str) -> None:
 
 
 def key_routes(ctx_provider: Callable[[], Context]) -> list[Route]:
-    async def post_key(request: Request) -> JSONResponse:
-        ctx = ctx_provider()
-        principal = await authenticate(request, ctx)
+    keyed = requires_key(ctx_provider)
+
+    @keyed
+    async def post_key(request: Request, ctx: Context, principal: Principal) -> JSONResponse:
         body = await read_model(request, KeyCreate)
         created = await to_thread.run_sync(create_key, ctx, principal, body)
         return JSONResponse(created.model_dump(mode="json"), 201)
 
-    async def get_keys(request: Request) -> JSONResponse:
-        ctx = ctx_provider()
-        principal = await authenticate(request, ctx)
+    @keyed
+    async def get_keys(request: Request, ctx: Context, principal: Principal) -> JSONResponse:
         query = read_query(request, ListQuery)
         return JSONResponse(await to_thread.run_sync(list_keys, ctx, principal, query))
 
-    async def delete_key(request: Request) -> Response:
-        ctx = ctx_provider()
-        principal = await authenticate(request, ctx)
+    @keyed
+    async def delete_key(request: Request, ctx: Context, principal: Principal) -> Response:
         await to_thread.run_sync(revoke_key, ctx, principal, request.path_params["key_id"])
         return Response(status_code=204)
 

@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from functions.api.agents import check_route
-from functions.api.auth import Principal, authenticate
+from functions.api.auth import Principal, requires_key
 from functions.api.bodies import patch_changes, read_model, read_query
 from functions.api.errors import ApiError
 from functions.api.operations import Operation
@@ -142,36 +142,33 @@ def delete_number(ctx: Context, principal: Principal, raw: str) -> None:
 
 
 def number_routes(ctx_provider: Callable[[], Context]) -> list[Route]:
-    async def post(request: Request) -> JSONResponse:
-        ctx = ctx_provider()
-        principal = await authenticate(request, ctx)
+    keyed = requires_key(ctx_provider)
+
+    @keyed
+    async def post(request: Request, ctx: Context, principal: Principal) -> JSONResponse:
         body = await read_model(request, NumberCreate)
         out = await to_thread.run_sync(create_number, ctx, principal, body)
         return JSONResponse(out.model_dump(mode="json"), 201)
 
-    async def get_list(request: Request) -> JSONResponse:
-        ctx = ctx_provider()
-        principal = await authenticate(request, ctx)
+    @keyed
+    async def get_list(request: Request, ctx: Context, principal: Principal) -> JSONResponse:
         query = read_query(request, ListQuery)
         return JSONResponse(await to_thread.run_sync(list_numbers, ctx, principal, query))
 
-    async def get_one(request: Request) -> JSONResponse:
-        ctx = ctx_provider()
-        principal = await authenticate(request, ctx)
+    @keyed
+    async def get_one(request: Request, ctx: Context, principal: Principal) -> JSONResponse:
         number = await to_thread.run_sync(_get, ctx, principal, request.path_params["number"])
         return JSONResponse(number_view(number).model_dump(mode="json"))
 
-    async def patch(request: Request) -> JSONResponse:
-        ctx = ctx_provider()
-        principal = await authenticate(request, ctx)
+    @keyed
+    async def patch(request: Request, ctx: Context, principal: Principal) -> JSONResponse:
         body = await read_model(request, NumberUpdate)
         raw = request.path_params["number"]
         out = await to_thread.run_sync(update_number, ctx, principal, raw, body)
         return JSONResponse(out.model_dump(mode="json"))
 
-    async def delete(request: Request) -> Response:
-        ctx = ctx_provider()
-        principal = await authenticate(request, ctx)
+    @keyed
+    async def delete(request: Request, ctx: Context, principal: Principal) -> Response:
         await to_thread.run_sync(delete_number, ctx, principal, request.path_params["number"])
         return Response(status_code=204)
 

@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from functions.api.auth import Principal, authenticate
+from functions.api.auth import Principal, requires_key
 from functions.api.bodies import patch_changes, read_model, read_query
 from functions.api.errors import ApiError
 from functions.api.masking import mask
@@ -250,36 +250,33 @@ def delete_config(ctx: Context, principal: Principal, config_id: str) -> None:
 
 
 def telephony_config_routes(ctx_provider: Callable[[], Context]) -> list[Route]:
-    async def post(request: Request) -> JSONResponse:
-        ctx = ctx_provider()
-        principal = await authenticate(request, ctx)
+    keyed = requires_key(ctx_provider)
+
+    @keyed
+    async def post(request: Request, ctx: Context, principal: Principal) -> JSONResponse:
         body = await read_model(request, TelephonyConfigCreate)
         out = await to_thread.run_sync(create_config, ctx, principal, body)
         return JSONResponse(out.model_dump(mode="json"), 201)
 
-    async def get_list(request: Request) -> JSONResponse:
-        ctx = ctx_provider()
-        principal = await authenticate(request, ctx)
+    @keyed
+    async def get_list(request: Request, ctx: Context, principal: Principal) -> JSONResponse:
         query = read_query(request, ListQuery)
         return JSONResponse(await to_thread.run_sync(list_configs, ctx, principal, query))
 
-    async def get_one(request: Request) -> JSONResponse:
-        ctx = ctx_provider()
-        principal = await authenticate(request, ctx)
+    @keyed
+    async def get_one(request: Request, ctx: Context, principal: Principal) -> JSONResponse:
         config = await to_thread.run_sync(_get, ctx, principal, request.path_params["config_id"])
         return JSONResponse(config_view(config).model_dump(mode="json"))
 
-    async def patch(request: Request) -> JSONResponse:
-        ctx = ctx_provider()
-        principal = await authenticate(request, ctx)
+    @keyed
+    async def patch(request: Request, ctx: Context, principal: Principal) -> JSONResponse:
         body = await read_model(request, TelephonyConfigUpdate)
         config_id = request.path_params["config_id"]
         out = await to_thread.run_sync(update_config, ctx, principal, config_id, body)
         return JSONResponse(out.model_dump(mode="json"))
 
-    async def delete(request: Request) -> Response:
-        ctx = ctx_provider()
-        principal = await authenticate(request, ctx)
+    @keyed
+    async def delete(request: Request, ctx: Context, principal: Principal) -> Response:
         config_id = request.path_params["config_id"]
         await to_thread.run_sync(delete_config, ctx, principal, config_id)
         return Response(status_code=204)

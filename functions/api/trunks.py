@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from functions.api.auth import Principal, authenticate
+from functions.api.auth import Principal, requires_key
 from functions.api.bodies import patch_changes, read_model, read_query
 from functions.api.errors import ApiError
 from functions.api.masking import mask
@@ -213,36 +213,33 @@ def delete_trunk(ctx: Context, principal: Principal, trunk_id: str) -> None:
 
 
 def trunk_routes(ctx_provider: Callable[[], Context]) -> list[Route]:
-    async def post(request: Request) -> JSONResponse:
-        ctx = ctx_provider()
-        principal = await authenticate(request, ctx)
+    keyed = requires_key(ctx_provider)
+
+    @keyed
+    async def post(request: Request, ctx: Context, principal: Principal) -> JSONResponse:
         body = await read_model(request, TrunkCreate)
         out = await to_thread.run_sync(create_trunk, ctx, principal, body)
         return JSONResponse(out.model_dump(mode="json"), 201)
 
-    async def get_list(request: Request) -> JSONResponse:
-        ctx = ctx_provider()
-        principal = await authenticate(request, ctx)
+    @keyed
+    async def get_list(request: Request, ctx: Context, principal: Principal) -> JSONResponse:
         query = read_query(request, ListQuery)
         return JSONResponse(await to_thread.run_sync(list_trunks, ctx, principal, query))
 
-    async def get_one(request: Request) -> JSONResponse:
-        ctx = ctx_provider()
-        principal = await authenticate(request, ctx)
+    @keyed
+    async def get_one(request: Request, ctx: Context, principal: Principal) -> JSONResponse:
         trunk = await to_thread.run_sync(_get, ctx, principal, request.path_params["trunk_id"])
         return JSONResponse(trunk_view(trunk).model_dump(mode="json"))
 
-    async def patch(request: Request) -> JSONResponse:
-        ctx = ctx_provider()
-        principal = await authenticate(request, ctx)
+    @keyed
+    async def patch(request: Request, ctx: Context, principal: Principal) -> JSONResponse:
         body = await read_model(request, TrunkUpdate)
         trunk_id = request.path_params["trunk_id"]
         out = await to_thread.run_sync(update_trunk, ctx, principal, trunk_id, body)
         return JSONResponse(out.model_dump(mode="json"))
 
-    async def delete(request: Request) -> Response:
-        ctx = ctx_provider()
-        principal = await authenticate(request, ctx)
+    @keyed
+    async def delete(request: Request, ctx: Context, principal: Principal) -> Response:
         await to_thread.run_sync(delete_trunk, ctx, principal, request.path_params["trunk_id"])
         return Response(status_code=204)
 

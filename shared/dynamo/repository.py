@@ -1,8 +1,8 @@
 """Repositories over the single table: a sync one (boto3, Lambda) and an async one (aioboto3, edge).
 
 Both are thin: every request comes from ``shared.dynamo.mapping`` and every response goes back
-through it, so the two can only differ in ``await``. The client is injected (STYLE.md: explicit beats
-the environment); building it is the caller's business, which keeps this module free of I/O at
+through it, so the two can only differ in ``await``. The client is injected (explicit beats the
+environment); building it is the caller's business, which keeps this module free of I/O at
 import and lets tests hand in a client pointed at moto.
 """
 

@@ -15,8 +15,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from edge_media.node import EdgeNode
-from edge_media.sip.message import SipRequest, SipResponse, parse_message
-from edge_media.sip.sdp import parse_sdp
+from edge_media.sip.message import SipRequest, SipResponse
+from edge_media.sip.message_parse import parse_message
+from edge_media.sip.sdp_parse import parse_sdp
 from shared.settings import Settings
 
 pytestmark = pytest.mark.anyio
@@ -215,13 +216,13 @@ async def test_invite_without_sdp_gets_offer_and_takes_answer_from_ack(
     peer.send(in_dialog(peer, "OPTIONS", request, ok, 2), node.endpoint.local_addr)
     await peer.response(200, "OPTIONS")
     call = next(iter(node.ua._active))  # type: ignore[union-attr]
-    assert call.media is not None and call.media.negotiated is not None
-    assert call.media.negotiated.payload_type == 0
-    assert call.media.negotiated.dtmf_payload_type == 101
+    assert call.negotiated is not None
+    assert call.negotiated.payload_type == 0
+    assert call.negotiated.dtmf_payload_type == 101
 
 
 async def test_untrusted_source_must_authenticate_as_an_extension(peer: Peer) -> None:
-    from edge_media.sip.digest import DigestClient
+    from edge_media.sip.digest_client import DigestClient
     from edge_media.sip.extensions import StaticDirectory, extension_auth
 
     base = next(_ports)
@@ -276,7 +277,7 @@ async def test_untrusted_source_must_authenticate_as_an_extension(peer: Peer) ->
 
 
 async def test_register_then_the_node_calls_the_extension(peer: Peer) -> None:
-    from edge_media.sip.digest import DigestClient
+    from edge_media.sip.digest_client import DigestClient
     from edge_media.sip.extensions import StaticDirectory, extension_auth
 
     base = next(_ports)
@@ -479,8 +480,8 @@ async def test_outbound_call_answered_acked_and_hung_up(node: EdgeNode, callee: 
     ack = await callee.expect(lambda m: isinstance(m, SipRequest) and m.method == "ACK")
     assert isinstance(ack, SipRequest) and ack.cseq.number == request.cseq.number
     assert await call.wait_answered()
-    assert call.media is not None and call.media.negotiated is not None
-    assert call.media.negotiated.payload_type == 0
+    assert call.negotiated is not None
+    assert call.negotiated.payload_type == 0
     # A retransmitted 2xx (our ACK was lost) is ACKed again (§13.2.2.4).
     callee.reply(request, respond(request, 200, "callee1", body=answer_sdp(callee.port + 2)))
     again = await callee.expect(lambda m: isinstance(m, SipRequest) and m.method == "ACK")
@@ -494,7 +495,8 @@ async def test_outbound_call_answered_acked_and_hung_up(node: EdgeNode, callee: 
 
 
 async def test_outbound_call_answers_a_digest_challenge(node: EdgeNode, callee: Callee) -> None:
-    from edge_media.sip.digest import AuthOk, DigestServer, compute_ha1
+    from edge_media.sip.digest import compute_ha1
+    from edge_media.sip.digest_server import AuthOk, DigestServer
 
     server = DigestServer("carrier.test", b"0123456789abcdef0123456789abcdef")
     assert node.ua is not None

@@ -6,8 +6,8 @@ import httpx
 import pytest
 
 from functions.api.app import create_app
-from functions.api.auth import KeyCache
 from functions.context import Context
+from functions.key_cache import KeyCache
 from shared.clock import utc_now
 from shared.models import ApiKey
 from shared.provisioning import create_account_with_key, new_account

@@ -11,7 +11,9 @@ import re
 import uuid
 
 import pytest
+from starlette.routing import Route
 
+from functions.api.app import create_app
 from functions.api.openapi import all_operations
 from shared.apikeys import hash_api_key
 from shared.clock import iso_z, utc_now
@@ -79,3 +81,53 @@ def test_admin_keys_manage_their_own_accounts_resources(front, admin_tenant) -> 
     for path in ("/api/numbers", "/api/extensions", "/api/trunks", "/api/agents", "/api/keys"):
         assert front.request("GET", path, key=admin_tenant.key).status == 200, path
     assert front.request("DELETE", f"/api/numbers/{number}", key=admin_tenant.key).status == 204
+
+
+# --------------------------------------------------------------------------- every served route
+
+# The only routes a caller without a key may reach. A new public route must be added here on
+# purpose; anything else the app serves has to answer the 401 below.
+PUBLIC_ROUTES = {
+    ("GET", "/api/health"),
+    ("GET", "/api/openapi.json"),
+    ("GET", "/api/docs"),
+}
+# The 401 as clients have always received it, byte for byte.
+UNAUTHORIZED_BODY = (
+    b'{"error":{"code":"unauthorized","message":"missing or invalid API key: send X-API-KEY: '
+    b'sk_live_... (or Authorization: Bearer sk_live_...)"}}'
+)
+
+
+def served_routes() -> list[tuple[str, str]]:
+    """Every (method, path template) the app answers, read from the app rather than the docs."""
+    served = []
+    for app_route in create_app().routes:
+        assert isinstance(app_route, Route)
+        for method in sorted(app_route.methods or ()):
+            served.append((method, app_route.path))
+    return served
+
+
+SERVED = served_routes()
+
+
+def test_the_public_routes_are_still_served() -> None:
+    assert set(SERVED) >= PUBLIC_ROUTES
+
+
+@pytest.mark.parametrize("method,path", SERVED, ids=[f"{m} {p}" for m, p in SERVED])
+def test_every_served_route_needs_a_key_unless_public(front, method, path) -> None:
+    public = ((method if method != "HEAD" else "GET"), path) in PUBLIC_ROUTES
+    for key in (None, UNKNOWN_KEY):
+        body = {"not_a_field": True} if method in {"POST", "PATCH", "PUT"} else None
+        reply = front.request(method, concrete(path), key=key, body=body)
+        if public:
+            assert reply.status == 200, (method, path, key, reply.content)
+            continue
+        assert reply.status == 401, (method, path, key, reply.content)
+        assert reply.headers["www-authenticate"] == 'Bearer realm="agera"'
+        assert reply.headers["content-type"] == "application/json"
+        if method != "HEAD":
+            assert reply.content == UNAUTHORIZED_BODY
+            assert reply.headers["content-length"] == str(len(UNAUTHORIZED_BODY))

@@ -1,8 +1,9 @@
 """Call control through both front doors: real HTTP to uvicorn, and Mangum fed the events/api samples.
 
 Each test gets its own SQS queues (originate, events, callbacks, one per edge node), so what a test
-reads back from moto is exactly what its requests put there. Host names in URLs (the API guide's
-``my-bot-server.com``) go through a fake resolver on the context; the real DNS is never asked.
+reads back from moto is exactly what its requests put there. Host names in URLs
+(``my-bot-server.com`` and the like) go through a fake resolver on the context; the real DNS is
+never asked.
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ from mangum import Mangum
 from functions.api import calls
 from functions.api import idempotency as idempotency_module
 from functions.api.app import create_app
-from functions.api.calls import CallView
+from functions.api.call_bodies import CreateCallRequest
+from functions.api.call_views import CallView
 from functions.api.errors import ApiError
+from functions.api.originate import originate
 from functions.context import Context, reset_default_context
 from functions.workers import events as events_worker
 from infra.sqs_poller import LocalLambdaContext, sqs_event
@@ -1257,8 +1260,8 @@ def test_a_key_still_in_progress_is_409_and_freed_after(ctx, tenant) -> None:
     assert caught.value.headers == {"Retry-After": "1"}
     done = idempotency_module.run_once(
         ctx,
-        calls.originate,
-        (ctx, tenant.account_id, calls.CreateCallRequest.model_validate(SEED_BODY)),
+        originate,
+        (ctx, tenant.account_id, CreateCallRequest.model_validate(SEED_BODY)),
         account_id=tenant.account_id,
         key=key,
         body={"a": 1},

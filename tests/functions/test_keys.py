@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from functions.api.auth import (
-    LAST_USED_INTERVAL_SECONDS,
-    KeyCache,
-    resolve_key,
-    touch_last_used,
-)
+from functions.api.auth import resolve_key, touch_last_used
 from functions.api.keys import revoke_key
 from functions.context import Context
+from functions.key_cache import LAST_USED_INTERVAL_SECONDS, KeyCache
 from shared.apikeys import hash_api_key
 from shared.models import ApiKey, ApiKeyRole
 from shared.settings import Settings

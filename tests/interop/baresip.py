@@ -1,10 +1,9 @@
 """baresip (Debian 1.0.0) as a headless softphone, driven over its ctrl_tcp module.
 
-The config is the one ``sip-peers/baresip/make_baresip_conf.sh`` writes, generated here so each
-test gets its own ports and directories: everything bound to 127.0.0.1 (``net_interface lo``
-does not work in 1.0.0), a WAV file as the microphone (``aufile``), and ``sndfile`` writing
-``dump-<time>-dec.wav`` (what baresip heard, after its jitter buffer) and ``-enc.wav`` (what it
-sent) per call.
+The config is generated here so each test gets its own ports and directories: everything bound
+to 127.0.0.1 (``net_interface lo`` does not work in 1.0.0), a WAV file as the microphone
+(``aufile``), and ``sndfile`` writing ``dump-<time>-dec.wav`` (what baresip heard, after its
+jitter buffer) and ``-enc.wav`` (what it sent) per call.
 
 ctrl_tcp speaks JSON in netstrings (``<len>:<json>,``): commands are the menu commands without
 the slash (``dial``, ``hangup``, ``sndcode``...) and answers carry the command's token; events

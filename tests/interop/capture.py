@@ -346,7 +346,7 @@ def grid_errors_ms(packets: Sequence[RtpSeen]) -> list[float]:
     whose packets drift off real time, such as a pacer sleeping 20 ms after each send instead
     of to an absolute deadline, shows as a growing error, which is the point. Only the grid's
     phase is fitted, as the median offset, so a late first packet does not skew the rest.
-    DESIGN §6 budget: p99 of the absolute error <= 2 ms at 200 calls.
+    Budget (docs/performance.md): p99 of the absolute error <= 2 ms at 200 calls.
     """
     audio = [p for p in packets if p.payload_type in AUDIO_PAYLOAD_TYPES]
     if not audio:

@@ -1,8 +1,8 @@
 """Fixtures for interop tests against real peers (sipp, baresip, kamailio, tshark).
 
-The scenarios and configs come from ``AGERA_SIP_PEERS_DIR`` or ``../shared/sip-peers`` next to
-the repository. A missing directory fails the tests (CI must run them), it never skips them, as
-for the RFC 4475 messages. Speech fixtures are made once per session; each test gets a
+The scenarios and configs come from tests/interop/peers (or ``AGERA_SIP_PEERS_DIR``). A missing
+directory fails the tests (CI must run them), it never skips them, as for the RFC 4475
+messages. Speech fixtures are made once per session; each test gets a
 ``peers`` owner whose processes are all stopped at teardown, with their log tails printed when
 the test failed.
 """
@@ -44,8 +44,8 @@ def sip_peers_dir() -> Path:
     directory = default_peers_dir()
     if not (directory / "sipp" / "uac_audio_dtmf.xml").is_file():
         pytest.fail(
-            f"SIP peer scenarios not found in {directory}: set AGERA_SIP_PEERS_DIR to the "
-            "sip-peers directory (the one holding sipp/, kamailio/ and baresip/)"
+            f"SIP peer scenarios not found in {directory}: set AGERA_SIP_PEERS_DIR to a "
+            "directory laid out as tests/interop/peers (sipp/ and kamailio/)"
         )
     return directory
 

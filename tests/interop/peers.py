@@ -120,7 +120,8 @@ class Peers:
         self._owned.append((name, peer, list(logs)))
 
     def sipp(self, scenario: str, **options: Any) -> SippRun:
-        """A sipp run of ``sip-peers/sipp/<scenario>``; options as SippRun's keywords."""
+        """A sipp run of ``<peers_dir>/sipp/<scenario>`` (tests/interop/peers/ by default); options
+        as SippRun's keywords."""
         run = SippRun(
             scenario,
             workdir=self.media.directory,

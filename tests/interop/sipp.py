@@ -228,10 +228,9 @@ class SippResult:
 
 
 def default_peers_dir() -> Path:
-    """``AGERA_SIP_PEERS_DIR``, else ``../shared/sip-peers`` next to the repository."""
+    """``AGERA_SIP_PEERS_DIR``, else tests/interop/peers (sipp/ and kamailio/)."""
     configured = os.environ.get("AGERA_SIP_PEERS_DIR")
-    repo_root = Path(__file__).resolve().parents[2]
-    return Path(configured) if configured else repo_root.parent / "shared/sip-peers"
+    return Path(configured) if configured else Path(__file__).resolve().parent / "peers"
 
 
 class SippRun:

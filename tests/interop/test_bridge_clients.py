@@ -48,7 +48,7 @@ with warnings.catch_warnings():
 
 pytestmark = pytest.mark.anyio
 
-SIPP_CALLER = "+155501001"  # the From user of the sip-peers carrier scenarios' first call
+SIPP_CALLER = "+155501001"  # From user of the first call of tests/interop/peers/sipp/uac_*.xml
 CALL_MS = 6000  # sipp's talk time before its DTMF and BYE: the whole caller utterance
 SPEECH_S = 7.0  # baresip's source: 0.5 s of silence, then the ~6 s utterance
 SPEECH_BYTES = int(SPEECH_S * 8000)  # μ-law at 8 kHz

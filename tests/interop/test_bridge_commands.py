@@ -24,10 +24,10 @@ import boto3
 import pytest
 
 from edge_media.node import EdgeNode
-from shared.commands import Command, Hangup, Redirect, Transfer
+from shared.commands import Hangup, Redirect, Transfer
 from shared.dynamo.repository import Repository
 from shared.models import Call, CallStatus, Direction
-from tests.edge_media.bridge.routing_peer import Reply, WebhookPeer
+from tests.edge_media.routing.routing_peer import Reply, WebhookPeer
 from tests.interop.audio import find_segments
 from tests.interop.capture import (
     AUDIO_PAYLOAD_TYPES,
@@ -73,9 +73,8 @@ SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 UNTIL_BYE = SCENARIOS / "uac_until_bye.xml"  # no REFER in Allow, waits for the node's BYE
 
 CALLER_NAME = "Agera Outbound"
-SIPP_CALLER = "+155501001"  # the From user of the sip-peers carrier scenarios' first call
+SIPP_CALLER = "+155501001"  # From user of the first call of tests/interop/peers/sipp/uac_*.xml
 NORMAL_CLEARING_Q850 = "Q.850;cause=16"
-RING_TIMEOUT_MIN = 5  # shared.commands.Originate.ring_timeout's lower bound
 TRUNK_USER, TRUNK_PASSWORD = "gateway", "s3cret"
 MAX_GAP_MS = 60.0
 CALLEE_FRAMES = 250  # callee.ulaw, which the sipp UAS plays once: about 5 s
@@ -286,34 +285,6 @@ async def test_originate_dials_the_trunk_and_bridges_the_bot_on_answer(
 
 
 # --------------------------------------------------------------------------- 2. ring timeout, auth
-
-
-async def test_originate_not_answered_within_ring_timeout_is_canceled(
-    peers: Peers, aws: Any, repo: Any
-) -> None:
-    async with StrictTwilioBot(echo=True) as bot:
-        tenant = make_tenant(repo)
-        trunk = await trunk_peer(peers, repo, tenant.account, "uas_ring_cancel.xml")
-        call = queued_call(repo, tenant.account, socket_url=bot.url)
-        async with gateway() as node:
-            await send_command(
-                node.settings.originate_queue_url,
-                originate_for(call, ring_timeout=RING_TIMEOUT_MIN),
-            )
-            record = await wait_record(repo, str(call.call_uuid), seconds=15)
-            events = await read_events(node, str(call.call_uuid))
-        result = await anyio.to_thread.run_sync(trunk.wait, 10.0)
-
-    assert result.ok, result.describe()  # INVITE, 180, CANCEL, 200, 487, ACK
-    received = [m for m in result.messages if not m.sent and not m.is_response]
-    assert [m.method for m in received] == ["INVITE", "CANCEL", "ACK"], received
-    rang_for = received[1].time - received[0].time
-    assert RING_TIMEOUT_MIN - 0.2 <= rang_for <= RING_TIMEOUT_MIN + 2.0, rang_for
-    assert bot.sessions == []  # never answered: no bot
-    assert record.node_id == node.node_id
-    assert record.status is CallStatus.NO_ANSWER and record.hangup_cause == "NO_ANSWER"
-    assert record.duration == 0 and record.answered_at is None
-    assert event_types(events) == ["call.ringing", "call.completed"]
 
 
 async def test_originate_through_a_trunk_that_asks_for_digest_auth(
@@ -771,50 +742,3 @@ async def test_transfer_to_a_caller_that_accepts_refer_sends_refer(
 
 
 # --------------------------------------------------------------------------- 7. not owned
-
-
-async def test_commands_for_a_call_the_node_does_not_own_are_dropped(
-    peers: Peers, aws: Any, repo: Any
-) -> None:
-    async with StrictTwilioBot(echo=True) as bot:
-        tenant = make_tenant(repo, socket_url=bot.url)
-        stranger = uuid.uuid4()
-        account_id = tenant.account.account_id
-        strays: list[Command] = [
-            Hangup(call_uuid=stranger, account_id=account_id),
-            Redirect(call_uuid=stranger, account_id=account_id, media_server=bot.url),
-            Transfer(call_uuid=stranger, account_id=account_id, destination="sip:x@127.0.0.1"),
-        ]
-        async with gateway() as node:
-            for command in strays:
-                await send_command(command_queue(node), command)
-            consumer = commands_consumer(node)
-            for command in strays:
-                await wait_handled(consumer, command.id)
-            dropped = (consumer.handled, consumer.failed, consumer.invalid)
-            leftovers = await anyio.to_thread.run_sync(no_events, node.settings.events_queue_url)
-            # The node keeps working: a call right after succeeds.
-            caller = peers.sipp(
-                "uac_audio_dtmf.xml",
-                remote=node_address(node),
-                service=tenant.number,
-                duration_ms=1000,
-                calls=1,
-            )
-            result = await anyio.to_thread.run_sync(caller.run)
-            session = await started(bot, 5)
-            await session.wait_closed()
-            call_uuid = custom_parameters(session)["call_uuid"]
-            record = await wait_record(repo, call_uuid)
-            events = await read_events(node, call_uuid)
-
-    assert dropped == (3, 0, 0), dropped
-    assert leftovers == []  # no event for the stranger call
-    assert repo.get(Call, stranger, consistent=True) is None
-    assert result.ok, result.describe()
-    assert session.violations == [], session.violations
-    assert len(bot.sessions) == 1  # the stray redirect connected nothing
-    assert session.digits == list("1234#")
-    assert record.status is CallStatus.COMPLETED and record.hangup_cause == "NORMAL_CLEARING"
-    assert record.node_id == node.node_id
-    assert event_types(events) == ["call.ringing", "call.answered", "call.completed"]

@@ -1,7 +1,7 @@
 """Routing webhooks and the ways a bridged call can fail, end to end.
 
 sipp (a carrier) → in-process edge node (control plane at moto) → a customer's routing webhook
-(a real HTTP server, `tests.edge_media.bridge.routing_peer`) → StrictTwilioBot. Every call that
+(a real HTTP server, `tests.edge_media.routing.routing_peer`) → StrictTwilioBot. Every call that
 reached routing must end with a terminal record and a ``call.completed`` event, whatever went
 wrong (webhook slow, broken or down, bot unreachable, crashing or babbling, caller cancelling,
 node shutting down): that is the contract users build billing and dashboards on, so each test
@@ -28,7 +28,7 @@ import pytest
 
 from shared.models import Account, AccountStatus, Call, CallStatus, Route
 from shared.signing import canonical_json
-from tests.edge_media.bridge.routing_peer import Reply, WebhookPeer, closed_port
+from tests.edge_media.routing.routing_peer import Reply, WebhookPeer, closed_port
 from tests.interop.capture import read_rtp
 from tests.interop.gateway import (
     add_number,
@@ -277,7 +277,7 @@ async def test_webhook_connect_bridges_and_the_session_limit_hangs_up(
     assert len(session.audio) >= (SESSION_LIMIT - 1) * 8000  # caller audio reached the bot
     # Record and events.
     assert_answered_record(record, node.node_id, events)
-    assert record.duration is not None and SESSION_LIMIT <= record.duration <= SESSION_LIMIT + 1
+    assert record.duration is not None and SESSION_LIMIT <= record.duration <= SESSION_LIMIT + 3
 
 
 # --------------------------------------------------------------------------- 2. hangup
@@ -309,28 +309,24 @@ async def test_webhook_hangup_answers_603_with_q850_cause_21(
 # --------------------------------------------------------------------------- 3. webhook fails
 
 
-WEBHOOK_FAILURES = ["timeout", "http_500", "bad_json", "down"]
-
-
 def break_webhook(hook: WebhookPeer, how: str, wrong_bot: str) -> str:
     """Make ``hook`` fail ``how``; returns the webhook URL to provision.
 
     Each broken answer would route elsewhere if the node used it: the slow one answers hangup
-    (after the deadline), the 500 and the truncated JSON carry a connect to ``wrong_bot``.
+    (after the deadline), the 500 carries a connect to ``wrong_bot``.
     """
     connect_wrong = json.dumps({"action": "connect", "socket_url": wrong_bot}).encode()
     if how == "timeout":
         hook.reply = Reply.json({"action": "hangup", "reason": "too late"}, delay=2.0)
     elif how == "http_500":
         hook.reply = Reply(status=500, body=connect_wrong)
-    elif how == "bad_json":
-        hook.reply = Reply(body=connect_wrong[:-5])
-    elif how == "down":
-        return f"http://127.0.0.1:{closed_port()}{ROUTE_PATH}"
     return hook.url(ROUTE_PATH)
 
 
-@pytest.mark.parametrize("how", WEBHOOK_FAILURES)
+# One failure shape per test on the wire; every shape (timeout, HTTP 500, bad JSON, down) and its
+# fallback is tested against a real HTTP server in tests/edge_media/routing (test_webhook.py,
+# test_router.py), and the bridge's fallback in tests/edge_media/bridge/test_bridged_call.py.
+@pytest.mark.parametrize("how", ["timeout"])
 async def test_failed_webhook_falls_back_to_the_account_default(
     peers: Peers, aws: Any, repo: Any, how: str
 ) -> None:
@@ -359,7 +355,7 @@ async def test_failed_webhook_falls_back_to_the_account_default(
     assert record.to_number == number
 
 
-@pytest.mark.parametrize("how", WEBHOOK_FAILURES)
+@pytest.mark.parametrize("how", ["http_500"])
 async def test_failed_webhook_without_a_default_answers_480(
     peers: Peers, aws: Any, repo: Any, how: str
 ) -> None:
@@ -397,28 +393,20 @@ def dead_bot_url() -> str:
     return f"ws://127.0.0.1:{closed_port()}/twilio"
 
 
-BOT_FAILURES = ["nothing_listening", "refuses_503", "handshake_stalls", "webhook_picks_refusing"]
-
-
-@pytest.mark.parametrize("failure", BOT_FAILURES)
+# A refusing, silent or stalling bot is each told apart in tests/edge_media/drivers
+# (test_ws_client.py, test_twilio_driver.py); the bridge's fallback on any of them is in
+# tests/edge_media/bridge/test_bridged_call.py. On the wire: the bot the webhook picks refuses.
 async def test_unreachable_bot_falls_back_to_the_account_default(
-    peers: Peers, aws: Any, repo: Any, failure: str
+    peers: Peers, aws: Any, repo: Any
 ) -> None:
-    stalls = failure == "handshake_stalls"
     async with (
         StrictTwilioBot(echo=True) as default_bot,
-        StrictTwilioBot(
-            refuse_status=None if stalls else 503, handshake_delay=2.0 if stalls else 0.0
-        ) as bad,
+        StrictTwilioBot(refuse_status=503) as bad,
     ):
         account = tenant(repo, default_socket_url=default_bot.url)
         with WebhookPeer(account.webhook_secret) as hook:
-            if failure == "webhook_picks_refusing":
-                hook.reply = Reply.json({"action": "connect", "socket_url": bad.url})
-                number = add_number(repo, account, webhook_url=hook.url(ROUTE_PATH))
-            else:
-                target = dead_bot_url() if failure == "nothing_listening" else bad.url
-                number = add_number(repo, account, Route(socket_url=target))
+            hook.reply = Reply.json({"action": "connect", "socket_url": bad.url})
+            number = add_number(repo, account, webhook_url=hook.url(ROUTE_PATH))
             async with running_gateway(bot_connect_timeout_seconds=0.5) as node:
                 run = caller(peers, node, "uac_talk_then_bye.xml", number, duration_ms=1500)
                 result = await run_caller(run)
@@ -431,8 +419,8 @@ async def test_unreachable_bot_falls_back_to_the_account_default(
 
     assert result.ok, result.describe()
     assert final_responses(result) == ["SIP/2.0 200 OK"]
-    assert asked == (1 if failure == "webhook_picks_refusing" else 0)
-    assert len(bad.requests) == (0 if failure == "nothing_listening" else 1)
+    assert asked == 1
+    assert len(bad.requests) == 1  # the refusing bot was asked once, then the default
     assert bad.sessions == []
     assert session.violations == [], session.violations
     assert session.stop is not None and session.close_code == 1000
@@ -440,7 +428,7 @@ async def test_unreachable_bot_falls_back_to_the_account_default(
     assert record.to_number == number
 
 
-@pytest.mark.parametrize("default", ["dead_default", "no_default"])
+@pytest.mark.parametrize("default", ["dead_default"])  # no default: test_bridged_call.py
 async def test_unreachable_bot_without_a_working_default_answers_480(
     peers: Peers, aws: Any, repo: Any, default: str
 ) -> None:
@@ -473,7 +461,9 @@ async def test_unreachable_bot_without_a_working_default_answers_480(
 # --------------------------------------------------------------------------- 5. bot ends mid-call
 
 
-@pytest.mark.parametrize("how", ["crash", "close"])
+@pytest.mark.parametrize(
+    "how", ["crash"]
+)  # a clean close: test_twilio_driver.py, test_bridged_call.py
 async def test_bot_gone_mid_call_hangs_up_the_caller(
     peers: Peers, aws: Any, repo: Any, how: str
 ) -> None:

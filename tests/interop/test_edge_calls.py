@@ -14,7 +14,7 @@ import pytest
 
 from edge_media.node import EdgeNode
 from edge_media.sip.extensions import StaticDirectory, extension_auth
-from edge_media.sip.refer import TransferState
+from edge_media.sip.refer_transferor import TransferState
 from edge_media.sip.transfer import send_refer
 from shared.settings import Settings
 from tests.interop.peers import HOST, Peers, free_port, free_udp_range

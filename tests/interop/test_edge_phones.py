@@ -48,7 +48,7 @@ def test_baresip_calls_the_echo_line_and_hears_itself(peers: Peers) -> None:
     to_phone = [p for p in packets if low <= p.dst[1] <= high and not low <= p.src[1] <= high]
     assert to_phone, "the node sent the phone no RTP"
     # What the phone was sent is its own speech (baresip's own recording drops frames in its
-    # jitter buffer, so the wire is the proof, as the sip-peers notes advise).
+    # jitter buffer, so the wire is the proof).
     heard = heard_pcm(to_phone, dst_port=to_phone[0].dst[1])
     found = find_segments(peers.media.caller_wav, heard)
     assert found.fraction >= 0.8, found

@@ -1,6 +1,6 @@
 """The `agera edge` process against sipp on loopback: the echo line as carriers use it.
 
-Each test runs a sipp scenario from the shared sip-peers folder against a real node process,
+Each test runs a sipp scenario from tests/interop/peers/sipp/ against a real node process,
 and where media matters checks the wire (tshark): what the gateway sent, on which grid, and
 that it is the caller's own speech and digits coming back.
 """
@@ -50,8 +50,8 @@ def test_audio_and_dtmf_are_echoed_on_the_20ms_grid(peers: Peers) -> None:
     # On the grid: packets leave on their 20 ms slots (p99 well under a frame; one late wake-up
     # of a busy CI box may delay a single packet) and do not drift (a pacer that sleeps 20 ms
     # after each send instead of to absolute deadlines drifts later and later). The ≤ 2 ms p99
-    # budget of DESIGN §6 is measured by bench/rtp.py, not asserted here, since this machine
-    # also runs sipp, tshark and the test runner.
+    # budget (docs/performance.md) is measured by bench/rtp.py, not asserted here, since this
+    # machine also runs sipp, tshark and the test runner.
     grid = grid_errors_ms(stream)
     errors = percentiles(grid)
     assert errors is not None and errors.p99 < 10.0, errors

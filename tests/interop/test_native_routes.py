@@ -4,7 +4,9 @@ Forms: ``elevenlabs`` with the account's key (a signed URL per call), ``elevenla
 (the public agent's URL), ``elevenlabs&<agent_id>`` (another agent than the account's, signed
 with the account's key). Sources: a number's route, a routing webhook's ``connect.socket_url``,
 an originate's ``socket_url`` (``POST /api/calls``), and a redirect's ``media_server``. Each
-call is real (sipp) and short: it is done once the fake agent has the caller's audio.
+call is real (sipp) and short: it is done once the fake agent has the caller's audio. Every
+source and every form is on the wire once (a source with one form each); how each form builds
+its URL and first message is tested in tests/edge_media/drivers/test_elevenlabs_driver.py.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import pytest
 from edge_media.node import EdgeNode
 from shared.commands import Hangup, Redirect
 from shared.models import Account, Call, CallStatus
-from tests.edge_media.bridge.routing_peer import Reply, WebhookPeer
+from tests.edge_media.routing.routing_peer import Reply, WebhookPeer
 from tests.interop.gateway import (
     Tenant,
     add_number,
@@ -136,7 +138,7 @@ async def inbound_call(
     check_record(done.record, form)
 
 
-@pytest.mark.parametrize("form", FORMS, ids=lambda f: f.name)
+@pytest.mark.parametrize("form", FORMS[0:1], ids=lambda f: f.name)
 async def test_a_number_routed_to_elevenlabs(peers: Peers, aws: Any, repo: Any, form: Form) -> None:
     async with agent_and_node() as (fake, node):
         account = new_account(repo, form)
@@ -144,7 +146,7 @@ async def test_a_number_routed_to_elevenlabs(peers: Peers, aws: Any, repo: Any, 
         await inbound_call(peers, repo, form, account, number, fake, node)
 
 
-@pytest.mark.parametrize("form", FORMS, ids=lambda f: f.name)
+@pytest.mark.parametrize("form", FORMS[1:2], ids=lambda f: f.name)
 async def test_a_routing_webhook_connecting_to_elevenlabs(
     peers: Peers, aws: Any, repo: Any, form: Form
 ) -> None:
@@ -157,7 +159,7 @@ async def test_a_routing_webhook_connecting_to_elevenlabs(
     assert len(hook.received) == 1
 
 
-@pytest.mark.parametrize("form", FORMS, ids=lambda f: f.name)
+@pytest.mark.parametrize("form", FORMS[2:3], ids=lambda f: f.name)
 async def test_an_originate_to_elevenlabs(peers: Peers, aws: Any, repo: Any, form: Form) -> None:
     account = new_account(repo, form)
     trunk = await trunk_peer(peers, repo, account, "uas_answer.xml")  # answers, talks
@@ -183,7 +185,7 @@ async def test_an_originate_to_elevenlabs(peers: Peers, aws: Any, repo: Any, for
     assert [e["type"] for e in events][-1] == "call.completed"
 
 
-@pytest.mark.parametrize("form", FORMS, ids=lambda f: f.name)
+@pytest.mark.parametrize("form", FORMS[0:1], ids=lambda f: f.name)
 async def test_a_redirect_to_elevenlabs(peers: Peers, aws: Any, repo: Any, form: Form) -> None:
     async with StrictTwilioBot(echo=True) as bot, agent_and_node() as (fake, node):
         account = new_account(repo, form)

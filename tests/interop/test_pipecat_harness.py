@@ -1,10 +1,10 @@
 """The pipecat echo bot and its harness, driven by a plain websockets client playing Twilio.
 
-The client sends what the gateway will send (media-protocols.md §1.7): ``connected``, then
-``start`` with ``streamSid``/``callSid`` nested and at top level and the caller/callee in
-``customParameters``, then 2 s of a 1 kHz tone as 20 ms μ-law media messages in real time. The
-bot must answer with the same tone as Twilio media messages carrying our streamSid, and its log
-must show that pipecat's own handshake parser read our call.
+The client sends what the gateway will send (PROTOCOL.md, "2. Messages the gateway sends"):
+``connected``, then ``start`` with ``streamSid``/``callSid`` nested and at top level and the
+caller/callee in ``customParameters``, then 2 s of a 1 kHz tone as 20 ms μ-law media messages
+in real time. The bot must answer with the same tone as Twilio media messages carrying our
+streamSid, and its log must show that pipecat's own handshake parser read our call.
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def analyse(ulaw: bytes) -> ToneReport:
 
 
 def twilio_start() -> list[dict[str, Any]]:
-    """``connected`` and ``start`` as Twilio sends them (media-protocols.md §1)."""
+    """``connected`` and ``start`` as Twilio sends them (PROTOCOL.md, Twilio-stream bots)."""
     return [
         {"event": "connected", "protocol": "Call", "version": "1.0.0"},
         {

@@ -1,9 +1,11 @@
 """StrictTwilioBot: a real Twilio-Media-Streams bot server on loopback that checks every message.
 
-Why strict: real bots read different parts of the protocol (media-protocols.md §1.8), so the
-gateway must get every field, type and counter of §1.2/§1.4 right, not only the ones one bot
-happens to use. Each `BotSession` records every message with its arrival time (``loop.time()``)
-and collects violations as readable strings; a test asserts ``session.violations == []``.
+Why strict: real bots read different parts of the protocol (pipecat reads the nested
+``start.streamSid`` and ``callSid``, the OpenAI sample ``media.timestamp``, the Agents SDK example
+mark names), so the gateway must get every field, type and counter of PROTOCOL.md §2 and §4
+right, not only the ones one bot happens to use. Each `BotSession` records every message with
+its arrival time (``loop.time()``) and collects violations as readable strings; a test asserts
+``session.violations == []``.
 
 Mark echoes carry our ``played_ms`` beside ``name``; the bot records each one
 (`BotSession.mark_played`) and, for each mark it sends, how much audio that mark covers
@@ -212,7 +214,7 @@ class BotSession:
                 )
         self._changed.set()
 
-    # -- the checks (media-protocols.md §1.2, §1.4, §1.5) ------------------------------------
+    # -- the checks (PROTOCOL.md §2, §4, §5) ---------------------------------------------------
 
     def _violation(self, text: str) -> None:
         self.violations.append(f"message {len(self.received)}: {text}")
@@ -263,7 +265,7 @@ class BotSession:
                 return
             self.mark_echoes.append((name, at))
             self.mark_played.append((name, played))
-            # §1.4: marks are echoed in the order the bot sent them, each once.
+            # PROTOCOL.md §2: marks are echoed in the order the bot sent them, each once.
             if not self._pending_marks or self._pending_marks[0] != name:
                 self._violation(f"mark echo {name!r}, expected {self._pending_marks[:1]}")
             else:

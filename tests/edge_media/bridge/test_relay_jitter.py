@@ -9,8 +9,8 @@ from __future__ import annotations
 import random
 from types import SimpleNamespace
 
-from edge_media.bridge.playout import FRAME_BYTES, PlayoutQueue
 from edge_media.bridge.relay import MAX_RELAY_MS, RelaySink
+from edge_media.rtp.playout import FRAME_BYTES, PlayoutQueue
 
 SILENCE = None
 

@@ -11,8 +11,9 @@ import anyio
 import pydantic
 import pytest
 
-from edge_media.control.consumer import CommandConsumer, RetryLater, describe_invalid
+from edge_media.control.consumer import CommandConsumer, describe_invalid
 from edge_media.control.recent_ids import RecentIds
+from edge_media.errors import RetryLater
 from shared.commands import Command, Hangup, Redirect, parse_command
 
 pytestmark = pytest.mark.anyio

@@ -10,7 +10,8 @@ from typing import Any
 import boto3
 import pytest
 
-from edge_media.control.records import CallRecorder, RecordOutcome, RecordUnavailable
+from edge_media.control.records import CallRecorder, RecordOutcome
+from edge_media.errors import RecordUnavailable
 from functions.context import reset_default_context
 from functions.workers import events as events_worker
 from infra.sqs_poller import SqsPoller
@@ -74,7 +75,7 @@ def event_of(cls: type, call: Call, **fields: Any) -> Any:
 
 
 def api_cancel(repo: Repository, call: Call) -> None:
-    """What the API does to cancel a queued call (functions/api/calls.py, _cancel_in_place)."""
+    """What the API does to cancel a queued call (functions/api/call_control.py, _cancel_in_place)."""
     now = utc_now()
     request = mapping.call_transition_request(
         repo.table,

@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from edge_media.drivers.base import PlayedMark
+from edge_media.rtp.playout import PlayedMark
 
 
 class RecordingLeg:

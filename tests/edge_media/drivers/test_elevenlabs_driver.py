@@ -464,7 +464,7 @@ async def test_slow_metadata_is_a_timeout_within_the_timeout(
     elapsed = time.monotonic() - started
     assert error.step is ConnectStep.TIMEOUT
     assert "no conversation metadata within 0.3 s" in str(error)
-    assert 0.25 <= elapsed < 0.8
+    assert 0.25 <= elapsed < 3.0  # the timeout, not the agent's 5 s (a bound under load)
     session = fake.sessions[0]
     await session.wait_closed()  # the socket was aborted, not left open
 

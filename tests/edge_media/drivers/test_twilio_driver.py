@@ -17,9 +17,10 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from edge_media.bridge.legs import PlayoutLeg
-from edge_media.drivers.base import BotEnd, BotUnavailable, CallInfo, PlayedMark
+from edge_media.bridge.caller_media import PlayoutLeg
+from edge_media.drivers.base import BotEnd, BotUnavailable, CallInfo
 from edge_media.drivers.twilio_driver import TwilioStreamDriver, connect_twilio_stream
+from edge_media.rtp.playout import PlayedMark
 from tests.edge_media.drivers.recording_leg import RecordingLeg
 from tests.support.twilio_bot import BotSession, StrictTwilioBot
 
@@ -170,7 +171,7 @@ async def test_marks_and_clear_reach_the_leg_in_order_and_pending_marks_are_echo
         ("clear", None),
         ("mark", "m3"),
     ]
-    # §1.5: the clear echoes the pending marks at once, in order, with what the leg says
+    # PROTOCOL.md §5: the clear echoes the pending marks at once, in order, with what the leg says
     # was heard of each.
     await session.wait_for(lambda: len(session.mark_echoes) >= 2, "clear echoes")
     assert session.mark_played == [("m1", 140), ("m2", 0)]

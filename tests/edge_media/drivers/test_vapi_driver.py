@@ -18,10 +18,11 @@ from typing import Any
 import httpx
 import pytest
 
-from edge_media.drivers.base import BotEnd, BotUnavailable, CallInfo, ConnectStep, PlayedMark
+from edge_media.drivers.base import BotEnd, BotUnavailable, CallInfo, ConnectStep
 from edge_media.drivers.context import DriverContext
 from edge_media.drivers.provider_connect import http_failure
 from edge_media.drivers.vapi_driver import VapiDriver, connect_vapi, vapi_connector
+from edge_media.rtp.playout import PlayedMark
 from shared.models import Account, VapiSettings
 from shared.settings import Settings
 from tests.edge_media.drivers.recording_leg import RecordingLeg

@@ -23,17 +23,15 @@ import anyio
 import pytest
 
 from edge_media.node import EdgeNode
-from edge_media.phone.softphone import (
+from edge_media.phone.phone_options import (
     PhoneError,
     PhoneOptions,
-    PhoneResult,
-    ReceivedDigit,
     Target,
     check_options,
     parse_target,
-    q850_of_reason,
-    run_phone,
 )
+from edge_media.phone.phone_result import PhoneResult, ReceivedDigit, q850_of_reason
+from edge_media.phone.softphone import run_phone
 from edge_media.sip.extensions import StaticDirectory, extension_auth
 from tests.edge_media.test_node import node_settings, running
 from tests.interop.ports import free_port, free_udp_range

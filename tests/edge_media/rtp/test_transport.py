@@ -14,12 +14,12 @@ from typing import Any, cast
 
 import pytest
 
-from edge_media.bridge.playout import PlayoutQueue
 from edge_media.loop import install_uvloop, loop_name, new_loop, run, uvloop_available
 from edge_media.rtp.dtmf import DtmfDigit
 from edge_media.rtp.g711 import ULAW_TO_ALAW_TABLE
 from edge_media.rtp.pacer import Pacer
 from edge_media.rtp.packet import Address, RtpPacket, pack_header
+from edge_media.rtp.playout import PlayoutQueue
 from edge_media.rtp.ports import PortAllocator, PortsExhaustedError
 from edge_media.rtp.receiver import DropReason
 from edge_media.rtp.rtcp import Bye

@@ -1,8 +1,8 @@
 """Fixtures for the SIP message tests: where the RFC 4475 torture messages live.
 
-The directory comes from ``AGERA_RFC4475_DIR`` or sits next to the repository at
-``../shared/testdata/rfc4475``. A missing directory fails the tests (CI needs them), it never
-skips them.
+The messages are RFC 4475's appendix, byte for byte, in tests/edge_media/sip/rfc4475 (its
+MANIFEST.md says how each is classified); ``AGERA_RFC4475_DIR`` points the tests at another
+copy. A missing directory fails the tests (CI needs them), it never skips them.
 """
 
 from __future__ import annotations
@@ -12,12 +12,10 @@ from pathlib import Path
 
 import pytest
 
-_REPO_ROOT = Path(__file__).resolve().parents[3]
-
 
 def rfc4475_dir() -> Path:
     configured = os.environ.get("AGERA_RFC4475_DIR")
-    return Path(configured) if configured else _REPO_ROOT.parent / "shared/testdata/rfc4475"
+    return Path(configured) if configured else Path(__file__).resolve().parent / "rfc4475"
 
 
 @pytest.fixture(scope="session")

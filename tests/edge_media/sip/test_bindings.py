@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from edge_media.sip.bindings import Aor, Binding, BindingStore, Target
-from edge_media.sip.headers import parse_name_addr
+from edge_media.sip.header_values import parse_name_addr
 from edge_media.sip.uri import SipUri
 
 NOW = 1_700_000_000.0

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from edge_media.sip.dialog import Dialog, DialogError, DialogId, DialogState, DialogTable
-from edge_media.sip.message import make_response, parse_message
+from edge_media.sip.message import make_response
+from edge_media.sip.message_parse import parse_message
 
 INVITE = (
     b"INVITE sip:bot@127.0.0.1:5060 SIP/2.0\r\n"

@@ -1,4 +1,4 @@
-"""Tests for edge_media/sip/digest.py: RFC vectors, header grammar, client and server."""
+"""Tests for digest, digest_client and digest_server: RFC vectors, header grammar, both sides."""
 
 from __future__ import annotations
 
@@ -10,18 +10,20 @@ import pytest
 
 from edge_media.sip.digest import (
     Algorithm,
-    AuthBad,
-    AuthOk,
-    AuthStale,
     Challenge,
     Credentials,
-    DigestClient,
     DigestError,
-    DigestServer,
     compute_ha1,
     compute_response,
     parse_challenge,
     parse_credentials,
+)
+from edge_media.sip.digest_client import DigestClient
+from edge_media.sip.digest_server import (
+    AuthBad,
+    AuthOk,
+    AuthStale,
+    DigestServer,
     sip_uris_equivalent,
 )
 
@@ -179,7 +181,8 @@ class TestParseChallenge:
         assert challenge.supported_algorithm is Algorithm.SHA_256
 
     def test_sipp_uas_auth_challenge(self) -> None:
-        # The 401 of sip-peers/sipp/uas_auth.xml: MD5, no qop (RFC 2069 mode).
+        # The 401 of the SIPp uas_auth.xml scenario that tests/interop/test_edge_calls.py runs:
+        # MD5, no qop (RFC 2069 mode).
         challenge = parse_challenge(
             'Digest realm="carrier.test", nonce="12341a1b2c3d4e5f6", algorithm=MD5'
         )
@@ -782,7 +785,9 @@ class TestUriEquivalence:
 
 
 def test_host_uri_match_accepts_the_request_uri_without_its_user() -> None:
-    from edge_media.sip.digest import AuthBad, AuthOk, DigestClient, DigestServer, compute_ha1
+    from edge_media.sip.digest import compute_ha1
+    from edge_media.sip.digest_client import DigestClient
+    from edge_media.sip.digest_server import AuthBad, AuthOk, DigestServer
 
     def lookup(username: str, realm: str, algorithm: str) -> str | None:
         return compute_ha1(username, realm, "pw", algorithm)

@@ -5,16 +5,13 @@ from __future__ import annotations
 import pytest
 
 from edge_media.sip.errors import DuplicateHeaderError, SipParseError
-from edge_media.sip.headers import (
+from edge_media.sip.header_values import (
     WILDCARD,
     ContentType,
     CSeq,
-    Headers,
     NameAddr,
     Via,
-    canonical_name,
     check_name_addr,
-    header_key,
     is_rfc1123_date,
     parse_call_id,
     parse_contacts,
@@ -27,6 +24,7 @@ from edge_media.sip.headers import (
     parse_via,
     split_list,
 )
+from edge_media.sip.headers import Headers, canonical_name, header_key
 from edge_media.sip.uri import AbsoluteUri, Params, SipUri
 
 COMPACT = {

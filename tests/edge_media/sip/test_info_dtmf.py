@@ -18,7 +18,8 @@ from edge_media.sip.info_dtmf import (
     parse_dtmf_relay,
     parse_info_dtmf,
 )
-from edge_media.sip.message import SipRequest, parse_message
+from edge_media.sip.message import SipRequest
+from edge_media.sip.message_parse import parse_message
 
 INFO_HEAD = (
     b"INFO sip:bot@127.0.0.1:5060 SIP/2.0\r\n"

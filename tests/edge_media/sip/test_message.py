@@ -9,17 +9,12 @@ import pytest
 
 from edge_media.sip import _abnf
 from edge_media.sip.errors import SipParseError
-from edge_media.sip.headers import CSeq, Headers, NameAddr
-from edge_media.sip.message import (
-    SipRequest,
-    SipResponse,
-    answer_parse_error,
-    body_of_type,
-    make_response,
-    parse_message,
-    split_multipart,
-    validate_request,
-)
+from edge_media.sip.header_values import CSeq, NameAddr
+from edge_media.sip.headers import Headers
+from edge_media.sip.message import SipRequest, SipResponse, answer_parse_error, make_response
+from edge_media.sip.message_bodies import body_of_type, split_multipart
+from edge_media.sip.message_parse import parse_message
+from edge_media.sip.message_policy import validate_request
 from edge_media.sip.uri import SipUri
 
 SDP = (

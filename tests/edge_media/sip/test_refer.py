@@ -5,36 +5,38 @@ from __future__ import annotations
 import pytest
 
 from edge_media.sip.errors import SipParseError
-from edge_media.sip.headers import NameAddr
-from edge_media.sip.message import SipRequest, SipResponse, make_response, parse_message
+from edge_media.sip.header_values import NameAddr
+from edge_media.sip.message import SipRequest, SipResponse, make_response
+from edge_media.sip.message_parse import parse_message
 from edge_media.sip.refer import (
     SIPFRAG_CONTENT_TYPE,
-    EventHeader,
-    NotifyAnswer,
-    OutgoingRefer,
     ReferError,
     ReferNotifier,
     ReferNotify,
     ReferRequest,
     Replaces,
-    Sipfrag,
-    SubscriptionState,
-    TransferState,
     build_sipfrag,
-    event_of,
     format_refer_to,
-    parse_event,
     parse_refer,
     parse_refer_to,
     parse_replaces,
+    refer_headers,
+)
+from edge_media.sip.refer_transferor import (
+    EventHeader,
+    NotifyAnswer,
+    OutgoingRefer,
+    Sipfrag,
+    SubscriptionState,
+    TransferState,
+    event_of,
+    parse_event,
     parse_sipfrag,
     parse_subscription_state,
-    refer_headers,
 )
 from edge_media.sip.uri import Params, SipUri, TelUri
 
-# In-dialog REFER as sipp's txn_refer2.xml and baresip send it, compact forms for Refer-To (r)
-# and Referred-By (b).
+# In-dialog REFER as sipp and baresip send it: compact forms for Refer-To (r) and Referred-By (b).
 REFER_HEAD = (
     b"REFER sip:bot@127.0.0.1:5060 SIP/2.0\r\n"
     b"Via: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bK-refer1\r\n"

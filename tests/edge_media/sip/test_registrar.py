@@ -12,9 +12,12 @@ from collections.abc import Iterable
 import pytest
 
 from edge_media.sip.bindings import Aor, BindingStore, Target
-from edge_media.sip.digest import DigestClient, DigestServer, compute_ha1
+from edge_media.sip.digest import compute_ha1
+from edge_media.sip.digest_client import DigestClient
+from edge_media.sip.digest_server import DigestServer
 from edge_media.sip.headers import Headers
-from edge_media.sip.message import SipRequest, parse_message
+from edge_media.sip.message import SipRequest
+from edge_media.sip.message_parse import parse_message
 from edge_media.sip.registrar import (
     ExtensionAuth,
     RegisterOutcome,

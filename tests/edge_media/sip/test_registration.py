@@ -10,8 +10,10 @@ from collections.abc import Callable, Iterable
 import pytest
 
 from edge_media.sip.bindings import Aor
-from edge_media.sip.digest import DigestServer, compute_ha1, parse_credentials
-from edge_media.sip.message import SipRequest, SipResponse, make_response, parse_message
+from edge_media.sip.digest import compute_ha1, parse_credentials
+from edge_media.sip.digest_server import DigestServer
+from edge_media.sip.message import SipRequest, SipResponse, make_response
+from edge_media.sip.message_parse import parse_message
 from edge_media.sip.registrar import (
     ExtensionAuth,
     Registrar,

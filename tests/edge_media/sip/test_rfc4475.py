@@ -1,9 +1,9 @@
 """RFC 4475 torture messages: which parse (with what content) and which are rejected (and how).
 
-The table follows MANIFEST.md's classification by RFC 4475 section. Where the RFC has the UA
-rather than the parser reject a message (§3.3), the message must parse and `validate_request`
-must give the status the RFC names. Three §3.3 messages are rejected by the parser itself
-because the brief makes the mandatory-header and framing checks part of parsing: insuf
+The table follows RFC 4475's own classification by section. Where the RFC has the UA rather
+than the parser reject a message (§3.3), the message must parse and `validate_request` must give
+the status the RFC names. Three §3.3 messages are rejected by the parser itself because
+`message_parse` makes the mandatory-header and framing checks part of parsing: insuf
 (§3.3.1, missing To/From/Call-ID), multi01 (§3.3.8, duplicated single-value headers) and mcl01
 (§3.3.9, two Content-Length values). All three still end in the 400 the RFC asks for, via
 `answer_parse_error`.
@@ -17,18 +17,11 @@ from pathlib import Path
 import pytest
 
 from edge_media.sip.errors import SipParseError
-from edge_media.sip.headers import CSeq
-from edge_media.sip.message import (
-    SipRequest,
-    SipResponse,
-    answer_parse_error,
-    body_of_type,
-    make_response,
-    parse_message,
-    split_multipart,
-    validate_request,
-    validate_response,
-)
+from edge_media.sip.header_values import CSeq
+from edge_media.sip.message import SipRequest, SipResponse, answer_parse_error, make_response
+from edge_media.sip.message_bodies import body_of_type, split_multipart
+from edge_media.sip.message_parse import parse_message
+from edge_media.sip.message_policy import validate_request, validate_response
 from edge_media.sip.uri import AbsoluteUri, SipUri, parse_uri, uri_equal
 
 # name -> (status, words the reason must contain, answerable with an error response)

@@ -1,4 +1,4 @@
-"""Tests for edge_media/sip/sdp.py: parsing real peers' SDP, offer/answer, o= versioning."""
+"""Tests for sdp_model, sdp_parse and sdp_offer_answer: peers' SDP, offer/answer, o= versions."""
 
 from __future__ import annotations
 
@@ -7,26 +7,28 @@ from pathlib import Path
 
 import pytest
 
-from edge_media.sip.sdp import (
+from edge_media.sip.sdp_model import (
     PCMA,
     PCMU,
     TELEPHONE_EVENT,
-    Answer,
     Attribute,
     Codec,
     Connection,
     Direction,
+    SdpError,
+    SessionDescription,
+)
+from edge_media.sip.sdp_offer_answer import (
+    Answer,
     LocalMedia,
     NegotiatedMedia,
     NegotiationFailure,
-    SdpError,
     SdpSession,
-    SessionDescription,
     build_offer,
     negotiate_answer,
-    parse_sdp,
     process_answer,
 )
+from edge_media.sip.sdp_parse import parse_sdp
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LOCAL = LocalMedia(address="127.0.0.1", rtp_port=40000, session_id=1234567890)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from edge_media.sip.errors import SipParseError
-from edge_media.sip.message import SipRequest, SipResponse, make_response, parse_message
+from edge_media.sip.message import SipRequest, SipResponse, make_response
+from edge_media.sip.message_parse import parse_message
 from edge_media.sip.session_timer import (
     MAX_DELTA_SECONDS,
     SessionExpires,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import random
 
 from edge_media.sip.errors import SipParseError
-from edge_media.sip.message import SipRequest, SipResponse, answer_parse_error, parse_message
+from edge_media.sip.message import SipRequest, SipResponse, answer_parse_error
+from edge_media.sip.message_parse import parse_message
 from edge_media.sip.stream import (
     PONG,
     InvalidMessage,

@@ -13,7 +13,8 @@ from collections.abc import Callable
 import pytest
 
 from edge_media.sip.headers import Headers
-from edge_media.sip.message import SipRequest, SipResponse, make_response, parse_message
+from edge_media.sip.message import SipRequest, SipResponse, make_response
+from edge_media.sip.message_parse import parse_message
 from edge_media.sip.transaction import (
     AckNotReceived,
     AckReceived,

@@ -6,7 +6,8 @@ import pytest
 
 from edge_media.sip.errors import SipParseError
 from edge_media.sip.headers import Headers
-from edge_media.sip.message import SipRequest, SipResponse, make_response, parse_message
+from edge_media.sip.message import SipRequest, SipResponse, make_response
+from edge_media.sip.message_parse import parse_message
 from edge_media.sip.transaction_client import (
     build_ack_for_2xx,
     build_cancel,

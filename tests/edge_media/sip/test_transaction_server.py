@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edge_media.sip.headers import Via, parse_via
+from edge_media.sip.header_values import Via, parse_via
 from edge_media.sip.message import SipRequest, make_response
 from edge_media.sip.transaction_server import (
     AckNotReceived,

@@ -16,17 +16,12 @@ from typing import Any, cast
 import pytest
 
 from edge_media.loop import new_loop
-from edge_media.sip.message import SipRequest, SipResponse, make_response, parse_message
+from edge_media.sip.message import SipRequest, SipResponse, make_response
+from edge_media.sip.message_parse import parse_message
+from edge_media.sip.rate_limit import SourceRateLimiter
 from edge_media.sip.stream import SipStreamReader
-from edge_media.sip.transport import (
-    SipAddress,
-    SipConnectError,
-    SipNoConnectionError,
-    SipTransport,
-    SipTransportConfig,
-    SourceRateLimiter,
-    TransportKind,
-)
+from edge_media.sip.tcp_connections import SipConnectError, SipNoConnectionError
+from edge_media.sip.transport import SipAddress, SipTransport, SipTransportConfig, TransportKind
 
 WAIT = 5.0  # seconds: a bound on every wait, never an expectation about speed
 LOCALHOST = "127.0.0.1"

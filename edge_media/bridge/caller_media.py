@@ -1,0 +1,122 @@
+"""The caller side of a bridged call, the one seam between the caller's wire and the bot.
+
+Why one object: a call's caller side is a playout queue the bot writes into, a wire that plays
+that queue on the shared media clock and hears the caller (a SIP leg's `RtpSession` today, a
+provider's WebSocket next), and a bot that gets the caller's frames, digits and the marks
+playout reached. `CallerMedia` holds those together: the wire is bound once, when the call has
+media; a bot is attached with one call and detached with one call; redirects attach the next
+one. The wire sees only `MediaSink` and a `PlayoutQueue`, the bot sees only `CallerLeg` and
+`BotDriver` (`drivers/base.py`), so each packet crosses each layer once in each direction:
+
+- caller → bot: wire → `CallerMedia.on_frames` → `BotDriver.send_audio`.
+- bot → caller: `BotDriver` → `PlayoutLeg.play` (the queue); the pacer tick takes a frame from
+  the queue; the marks it reached come back the loop turn after the packet left, through
+  `CallerMedia.on_marks` → `BotDriver.marks_played`.
+
+Each bot gets a `PlayoutLeg` of its own, before it is attached: a new bot's greeting queues up
+while the old one still plays, and `attach` makes the new queue the one the wire plays, so the
+old bot's unplayed audio (and its marks) go with it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+from edge_media.drivers.base import BotDriver
+from edge_media.rtp.dtmf import DtmfDigit
+from edge_media.rtp.playout import PlayedMark, PlayoutQueue
+from edge_media.rtp.session import MediaSink
+
+__all__ = ["CallerMedia", "CallerWire", "PlayoutLeg"]
+
+
+class CallerWire(Protocol):
+    """What carries the caller's audio: plays a queue, hands what arrives to a sink."""
+
+    def connect(self, playout: PlayoutQueue, sink: MediaSink) -> None: ...
+
+    def disconnect(self) -> None: ...
+
+
+class PlayoutLeg:
+    """One bot's audio toward the caller: the `CallerLeg` its driver writes into."""
+
+    def __init__(self, log: logging.LoggerAdapter, *, capacity_seconds: float) -> None:  # type: ignore[type-arg]
+        self.queue = PlayoutQueue(capacity_seconds=capacity_seconds)
+        self._log = log
+        self._capacity = capacity_seconds
+
+    def play(self, ulaw: bytes) -> None:
+        self.queue.push_media(ulaw)
+        if self.queue.take_overflow_warning():
+            self._log.warning(
+                "bot audio over the %.0f s playout cap: the excess is dropped "
+                "(a bot should send audio about as fast as it plays)",
+                self._capacity,
+            )
+
+    def mark(self, name: str) -> None:
+        self.queue.push_mark(name)
+
+    def clear(self) -> list[PlayedMark]:
+        return self.queue.clear()
+
+
+class CallerMedia:
+    """The call's caller side: `bind` the wire once, `attach`/`detach` bots."""
+
+    __slots__ = ("_driver", "_leg", "_wire")
+
+    def __init__(self) -> None:
+        self._wire: CallerWire | None = None
+        self._driver: BotDriver | None = None
+        self._leg: PlayoutLeg | None = None
+
+    @property
+    def driver(self) -> BotDriver | None:
+        return self._driver
+
+    def bind(self, wire: CallerWire) -> None:
+        """The call has media (after the answer): play the current bot, hear the caller."""
+        self._wire = wire
+        self._connect()
+
+    def attach(self, driver: BotDriver, leg: PlayoutLeg) -> None:
+        """Make ``driver`` the call's bot: its queue plays, caller media and marks go to it."""
+        self._driver, self._leg = driver, leg
+        self._connect()
+
+    def detach(self) -> None:
+        """No bot: caller media is dropped until the next `attach` (the queue plays on)."""
+        self._driver = None
+        if self._wire is not None:
+            self._wire.disconnect()
+
+    def _connect(self) -> None:
+        wire, leg = self._wire, self._leg
+        if wire is not None and leg is not None and self._driver is not None:
+            wire.connect(leg.queue, self)
+
+    # -- MediaSink: from the wire -----------------------------------------------------------
+
+    def on_frames(self, frames: tuple[bytes, ...]) -> None:
+        driver = self._driver
+        if driver is None:
+            return
+        send = driver.send_audio
+        for frame in frames:
+            send(frame)
+
+    def on_digits(self, digits: tuple[DtmfDigit, ...]) -> None:
+        """RFC 4733 digits, and SIP INFO ones (`SipCall.deliver_info_digit` sends them here)."""
+        driver = self._driver
+        if driver is None:
+            return
+        for digit in digits:
+            driver.send_dtmf(digit.digit)
+
+    def on_marks(self, marks: list[PlayedMark]) -> None:
+        driver = self._driver
+        if driver is not None:
+            driver.marks_played(marks)
