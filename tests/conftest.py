@@ -9,6 +9,7 @@ provisioning the template's table and queues takes a few seconds and resetting w
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 from collections.abc import Iterator
@@ -44,6 +45,18 @@ botocore.session.create_loader = _shared_loader  # type: ignore[attr-defined]
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture
+def mangum_loop() -> Iterator[asyncio.AbstractEventLoop]:
+    """Mangum runs the app on asyncio's current loop, creating one if there is none, and never
+    closes it (fine on Lambda). A loop left behind is closed by nobody and warns whenever the
+    garbage collector finds it, in whatever test runs then: each test gets one and closes it."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    yield loop
+    asyncio.set_event_loop(None)
+    loop.close()
 
 
 @pytest.fixture(scope="session")

@@ -298,7 +298,7 @@ def test_api_event_validates_against_powertools_model(path: Path) -> None:
 
 
 @pytest.mark.parametrize("path", API_EVENTS, ids=_rel)
-def test_api_event_reaches_starlette_through_mangum(path: Path) -> None:
+def test_api_event_reaches_starlette_through_mangum(path: Path, mangum_loop: Any) -> None:
     """What the route handler of ApiFunction will see for this sample."""
     from mangum import Mangum
     from starlette.applications import Starlette

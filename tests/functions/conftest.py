@@ -9,7 +9,6 @@ expects.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import copy
 import json
@@ -310,16 +309,6 @@ class MangumFront:
 
     def close(self) -> None:
         pass
-
-
-@pytest.fixture
-def mangum_loop() -> Iterator[asyncio.AbstractEventLoop]:
-    """Mangum runs the app on asyncio's current loop and never closes it (fine on Lambda)."""
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    yield loop
-    asyncio.set_event_loop(None)
-    loop.close()
 
 
 @pytest.fixture(params=["uvicorn", "mangum"])
