@@ -6,8 +6,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Extra options for `agera dev`, e.g. make dev ARGS="--api-port 9000"
 ARGS ?=
-# Extra options for pytest, e.g. make test PYTEST_ARGS="-k sip -x"
+# Extra options for pytest, e.g. make test PYTEST_ARGS="-k sip -x" (-n 0 runs in one process)
 PYTEST_ARGS ?=
+# Two workers: one runs tests/interop in order (real peers, timing windows), the other the rest
+# file by file (tests/conftest.py assigns the groups).
+PYTEST_WORKERS ?= -n 2 --dist loadgroup
 
 .DEFAULT_GOAL := help
 .PHONY: help dev test lint format install system-deps pipecat-venv bench clean
@@ -48,7 +51,7 @@ format: install
 	$(BIN)/ruff format .
 
 test: install system-deps pipecat-venv lint
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 bench: install
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -13,6 +13,7 @@ import asyncio
 import os
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -124,6 +125,20 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
 @pytest.fixture
 def port() -> int:
     return free_port()
+
+
+_INTEROP = Path(__file__).resolve().parent / "interop"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Groups for ``make test`` (pytest-xdist, ``--dist loadgroup``): every interop test in one
+    group, so they run one after another on one worker (real peers, a shared loopback, timing
+    windows), while the other worker takes the rest file by file (a file's tests share fixed
+    port blocks and module-scoped state)."""
+    for item in items:
+        path = item.path.resolve()
+        group = "interop" if _INTEROP in path.parents else str(path)
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 def pytest_report_header() -> list[str]:

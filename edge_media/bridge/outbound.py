@@ -16,7 +16,6 @@ import asyncio
 import logging
 import socket
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from edge_media.bridge.live_call import BridgeServices, LiveCall, until_ended
 from edge_media.drivers.base import CallInfo
@@ -25,7 +24,7 @@ from edge_media.routing.router import CallRoute, CallRouter, Connect, Refuse
 from edge_media.sip.call import SipCall
 from edge_media.sip.ua import UserAgent
 from shared.commands import Originate
-from shared.models import Account, Direction, Trunk
+from shared.models import Account, Call, Direction, Trunk
 
 __all__ = ["Originator", "dial_trunk", "resolve_address", "trunk_target"]
 
@@ -106,7 +105,7 @@ class Originator:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _run(self, command: Originate, record: Any) -> None:
+    async def _run(self, command: Originate, record: Call) -> None:
         caller = command.caller_id_number or "anonymous"
         info = CallInfo(
             call_uuid=str(command.call_uuid),

@@ -175,8 +175,11 @@ class BotSession:
         try:
             while True:
                 await self._reading.wait()
-                frame = await self.ws.recv()
-                await self._on_frame(frame, loop.time())
+                frame = await self.ws.recv()  # queued messages first, then ConnectionClosed
+                # A reply (an echo) the closing connection cannot take ends nothing: what the
+                # node sent before its close (its stop) is still queued, so keep reading.
+                with contextlib.suppress(ConnectionClosed):
+                    await self._on_frame(frame, loop.time())
         except ConnectionClosed:
             pass
         finally:
