@@ -73,10 +73,6 @@ class CallerMedia:
         self._driver: BotDriver | None = None
         self._leg: PlayoutLeg | None = None
 
-    @property
-    def driver(self) -> BotDriver | None:
-        return self._driver
-
     def bind(self, wire: CallerWire) -> None:
         """The call has media (after the answer): play the current bot, hear the caller."""
         self._wire = wire

@@ -66,7 +66,9 @@ class Routing:
         return self.decision
 
 
-def connect(target: str = BOT, *, fallback: str | None = None, max_seconds: int | None = None):
+def connect(
+    target: str = BOT, *, fallback: str | None = None, max_seconds: int | None = None
+) -> Connect:
     return Connect(target, max_seconds, fallback, "static", None)
 
 
