@@ -26,6 +26,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from edge_media.agent_stream.ws_server import StreamListener
 from edge_media.apps.echo import ECHO_USER, echo_app
 from edge_media.bridge.live_call import BridgeServices, LiveCall
 from edge_media.rtp.ports import PortAllocator
@@ -41,6 +42,7 @@ from edge_media.sip.ua import CallApp, Reject, UserAgent
 from shared.settings import Settings
 
 if TYPE_CHECKING:  # imported when the control plane is on (node_control's docstring: why)
+    from edge_media.agent_stream.intake import StreamIntake
     from edge_media.node_control import ControlPlane
     from edge_media.routing.router import CallRouter
 
@@ -101,6 +103,8 @@ class EdgeNode:
         self.services: BridgeServices | None = None
         self.routing: CallRouter | None = None
         self._control: ControlPlane | None = None
+        self.intake: StreamIntake | None = None
+        self.streams: StreamListener | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopped = False
 
@@ -137,19 +141,48 @@ class EdgeNode:
             rtp_timeout=self.settings.rtp_timeout_seconds,
         )
         await self.endpoint.start()
+        if self._control is not None:
+            self.intake = self._control.stream_intake(self.clock.pacer)
+        self.streams = StreamListener(
+            self.settings.ws_host,
+            self.settings.ws_port,
+            handle=self.intake.handle if self.intake is not None else None,
+            health=self.health,
+            accepting=self.accepting,
+            reuse_port=self.settings.media_workers > 1,
+        )
+        await self.streams.start()
         self.clock.start()
         self.ua.start_media_sweep()
         if self._control is not None:
             await self._control.start(self.ua, self.endpoint)
         logger.info(
-            "edge node %s up: SIP %s:%d, RTP %d-%d, echo %s, control plane %s",
+            "edge node %s up: SIP %s:%d, streams and health %s:%d, RTP %d-%d, echo %s, "
+            "control plane %s",
             self.node_id,
             *self.endpoint.local_addr,
+            *self.streams.local_addr,
             self.settings.rtp_port_min,
             self.settings.rtp_port_max,
             "on" if self.settings.echo_enabled else "off",
             "on" if self._control is not None else "off (standalone SIP node)",
         )
+
+    def accepting(self) -> bool:
+        """False once the node drains: new INVITEs get 503 and new streams HTTP 503."""
+        return not self._stopped and (self.ua is None or self.ua.accepting)
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        """``GET /health`` on the stream port: 200 while the node takes calls, 503 draining."""
+        accepting = self.accepting()
+        body = {
+            "status": "ok" if accepting else "draining",
+            "node_id": self.node_id,
+            "sip_calls": self.ua.active_calls if self.ua is not None else 0,
+            "streams": self.intake.active if self.intake is not None else 0,
+            "control_plane": self._control is not None,
+        }
+        return (200 if accepting else 503), body
 
     def pacing_p99(self) -> float | None:
         """The node clock's wake-up lateness p99 (ms): what every call's RTP departures share."""
@@ -210,11 +243,23 @@ class EdgeNode:
         if ua is not None:
             ua.accepting = False
             limit = self.settings.drain_seconds if drain_seconds is None else drain_seconds
-            if ua.active_calls:
-                logger.info("draining %d calls for up to %.0f s", ua.active_calls, limit)
+            streams = self.intake.active if self.intake is not None else 0
+            if ua.active_calls or streams:
+                logger.info(
+                    "draining %d SIP calls and %d streams for up to %.0f s",
+                    ua.active_calls,
+                    streams,
+                    limit,
+                )
+            deadline = time.monotonic() + limit
             await ua.wait_idle(limit)
+            await self._streams_idle(deadline)
             await ua.hangup_all("SYSTEM_SHUTDOWN")
+            if self.intake is not None:
+                await self.intake.hangup_all("SYSTEM_SHUTDOWN")
         await self._settle()
+        if self.streams is not None:
+            await self.streams.close()
         if self._control is not None:
             await self._control.close()
         if ua is not None:
@@ -223,6 +268,11 @@ class EdgeNode:
             self.clock.stop()
         await self.endpoint.close()
         logger.info("edge node %s stopped", self.node_id)
+
+    async def _streams_idle(self, deadline: float) -> None:
+        intake = self.intake
+        while intake is not None and intake.active and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
 
     async def _settle(self) -> None:
         """Wait (bounded) for every live call's ``call.completed`` to be written."""

@@ -25,6 +25,8 @@ from typing import Any
 import aioboto3
 import httpx
 
+from edge_media.agent_stream.intake import StreamDirectory, StreamIntake
+from edge_media.agent_stream.provider_checks import ProviderApis
 from edge_media.bridge.commands import CommandHandler
 from edge_media.bridge.live_call import BridgeServices, LiveCall
 from edge_media.bridge.outbound import Originator
@@ -32,6 +34,7 @@ from edge_media.control.consumer import CommandConsumer
 from edge_media.control.metrics import NodeMetrics
 from edge_media.control.records import CallRecorder
 from edge_media.control.registry import NodeRegistry
+from edge_media.control.slots import CallSlots
 from edge_media.drivers.context import DriverContext
 from edge_media.drivers.registry import make_connector
 from edge_media.routing.router import CallRouter
@@ -41,7 +44,10 @@ from edge_media.sip.endpoint import SipEndpoint
 from edge_media.sip.extensions import ExtensionDirectory
 from edge_media.sip.ua import UserAgent
 from edge_media.trunk_registrations import TrunkRegistrations
+from edge_media.rtp.pacer import Pacer
+from shared.dynamo import mapping
 from shared.dynamo.repository import AsyncRepository
+from shared.models import Agent, TelephonyConfig
 from shared.settings import Settings
 
 __all__ = ["ControlLinks", "ControlPlane"]
@@ -100,7 +106,7 @@ class ControlPlane:
         self.http = await self._stack.enter_async_context(
             httpx.AsyncClient(follow_redirects=False, trust_env=False)
         )
-        repo = AsyncRepository(self.dynamodb, settings.table_name)
+        repo = self.repo = AsyncRepository(self.dynamodb, settings.table_name)
         self.routing = CallRouter(repo, RoutingWebhook(self.http, settings))
         self.recorder = CallRecorder(self.dynamodb, self.sqs, settings, node_id=self.node_id)
         self.metrics = NodeMetrics("AgeraVoiceGateway", node_id=self.node_id)
@@ -117,8 +123,37 @@ class ControlPlane:
             playout_seconds=settings.max_playout_seconds,
             pacing_p99=self.pacing_p99,
             live=self.live,
+            slots=CallSlots(self.dynamodb, settings.table_name),
         )
         return ControlLinks(self.routing, directory or DynamoDirectory(repo), self.services)
+
+    def stream_intake(self, pacer: Pacer) -> StreamIntake:
+        """The agent-stream handler: streams become calls of this node like SIP calls."""
+        settings = self.settings
+        directory = StreamDirectory(
+            agent=self._agent, account=self.routing.account, configs=self._telephony_configs
+        )
+        apis = ProviderApis(
+            self.http,
+            cloudonix_base=settings.cloudonix_api_base,
+            twilio_base=settings.twilio_api_base,
+            public_url=settings.stream_public_url,
+        )
+        return StreamIntake(
+            self.services,
+            directory,
+            apis,
+            pacer,
+            handshake_seconds=settings.stream_handshake_seconds,
+        )
+
+    async def _agent(self, agent_uuid: uuid.UUID) -> Agent | None:
+        return await self.repo.get(Agent, agent_uuid)
+
+    async def _telephony_configs(self, account_id: str) -> list[TelephonyConfig]:
+        partition = mapping.account_partition(account_id, mapping.COLLECTIONS[TelephonyConfig])
+        page = await self.repo.list(partition, TelephonyConfig, limit=100)
+        return list(page.items)
 
     def _trunks_changed(self, trunks: list[Any]) -> None:
         cidrs = self.trunks.inbound_cidrs()

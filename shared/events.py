@@ -73,7 +73,7 @@ class CallFailed(_Event):
 class CallTransferred(_Event):
     type: Literal["call.transferred"] = "call.transferred"
     destination: str
-    method: Literal["refer", "bridge"]
+    method: Literal["refer", "bridge", "provider"]
 
 
 class CallRedirected(_Event):

@@ -201,6 +201,9 @@ class Agent(Entity):
     name: Name
     socket_url: MediaTargetStr
     telephony_config_id: str | None = None
+    require_token: bool = Field(
+        False, description="streams must carry a token (agera stream-token prints one)"
+    )
 
 
 class TelephonyProvider(StrEnum):
@@ -312,6 +315,16 @@ class Call(Entity):
     transferred_to: str | None = None
     stats: dict[str, Any] = Field(default_factory=dict)
     callback_attempts: list[dict[str, Any]] = Field(default_factory=list)
+    # Set for calls a provider streamed in (agent streams); None for SIP calls.
+    mode: str | None = Field(None, description="the streaming provider: cloudonix or twilio")
+    run_name: str | None = Field(None, max_length=32, description="WR-AGS-XXXXXXXX")
+    agent_uuid: uuid.UUID | None = None
+    call_id: str | None = Field(None, max_length=256, description="the provider's call id")
+    provider_id: str | None = Field(
+        None, max_length=256, description="Cloudonix domain or Twilio account SID"
+    )
+    stream_sid: str | None = Field(None, max_length=128)
+    call_sid: str | None = Field(None, max_length=128)
 
 
 class NodeStatus(StrEnum):

@@ -66,7 +66,28 @@ class Settings(BaseModel):
         "", description="Address put in Contact/SDP for peers (NAT); defaults to sip_host."
     )
     ws_host: str = Field("127.0.0.1", description="Address of the agent-stream/health listener.")
-    ws_port: int = Field(8080, ge=1, le=65535, description="Agent-stream/health WebSocket port.")
+    ws_port: int = Field(
+        8080, ge=0, le=65535, description="Agent-stream/health port (0: any free port, for tests)."
+    )
+    stream_public_url: str = Field(
+        "",
+        pattern=r"^(wss?://[^/?#\s]+/?)?$",
+        description="Public base URL providers stream to (wss://streams.example.com), for "
+        "Twilio's signature; empty: rebuilt from the request's Host and X-Forwarded-Proto.",
+    )
+    stream_handshake_seconds: float = Field(
+        10.0, gt=0, le=60, description="Agent streams: time for each of connected and start."
+    )
+    cloudonix_api_base: str = Field(
+        "https://api.cloudonix.io",
+        pattern=r"^https?://[^/?#\s]+/?$",
+        description="Cloudonix API origin (agent-stream session checks, hangup, transfer).",
+    )
+    twilio_api_base: str = Field(
+        "https://api.twilio.com",
+        pattern=r"^https?://[^/?#\s]+/?$",
+        description="Twilio API origin (agent-stream call checks, hangup, transfer).",
+    )
     rtp_port_min: int = Field(20000, ge=1024, le=65534, description="First RTP port (even).")
     rtp_port_max: int = Field(29999, ge=1025, le=65535, description="Last RTP port.")
     echo_enabled: bool = Field(True, description="Answer sip:echo@node with the echo test app.")

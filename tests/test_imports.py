@@ -27,10 +27,14 @@ ALLOWED: dict[str, set[str]] = {
     "control": {"errors"},
     "bridge": {"routing", "sip", "rtp", "drivers", "errors"},
     "apps": {"bridge", "sip", "rtp"},
+    # a provider's stream as a caller leg: LiveCall (bridge), the WebSocket (drivers.ws_client),
+    # the pacer and playout (rtp), CallEnd (sip)
+    "agent_stream": {"bridge", "drivers", "rtp", "sip"},
     "phone": {"sip", "rtp"},
     "trunk_registrations": {"sip"},
     "loop": set(),
     "node_control": {
+        "agent_stream",
         "bridge",
         "routing",
         "control",
@@ -41,6 +45,7 @@ ALLOWED: dict[str, set[str]] = {
         "trunk_registrations",
     },
     "node": {
+        "agent_stream",
         "apps",
         "bridge",
         "routing",

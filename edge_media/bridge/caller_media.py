@@ -21,6 +21,7 @@ old bot's unplayed audio (and its marks) go with it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Protocol
 
 from edge_media.drivers.base import BotDriver
@@ -38,6 +39,10 @@ class CallerWire(Protocol):
 
     def disconnect(self) -> None: ...
 
+    def playout_cleared(self) -> None:
+        """The bot cleared its queue (barge-in): a wire whose far end buffers our audio (a
+        provider's stream) tells it to drop that audio too."""
+
 
 class PlayoutLeg:
     """One bot's audio toward the caller: the `CallerLeg` its driver writes into."""
@@ -46,6 +51,7 @@ class PlayoutLeg:
         self.queue = PlayoutQueue(capacity_seconds=capacity_seconds)
         self._log = log
         self._capacity = capacity_seconds
+        self.on_clear: Callable[[], None] | None = None  # set while this leg is the one played
 
     def play(self, ulaw: bytes) -> None:
         self.queue.push_media(ulaw)
@@ -60,7 +66,10 @@ class PlayoutLeg:
         self.queue.push_mark(name)
 
     def clear(self) -> list[PlayedMark]:
-        return self.queue.clear()
+        marks = self.queue.clear()
+        if self.on_clear is not None:
+            self.on_clear()
+        return marks
 
 
 class CallerMedia:
@@ -80,7 +89,10 @@ class CallerMedia:
 
     def attach(self, driver: BotDriver, leg: PlayoutLeg) -> None:
         """Make ``driver`` the call's bot: its queue plays, caller media and marks go to it."""
+        if self._leg is not None:
+            self._leg.on_clear = None  # the old bot's clears no longer reach the wire
         self._driver, self._leg = driver, leg
+        leg.on_clear = self._cleared
         self._connect()
 
     def detach(self) -> None:
@@ -88,6 +100,10 @@ class CallerMedia:
         self._driver = None
         if self._wire is not None:
             self._wire.disconnect()
+
+    def _cleared(self) -> None:
+        if self._wire is not None:
+            self._wire.playout_cleared()
 
     def _connect(self) -> None:
         wire, leg = self._wire, self._leg

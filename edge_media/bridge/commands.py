@@ -83,20 +83,20 @@ class CommandHandler:
         task.add_done_callback(self.tasks.discard)
 
     async def hangup(self, live: LiveCall, cause: str) -> None:
-        sip = live.sip
-        if sip is None:  # still routing an originate: it stops before dialing
+        leg = live.leg
+        if leg is None:  # still routing an originate: it stops before dialing
             live.ended_cause = "ORIGINATOR_CANCEL"
             live.log.info("hangup requested before dialing")
             return
         if not live.answered and cause == "NORMAL_CLEARING":
             cause = "ORIGINATOR_CANCEL"  # stopping a call before it connects is a cancel
         live.log.info("hangup requested (%s)", cause)
-        await sip.hangup(cause)
+        await leg.hangup(cause)
 
     async def redirect(self, live: LiveCall, target: str) -> None:
         """Swap the bot; before the first bot connects (routing, ringing), set where it goes."""
         shown = public_target(target)
-        if live.sip is not None and live.sip.is_ended:
+        if live.leg is not None and live.leg.is_ended:
             live.log.info("redirect ignored: the call has ended")
             return
         if live.driver is None and not live.answered:
@@ -119,6 +119,9 @@ class CommandHandler:
         )
 
     async def transfer(self, live: LiveCall, destination: str) -> None:
+        if live.remote_transfer is not None:
+            await self._transfer_at_provider(live, live.remote_transfer, destination)
+            return
         sip = live.sip
         if sip is None or not live.answered or sip.is_ended:
             live.log.info("transfer ignored: the call is not connected")
@@ -149,6 +152,27 @@ class CommandHandler:
         cause = await relay
         live.add_stats(transfer_leg=other.media.stats() if other.media else {})
         live.log.info("transfer relay ended (%s)", cause)
+
+    async def _transfer_at_provider(
+        self, live: LiveCall, move: Callable[[str], Awaitable[bool]], destination: str
+    ) -> None:
+        """A provider's stream: the provider's REST API moves the call, then the socket closes.
+        The bot stays on when the provider cannot (no API, refused): the caller keeps a bot."""
+        leg = live.leg
+        if leg is None or not live.answered or leg.is_ended:
+            live.log.info("transfer ignored: the call is not connected")
+            return
+        kind, _value = parse_transfer_destination(destination)
+        if kind == "extension":
+            live.log.warning("transfer to an extension is not possible on a provider's stream")
+            return
+        if not await move(destination):
+            live.log.warning("the provider did not transfer the call; the bot stays on")
+            return
+        live.transferring = True
+        await live.stop_bot("transferred")
+        await live.event(CallTransferred(**live._base(), destination=destination, method="provider"))
+        await leg.hangup("NORMAL_CLEARING")  # the provider has the call: our stream closes
 
     async def _dial(self, live: LiveCall, kind: str, value: str) -> SipCall | None:
         """The second leg of a relayed transfer, answered; None when it did not answer."""

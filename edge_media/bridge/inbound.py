@@ -5,6 +5,12 @@ work, not leave it running): 180 Ringing at once (the node sends it before the r
 call record, then the routing decision (static or webhook) and the bot connection (with the
 account default as fallback) while `call.ringing` is written, then 200 OK. A route that cannot
 be served is answered with a final SIP status and a reason, never left ringing.
+
+The account's call slot (``services.slots``: concurrency and calls-per-second limits counted
+across every node) is taken before anything else is written: a call over a limit gets 486 (too
+many live calls: the account is busy) or 503 with Retry-After (too many calls this second: try
+again shortly), and leaves no record, no event and no `LiveCall` behind, as if it never reached
+the account. A call that took a slot gives it back in `LiveCall.finish`.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from edge_media.bridge.live_call import BridgeServices, LiveCall, until_ended
 from edge_media.drivers.base import CallInfo
 from edge_media.routing.router import CallRoute, CallRouter, Refuse
 from edge_media.sip.call import SipCall
+from shared.call_slots import SlotRefused
 from shared.models import Call, Direction
 
 __all__ = ["inbound_app"]
@@ -36,7 +43,14 @@ async def inbound_app(
         from_number=caller,
         to_number=dialed,
     )
+    slots = services.slots
+    if slots is not None:
+        refused = await slots.acquire(account, sip.call_uuid)
+        if refused is not None:
+            _refuse_over_limit(sip, refused)
+            return
     live = LiveCall(services, sip, info, sip.call_uuid)
+    live.holds_slot = slots is not None
     live.register()
     sip.log.info(
         "inbound to %s for account %s (call %s)", route.label, account.account_id, sip.call_uuid
@@ -101,3 +115,17 @@ async def inbound_app(
         if ringing is not None and not ringing.done():
             await asyncio.wait({ringing}, timeout=RINGING_WAIT_SECONDS)  # before call.completed
         await live.finish()
+
+
+def _refuse_over_limit(sip: SipCall, refused: SlotRefused) -> None:
+    """Answer a call over an account limit: 486 when the account is busy, 503 for a rate limit.
+
+    The Warning header (RFC 3261 §20.43, code 399) says which limit, for whoever reads the trace.
+    """
+    sip.log.info("refused: %s (%s = %s)", refused.reason, refused.field, refused.shown_limit)
+    warning = ("Warning", f'399 agera "{refused.reason}"')
+    if refused.kind == "concurrency":
+        sip.reject(486, "Busy Here", cause="USER_BUSY", extra=[warning])
+        return
+    retry = ("Retry-After", str(refused.retry_after))
+    sip.reject(503, "Service Unavailable", cause="NORMAL_TEMPORARY_FAILURE", extra=[retry, warning])

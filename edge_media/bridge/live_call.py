@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
-from edge_media.bridge.caller_media import CallerMedia, PlayoutLeg
+from edge_media.bridge.caller_media import CallerMedia, CallerWire, PlayoutLeg
 from edge_media.drivers.base import (
     BotConnector,
     BotDriver,
@@ -33,10 +33,20 @@ from edge_media.drivers.base import (
 )
 from edge_media.drivers.registry import driver_name, public_target
 from edge_media.sip.call import SipCall
+from edge_media.sip.call_state import CallEnd
+from shared.call_slots import SlotRefused
 from shared.events import CallAnswered, CallCompleted, CallEvent, CallRinging
-from shared.models import Call, CallStatus, MediaLeg
+from shared.models import Account, Call, CallStatus, MediaLeg
 
-__all__ = ["BridgeServices", "CallMetrics", "CallRecords", "LiveCall", "status_for_end"]
+__all__ = [
+    "BridgeServices",
+    "CallLimits",
+    "CallMetrics",
+    "CallRecords",
+    "CallerCall",
+    "LiveCall",
+    "status_for_end",
+]
 
 logger = logging.getLogger("agera.bridge")
 
@@ -58,6 +68,30 @@ def status_for_end(answered: bool, cause: str) -> CallStatus:
     if answered:
         return CallStatus.COMPLETED
     return _UNANSWERED_STATUS.get(cause, CallStatus.FAILED)
+
+
+class CallerMediaWire(CallerWire, Protocol):
+    """A caller wire with figures for the call record (an `RtpSession`, a provider stream)."""
+
+    def stats(self) -> dict[str, Any]: ...
+
+
+class CallerCall(Protocol):
+    """The caller side of a call as `LiveCall` drives it: a `SipCall`, or a provider's stream
+    (agent_stream/provider_leg.py). Its media is bound once it exists; it ends once."""
+
+    @property
+    def media(self) -> CallerMediaWire | None: ...
+
+    @property
+    def end(self) -> CallEnd | None: ...
+
+    @property
+    def is_ended(self) -> bool: ...
+
+    async def ended(self) -> CallEnd: ...
+
+    async def hangup(self, cause: str = "NORMAL_CLEARING") -> None: ...
 
 
 class CallRecords(Protocol):
@@ -86,6 +120,15 @@ class CallMetrics(Protocol):
     def rtp_loss_pct(self, value: float) -> None: ...
 
 
+class CallLimits(Protocol):
+    """The account call slots a bridge takes and gives back (`control/slots.py`, over
+    ``shared.call_slots``): a call holds one from its start until its ``call.completed``."""
+
+    async def acquire(self, account: Account, call_uuid: uuid.UUID) -> SlotRefused | None: ...
+
+    async def release(self, account_id: str, call_uuid: uuid.UUID) -> None: ...
+
+
 @dataclass
 class BridgeServices:
     """What every call of a node shares: the node hands one of these to each call application."""
@@ -98,6 +141,7 @@ class BridgeServices:
     playout_seconds: float
     pacing_p99: Callable[[], float | None]
     live: dict[uuid.UUID, LiveCall]
+    slots: CallLimits | None = None  # account call limits; None: not enforced (no control plane)
 
 
 class _Log(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -109,10 +153,14 @@ class LiveCall:
     """A call this node owns. Create, `register`, drive it, and always `finish` it."""
 
     def __init__(
-        self, services: BridgeServices, sip: SipCall | None, info: CallInfo, call_uuid: uuid.UUID
+        self,
+        services: BridgeServices,
+        leg: CallerCall | None,
+        info: CallInfo,
+        call_uuid: uuid.UUID,
     ) -> None:
         self.services = services
-        self.sip = sip
+        self.leg = leg  # None while an originate routes, before it dials
         self.info = info
         self.call_uuid = call_uuid
         self.log = _Log(logger, {"call": call_uuid})
@@ -125,6 +173,9 @@ class LiveCall:
         self.sip_status: int | None = None
         self.max_seconds: int | None = None
         self.transferring = False
+        # A provider's stream is transferred by the provider's REST API (bridge/commands.py);
+        # a SIP leg has none and is transferred by REFER or a relay.
+        self.remote_transfer: Callable[[str], Awaitable[bool]] | None = None
         # A redirect that came while the call was routing or ringing, before any bot connected:
         # the first connection goes there instead of to the route's target.
         self.pending_target: str | None = None
@@ -136,6 +187,19 @@ class LiveCall:
         self.media: list[MediaLeg] = []
         self._media_of: dict[BotDriver, MediaLeg] = {}  # each connected driver's entry
         self._extra_stats: dict[str, Any] = {}
+        # The call holds an account call slot (taken by inbound_app, or by the API for an
+        # originate this node claimed); given back once call.completed is written.
+        self.holds_slot = False
+
+    @property
+    def sip(self) -> SipCall | None:
+        """The caller leg when it is SIP (transfers by REFER or relay need one)."""
+        leg = self.leg
+        return leg if isinstance(leg, SipCall) else None
+
+    @sip.setter
+    def sip(self, call: SipCall | None) -> None:
+        self.leg = call
 
     # -- registry ---------------------------------------------------------------------------
 
@@ -257,10 +321,10 @@ class LiveCall:
 
     def attach_media(self) -> None:
         """After the answer: bot audio plays on the leg, caller audio goes to the bot."""
-        sip = self.sip
-        if sip is None or sip.media is None:
+        leg = self.leg
+        if leg is None or leg.media is None:
             return
-        self.caller.bind(sip.media)
+        self.caller.bind(leg.media)
 
     async def _stop_driver(self, driver: BotDriver, reason: str) -> None:
         try:
@@ -282,12 +346,12 @@ class LiveCall:
 
     async def run(self) -> None:
         """Serve the answered call until the caller or the bot ends it (or the session limit)."""
-        sip = self.sip
-        assert sip is not None
+        leg = self.leg
+        assert leg is not None
         deadline = None if not self.max_seconds else time.monotonic() + self.max_seconds
-        ended = asyncio.ensure_future(sip.ended())
+        ended = asyncio.ensure_future(leg.ended())
         try:
-            while not sip.is_ended:
+            while not leg.is_ended:
                 driver = self.driver
                 if driver is None:  # transferred away from the bot: wait for the end
                     await ended
@@ -306,7 +370,7 @@ class LiveCall:
                     break
                 if not done:
                     self.log.info("session limit of %d s reached; hanging up", self.max_seconds)
-                    await sip.hangup("NORMAL_CLEARING")
+                    await leg.hangup("NORMAL_CLEARING")
                     break
                 if closed in done and driver is self.driver and not self.transferring:
                     end: BotEnd = closed.result()
@@ -317,7 +381,7 @@ class LiveCall:
                             end.reason,
                             f", code {end.code}" if end.code is not None else "",
                         )
-                        await sip.hangup("NORMAL_CLEARING")
+                        await leg.hangup("NORMAL_CLEARING")
                         break
                     await ended
                     break
@@ -347,8 +411,8 @@ class LiveCall:
             await self.stop_bot("call ended")
         except Exception:
             self.log.exception("stopping the bot failed")
-        sip = self.sip
-        end = sip.end if sip is not None else None
+        leg = self.leg
+        end = leg.end if leg is not None else None
         cause = cause or (end.cause if end is not None else None) or "NORMAL_CLEARING"
         if sip_status is None and end is not None:
             sip_status = end.status
@@ -369,14 +433,26 @@ class LiveCall:
         self.log.info("completed: %s, %s, %d s", status.value, cause, duration)
         await self.save_media()  # before call.completed: the record is whole when it is sent
         await self.event(completed)
+        await self._release_slot()
         self._report_media(stats)
+
+    async def _release_slot(self) -> None:
+        """Give the account's call slot back, once (never raises)."""
+        slots = self.services.slots
+        if not self.holds_slot or slots is None:
+            return
+        self.holds_slot = False
+        try:
+            await slots.release(self.info.account_id, self.call_uuid)
+        except Exception:
+            self.log.exception("releasing the call slot failed")
 
     def _stats(self) -> dict[str, Any]:
         stats: dict[str, Any] = {}
-        sip = self.sip
-        if sip is not None and sip.media is not None:
+        leg = self.leg
+        if leg is not None and leg.media is not None:
             try:
-                stats.update(sip.media.stats())
+                stats.update(leg.media.stats())
             except Exception:
                 self.log.exception("media stats failed")
         pacing = self.services.pacing_p99()
@@ -397,10 +473,11 @@ class LiveCall:
             self.services.metrics.rtp_loss_pct(100.0 * max(lost, 0) / (received + max(lost, 0)))
 
 
-async def until_ended(sip: SipCall, work: Awaitable[T]) -> tuple[bool, T | None]:
-    """Run ``work`` unless the SIP call ends first: (finished, result); the work is cancelled."""
+async def until_ended(leg: CallerCall, work: Awaitable[T]) -> tuple[bool, T | None]:
+    """Run ``work`` unless the caller's call ends first: (finished, result); the work is
+    cancelled."""
     task = asyncio.ensure_future(work)
-    ended = asyncio.ensure_future(sip.ended())
+    ended = asyncio.ensure_future(leg.ended())
     try:
         done, _ = await asyncio.wait({task, ended}, return_when=asyncio.FIRST_COMPLETED)
     finally:

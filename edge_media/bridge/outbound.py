@@ -8,6 +8,10 @@ the record (the winner writes it).
 The routing webhook runs before the INVITE (the API guide consults it "when a call starts",
 inbound or outbound), so a ``hangup`` answer costs the callee nothing. The bot is connected when
 the callee answers, as a Twilio ``<Connect><Stream>`` starts after the answer.
+
+The account's call slot was taken by the API when it queued the call (``POST /api/calls``); the
+node that wins the claim owns it from then on and gives it back when the call completes, whatever
+the outcome. A node that loses the claim touches nothing: the winner, or the API's cancel, does.
 """
 
 from __future__ import annotations
@@ -115,6 +119,7 @@ class Originator:
             to_number=command.destination_number,
         )
         live = LiveCall(self.services, None, info, command.call_uuid)
+        live.holds_slot = True  # the API took the call's slot; this node, its owner, gives it back
         live.register()
         cause: str | None = None
         try:

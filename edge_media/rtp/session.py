@@ -153,6 +153,9 @@ class RtpSession:
         """Discard what arrives; the connected queue keeps playing until the next `connect`."""
         self.sink = DISCARD
 
+    def playout_cleared(self) -> None:
+        """Nothing to do: the far end holds no more of our audio than the packet in flight."""
+
     # -- control ---------------------------------------------------------------------------------
 
     @property

@@ -41,6 +41,11 @@ TAG = "agents"
 AGENT_STREAM_PATH = "/api/v1/agent-stream/{agent_uuid}"
 
 _SOCKET_URL_HELP = "ws(s) URL of the bot, 'elevenlabs[&agent_id]' or 'vapi[&assistant_id]'."
+_TOKEN_HELP = (
+    "Streams must carry a token (?token=, or a 'token' custom parameter on Twilio): an HMAC "
+    "of the agent UUID and an expiry keyed with the account's webhook secret. "
+    "'agera stream-token AGENT_UUID' prints one."
+)
 
 
 class AgentCreate(RequestBody):
@@ -49,12 +54,14 @@ class AgentCreate(RequestBody):
     telephony_config_id: str | None = Field(
         None, max_length=64, description="A telephony config of this account (tel_...)."
     )
+    require_token: bool = Field(False, description=_TOKEN_HELP)
 
 
 class AgentUpdate(RequestBody):
     name: Name | None = None
     socket_url: MediaTargetStr | None = Field(None, description=_SOCKET_URL_HELP)
     telephony_config_id: str | None = Field(None, max_length=64, description="null detaches.")
+    require_token: bool | None = Field(None, description=_TOKEN_HELP)
 
 
 class AgentOut(ResponseBody):
@@ -62,6 +69,7 @@ class AgentOut(ResponseBody):
     name: str
     socket_url: str
     telephony_config_id: str | None = None
+    require_token: bool = False
     stream_path: str = Field(description="Path of the edge's agent-stream WebSocket endpoint.")
     created_at: datetime
     updated_at: datetime
@@ -161,7 +169,7 @@ def create_agent(ctx: Context, principal: Principal, body: AgentCreate) -> Agent
 
 
 def update_agent(ctx: Context, principal: Principal, raw: str, body: AgentUpdate) -> AgentOut:
-    changes = patch_changes(body, required={"name", "socket_url"})
+    changes = patch_changes(body, required={"name", "socket_url", "require_token"})
     agent = _get(ctx, principal, raw, consistent=True)
     check_urls(ctx, {"socket_url": body.socket_url})
     if body.telephony_config_id is not None:

@@ -7,6 +7,9 @@
   ``call.completed`` event through the events queue, like every other end of a call, so the
   customer gets its ``call.completed`` callback from the same worker. The event is kept on the
   record until the queue takes it; a retried hangup delivers it then.
+- A call cancelled in place gives back the account call slot the originate took
+  (``shared.call_slots``): no node will ever run it, so no node would release it. Releasing is
+  idempotent, so a retried hangup releases again harmlessly (and catches a release that failed).
 - Another account's call is a 404, never a 403 (which would confirm it exists). Admin keys may
   read and control any account's calls (operators supporting a customer).
 
@@ -26,6 +29,7 @@ from functions.api.auth import Principal
 from functions.api.call_bodies import Action
 from functions.api.call_views import command_accepted, log_fields
 from functions.api.errors import RETRY_AFTER, ApiError, aws_reason
+from functions.api.originate import release_slot
 from functions.context import Context
 from functions.observability import logger
 from shared.clock import iso_z, utc_now
@@ -168,6 +172,7 @@ def control(
         if call.status.terminal:
             pending = item.get(UNDELIVERED_EVENT, {}).get("S")
             if action == "hangup" and pending:
+                release_slot(ctx, call)
                 _deliver_cancel_event(ctx, call, pending)
                 event_id = str(json.loads(pending)["id"])
                 return command_accepted(call, action, event_id, call.status)
@@ -190,6 +195,7 @@ def control(
             except ConditionFailed:
                 continue  # a node claimed it, or it ended: read it again
             logger.info("queued call canceled in place", extra=log_fields(call))
+            release_slot(ctx, call)
             _deliver_cancel_event(ctx, call, event.model_dump_json())
             return command_accepted(call, action, event.id, CallStatus.CANCELED)
         if action == "transfer" and call.status is not CallStatus.IN_PROGRESS:

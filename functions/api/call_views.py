@@ -41,6 +41,15 @@ class CallView(BaseModel):
     media: list[MediaLeg] = Field(default_factory=list)
     stats: dict[str, Any] = Field(default_factory=dict)
     callback_attempts: list[dict[str, Any]] = Field(default_factory=list)
+    mode: str | None = Field(None, description="agent streams: the provider that streamed it")
+    run_name: str | None = Field(None, description="agent streams: WR-AGS-XXXXXXXX")
+    agent_uuid: uuid.UUID | None = Field(None, description="agent streams: the agent")
+    call_id: str | None = Field(None, description="agent streams: the provider's call id")
+    provider_id: str | None = Field(
+        None, description="agent streams: Cloudonix domain or Twilio account SID"
+    )
+    stream_sid: str | None = Field(None, description="agent streams: the stream's streamSid")
+    call_sid: str | None = Field(None, description="agent streams: the stream's callSid")
     created_at: datetime
     updated_at: datetime
 

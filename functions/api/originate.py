@@ -5,6 +5,15 @@ that takes the command always finds the record. If the queue refuses the command
 marked ``failed`` at once (only while no node has claimed it) and the client gets a 503 naming the
 queue: no call is left ``queued`` forever, and nothing is dialled that the client was told failed.
 
+Account limits are checked before the call is stored: the call takes one of the account's call
+slots (``shared.call_slots``: live calls and calls started this second, counted across the API and
+every node in one DynamoDB transaction). A refusal is a 429 naming the limit, with Retry-After, and
+stores nothing. From then on the slot belongs to the call: it is given back here if the call never
+gets queued, by the API if the call is cancelled while still queued
+(``functions.api.call_control``), and otherwise by the node that claimed it, when the call ends.
+If the table cannot be asked, the request is a 503 (retry), not a call past its limits: the
+client can retry, and the write that stores the call would fail the same way.
+
 Sync code (boto3), run in a worker thread by the route in ``functions.api.calls``.
 """
 
@@ -23,6 +32,8 @@ from functions.api.errors import RETRY_AFTER, ApiError, aws_reason
 from functions.api.url_guard import check_urls
 from functions.context import Context
 from functions.observability import logger
+from shared import call_slots
+from shared.call_slots import SlotRefused
 from shared.clock import iso_z, utc_now
 from shared.commands import Originate
 from shared.dynamo import mapping
@@ -93,6 +104,61 @@ def _count_originated() -> None:
     metrics.flush_metrics()
 
 
+def _take_slot(ctx: Context, account: Account, call: Call) -> None:
+    """Take the call's slot; a 429 naming the limit when the account is at it, 503 on errors."""
+    try:
+        refused = call_slots.acquire(
+            ctx.dynamodb,
+            ctx.settings.table_name,
+            account.account_id,
+            call.call_uuid,
+            account.limits,
+        )
+    except (ClientError, BotoCoreError) as exc:
+        raise ApiError(
+            503,
+            "unavailable",
+            f"the account's call limits could not be checked ({aws_reason(exc)}); nothing was "
+            "dialled; retry",
+            headers=RETRY_AFTER,
+        ) from None
+    if refused is not None:
+        logger.info(
+            "originate refused: %s",
+            refused.reason,
+            extra=log_fields(call, limit=refused.field, limit_value=refused.limit),
+        )
+        raise limit_error(refused)
+
+
+def limit_error(refused: SlotRefused) -> ApiError:
+    """The 429 for a call over an account limit, with the seconds to wait in Retry-After."""
+    if refused.kind == "concurrency":
+        message = (
+            f"account concurrency limit reached: {refused.field} is {refused.shown_limit} and "
+            "that many calls are live; retry when one ends"
+        )
+    else:
+        message = (
+            f"account call rate limit reached: {refused.field} is {refused.shown_limit} "
+            f"calls per second; retry in {refused.retry_after} s"
+        )
+    return ApiError(
+        429, "limit_exceeded", message, headers={"Retry-After": str(refused.retry_after)}
+    )
+
+
+def release_slot(ctx: Context, call: Call) -> None:
+    """Give back the slot of a call no node will run (never raises: the caller is failing)."""
+    try:
+        call_slots.release(ctx.dynamodb, ctx.settings.table_name, call.account_id, call.call_uuid)
+    except (ClientError, BotoCoreError) as exc:
+        logger.error(
+            "call slot not released; it stays counted",
+            extra=log_fields(call, reason=aws_reason(exc)),
+        )
+
+
 def _mark_unsent(ctx: Context, call: Call) -> bool:
     """Fail a call whose originate command was not queued; False if a node claimed it anyway."""
     now = utc_now()
@@ -143,11 +209,14 @@ def originate(
         socket_url=str(target) if target else None,
         webhook_url=request.webhook_url,
     )
+    _take_slot(ctx, account, call)
     try:
         ctx.repo.put(call, create_only=True)
     except AlreadyExists:  # a uuid4 collision: never in practice, but never overwrite a call
+        # The slot is the other call's too (same uuid): releasing it would free a live call's.
         raise ApiError(503, "unavailable", "could not allocate a call id; retry") from None
     except (ClientError, BotoCoreError) as exc:
+        release_slot(ctx, call)
         raise ApiError(
             503,
             "unavailable",
@@ -170,6 +239,7 @@ def originate(
     except (ClientError, BotoCoreError) as exc:
         reason = aws_reason(exc)
         if _mark_unsent(ctx, call):
+            release_slot(ctx, call)
             logger.error(
                 "originate command not queued; call marked failed",
                 extra=log_fields(call, reason=reason),

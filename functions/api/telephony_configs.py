@@ -8,6 +8,11 @@ tokens are write-only (masked on read); the domain and the SID identify the acco
 The provider of a config is fixed at creation (PATCH cannot change it): switching providers
 changes which fields mean anything, which is a new config. A config used by an agent cannot be
 deleted (409 names the agent); detach it from the agent first.
+
+A Cloudonix domain is stored normalised (`shared.telephony.normalise_cloudonix_domain`: lower
+case, no trailing dot, a bare name completed to ``<name>.cloudonix.net``) because the edge finds
+the config by the normalised domain a stream names; ``Acme`` and ``acme.cloudonix.net`` are one
+domain.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from functions.api.scoped import apply_patch, delete_owned, get_owned, list_page
 from functions.context import Context
 from shared.dynamo import mapping
 from shared.models import Agent, TelephonyConfig, TelephonyProvider
+from shared.telephony import normalise_cloudonix_domain
 
 TAG = "telephony-configs"
 MAX_ID_LENGTH = 64
@@ -148,6 +154,14 @@ def config_view(config: TelephonyConfig) -> TelephonyConfigOut:
     return TelephonyConfigOut.model_validate(body)
 
 
+def _normalised(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with its Cloudonix domain, if it has one, in the spelling the edge looks up."""
+    domain = values.get("domain")
+    if domain is None:
+        return values
+    return {**values, "domain": normalise_cloudonix_domain(domain)}
+
+
 def check_provider_fields(provider: TelephonyProvider, values: dict[str, Any]) -> None:
     """Every field of the provider present, none of another provider's; 422 naming the field."""
     wanted = PROVIDER_FIELDS[provider]
@@ -185,7 +199,7 @@ def _get(
 def create_config(
     ctx: Context, principal: Principal, body: TelephonyConfigCreate
 ) -> TelephonyConfigOut:
-    values = body.model_dump()
+    values = _normalised(body.model_dump())
     check_provider_fields(body.provider, values)
     config = TelephonyConfig(account_id=principal.account_id, **values)
     ctx.repo.put(config, create_only=True)
@@ -197,7 +211,7 @@ def update_config(
 ) -> TelephonyConfigOut:
     config = _get(ctx, principal, config_id, consistent=True)
     required = set(PROVIDER_FIELDS[config.provider])
-    changes = patch_changes(body, required=required)
+    changes = _normalised(patch_changes(body, required=required))
     check_provider_fields(config.provider, {**config.model_dump(), **changes})
     updated = apply_patch(ctx, config, changes, kind="telephony config", ident=config_id)
     return config_view(updated)

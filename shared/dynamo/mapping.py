@@ -22,11 +22,16 @@ Agent              AGENT#<uuid>                      AGENT            ACCOUNT#<i
 TelephonyConfig    ACCOUNT#<id>                      TELCO#<id>       ACCOUNT#<id>#TELCOS / <created>#<id>
 Call               CALL#<uuid>                       CALL             ACCOUNT#<id>#CALLS / <created ms>#<uuid>
 EdgeNode           NODE#<id>                         NODE             NODES / <node_id>   (TTL)
+CallSlotCounter    ACCOUNT#<id>                      SLOTS            -
+CallSlot           ACCOUNT#<id>                      SLOT#<uuid>      -   (TTL)
+CallRateWindow     ACCOUNT#<id>                      CPS#<epoch s>    -   (TTL)
 =================  ================================  ===============  ===============================
 
 Trunks are listed across accounts (``TRUNKS``) because an edge node builds its inbound source ACL
 from all of them. The SIP user index makes a username unique across accounts; it is written in the
-same transaction as its extension.
+same transaction as its extension. The three call-slot items (an account's live-call count, one
+item per call holding a slot, calls started per rate window) are written only by
+``shared.call_slots``, in transactions, and are not entities of this module.
 """
 
 from __future__ import annotations

@@ -83,6 +83,7 @@ def node_settings(**overrides: object) -> Settings:
     values: dict[str, object] = {
         "sip_host": "127.0.0.1",
         "sip_port": 0,
+        "ws_port": 0,
         "rtp_port_min": base,
         "rtp_port_max": base + 38,
         "trust_loopback": True,

@@ -51,6 +51,25 @@ def test_cloudonix_config(front, tenant) -> None:
     assert (reply.json()["domain"], reply.json()["bearer_token"]) == ("acme.cloudonix.net", "…XIXI")
 
 
+def test_cloudonix_domain_is_stored_normalised(front, tenant, api_ctx) -> None:
+    """The edge looks a config up by the normalised domain, so the API stores that spelling."""
+    reply = create(front, tenant, provider="cloudonix", domain="Acme", bearer_token="XI" * 10)
+    assert reply.status == 201, reply.content
+    config_id = reply.json()["config_id"]
+    assert reply.json()["domain"] == "acme.cloudonix.net"
+    stored = api_ctx.repo.get(TelephonyConfig, tenant.account_id, config_id, consistent=True)
+    assert stored is not None and stored.domain == "acme.cloudonix.net"
+    path = f"/api/telephony-configs/{config_id}"
+    assert front.request("GET", path, key=tenant.key).json()["domain"] == "acme.cloudonix.net"
+    patched = front.request("PATCH", path, key=tenant.key, body={"domain": "Sub.Example.COM."})
+    assert patched.status == 200, patched.content
+    assert patched.json()["domain"] == "sub.example.com"
+    stored = api_ctx.repo.get(TelephonyConfig, tenant.account_id, config_id, consistent=True)
+    assert stored is not None and stored.domain == "sub.example.com"
+    empty = front.request("PATCH", path, key=tenant.key, body={"domain": "..."})
+    assert empty.status == 422 and empty.error["field"] == "domain"
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [

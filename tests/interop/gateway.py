@@ -83,6 +83,7 @@ async def running_gateway(**overrides: Any) -> AsyncIterator[EdgeNode]:
     settings = Settings.load(
         sip_host=HOST,
         sip_port=free_port(),
+        ws_port=0,
         rtp_port_min=low,
         rtp_port_max=high,
         trust_loopback=True,

@@ -32,6 +32,7 @@ async def start_node(
         {},
         sip_host=HOST,
         sip_port=free_port(),
+        ws_port=0,
         rtp_port_min=low,
         rtp_port_max=high,
         trust_loopback=trust_loopback,

@@ -60,7 +60,7 @@ def test_baresip_calls_the_echo_line_and_hears_itself(peers: Peers) -> None:
 async def inprocess_node() -> AsyncIterator[EdgeNode]:
     low, high = free_udp_range(64)
     settings = Settings.load(
-        {}, sip_host=HOST, sip_port=free_port(), rtp_port_min=low, rtp_port_max=high,
+        {}, sip_host=HOST, sip_port=free_port(), ws_port=0, rtp_port_min=low, rtp_port_max=high,
         trust_loopback=True, sip_realm="agera.test",
     )  # fmt: skip
     directory = StaticDirectory([extension_auth("acc_1", "201", "alice", "pw", "agera.test")])

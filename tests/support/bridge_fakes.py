@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,6 +92,7 @@ class FakeSipCall:
         self.end: CallEnd | None = None
         self.rang = False
         self.rejected: tuple[int, str, str] | None = None
+        self.reject_headers: dict[str, str] = {}  # extra headers of the rejection
         self.hangups: list[str] = []
         self.ringing_seen = False
         self._answers = answers
@@ -110,8 +111,15 @@ class FakeSipCall:
         self._answered.set()
         return True
 
-    def reject(self, status: int, reason: str, cause: str = "CALL_REJECTED") -> None:
+    def reject(
+        self,
+        status: int,
+        reason: str,
+        cause: str = "CALL_REJECTED",
+        extra: Iterable[tuple[str, str]] = (),
+    ) -> None:
         self.rejected = (status, reason, cause)
+        self.reject_headers = dict(extra)
         self._end(cause, status, "local")
 
     # outbound
