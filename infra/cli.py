@@ -1,6 +1,7 @@
 """The ``agera`` command: ``agera dev`` (local stack), ``agera settings`` (every setting).
 
-``agera edge`` runs an edge media node; ``agera call`` is a test phone (infra/phone.py). Exit
+``agera edge`` runs an edge media node; ``agera call`` is a test phone (infra/phone.py);
+``agera stream-token`` prints a token for an agent that requires one (infra/stream_token.py). Exit
 codes: 0 success, 2 bad usage or configuration (one line on stderr naming what to fix); ``call``
 adds 1 for a call that was not answered or failed.
 """
@@ -28,6 +29,7 @@ def _dev(args: argparse.Namespace) -> int:
         host=args.host,
         api_port=args.api_port,
         sip_port=args.sip_port,
+        ws_port=args.ws_port,
         moto_port=args.moto_port,
         template=args.template,
         api_key=args.api_key,
@@ -61,6 +63,12 @@ def _edge(args: argparse.Namespace) -> int:
     return edge.main(overrides)
 
 
+def _stream_token(args: argparse.Namespace) -> int:
+    from infra import stream_token
+
+    return stream_token.main(args.agent_uuid, args.ttl, args.base_url)
+
+
 def _call(args: argparse.Namespace) -> int:
     from infra import phone
 
@@ -75,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     dev.add_argument("--api-port", type=int, default=8000, help="REST API port (default 8000)")
     dev.add_argument("--sip-port", type=int, default=5060, help="SIP port (default 5060)")
+    dev.add_argument(
+        "--ws-port", type=int, default=8080, help="agent-stream and health port (default 8080)"
+    )
     dev.add_argument("--moto-port", type=int, default=0, help="moto port (default: a free one)")
     dev.add_argument("--template", type=Path, default=DEFAULT_TEMPLATE, help="SAM template")
     dev.add_argument("--api-key", help="fix the default account's key (or AGERA_DEV_API_KEY)")
@@ -94,6 +105,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(call)
     call.set_defaults(func=_call)
+
+    token = sub.add_parser(
+        "stream-token", help="print an agent-stream token for an agent that requires one"
+    )
+    token.add_argument("agent_uuid", help="the agent's UUID")
+    token.add_argument(
+        "--ttl", type=int, default=30 * 24 * 3600, help="seconds the token lives (default 30 days)"
+    )
+    token.add_argument("--base-url", help="the edge's public wss:// URL, for the printed example")
+    token.set_defaults(func=_stream_token)
 
     settings = sub.add_parser("settings", help="list every setting with its default")
     settings.set_defaults(func=_settings)

@@ -17,6 +17,7 @@ import logging
 import os
 import socket
 import sys
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -52,6 +53,7 @@ class DevOptions:
     host: str = "127.0.0.1"
     api_port: int = 8000
     sip_port: int = 5060
+    ws_port: int = 8080
     moto_port: int = 0
     template: Path = DEFAULT_TEMPLATE
     api_key: str | None = None
@@ -108,7 +110,13 @@ def _local_environment(options: DevOptions, endpoint: str) -> dict[str, str]:
     return env
 
 
-def banner(options: DevOptions, boot: Bootstrap, endpoint: str, resources: LocalResources) -> str:
+def banner(
+    options: DevOptions,
+    boot: Bootstrap,
+    endpoint: str,
+    resources: LocalResources,
+    demo_agent: uuid.UUID,
+) -> str:
     api = f"http://{options.host}:{options.api_port}/api"
     lines = [
         "",
@@ -118,12 +126,15 @@ def banner(options: DevOptions, boot: Bootstrap, endpoint: str, resources: Local
         f"  table           {resources.table_name}",
         f"  SIP (edge node) {options.host}:{options.sip_port} UDP+TCP   "
         f"(test line: sip:echo@{options.host}:{options.sip_port})",
+        f"  agent streams   ws://{options.host}:{options.ws_port}/api/v1/agent-stream/...   "
+        f"(health: http://{options.host}:{options.ws_port}/health)",
         "",
         f"  account id      {boot.account.account_id}",
         f"  API key         {boot.api_key}",
         f"  admin key       {boot.admin_key}",
         f"  webhook secret  {boot.account.webhook_secret}",
         f"  demo number     {options.demo_number} → {boot.account.socket_url}",
+        f"  demo agent      {demo_agent} → {boot.account.socket_url}",
         "",
         "  first call:     python examples/echo_bot.py        (in another terminal)",
         f"                  agera call sip:{options.demo_number}@{options.host}:{options.sip_port}"
@@ -145,11 +156,12 @@ async def run_dev(options: DevOptions) -> None:
     from functions.context import reset_default_context
     from functions.workers import callbacks, events
     from shared.dynamo.repository import Repository
-    from shared.models import Number, Route
+    from shared.models import Agent, Number, Route
 
     Settings.load()  # a malformed AGERA_* variable fails here, before anything starts
     _check_port_free(options.host, options.api_port, "API", "--api-port")
     _check_sip_port_free(options.host, options.sip_port)
+    _check_port_free(options.host, options.ws_port, "agent-stream", "--ws-port")
     moto = MotoServer(options.host, options.moto_port)
     endpoint = moto.start()
     pollers: list[SqsPoller] = []
@@ -177,6 +189,12 @@ async def run_dev(options: DevOptions) -> None:
                 description="demo number of the local stack",
             )
         )
+        agent = Agent(
+            account_id=boot.account.account_id,
+            name="demo agent",
+            socket_url=boot.account.socket_url or DEMO_SOCKET_URL,
+        )
+        repo.put(agent)
         sqs = session.client("sqs")
         pollers = [
             SqsPoller(sqs, settings.events_queue_url, events.handler, "EventsFunction"),
@@ -186,7 +204,14 @@ async def run_dev(options: DevOptions) -> None:
             poller.start()
         from edge_media.node import EdgeNode
 
-        node = EdgeNode(Settings.load(sip_host=options.host, sip_port=options.sip_port))
+        node = EdgeNode(
+            Settings.load(
+                sip_host=options.host,
+                sip_port=options.sip_port,
+                ws_host=options.host,
+                ws_port=options.ws_port,
+            )
+        )
         await node.start()
         config = uvicorn.Config(
             create_app(),
@@ -197,7 +222,11 @@ async def run_dev(options: DevOptions) -> None:
             access_log=False,
         )
         server = uvicorn.Server(config)
-        print(banner(options, boot, endpoint, resources), file=options.out, flush=True)
+        print(
+            banner(options, boot, endpoint, resources, agent.agent_uuid),
+            file=options.out,
+            flush=True,
+        )
         await server.serve()
     finally:
         cancelled = await _stop_node(node)

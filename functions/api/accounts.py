@@ -17,6 +17,7 @@ lowering ``max_concurrent_calls`` below the live count refuses new calls until e
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from anyio import to_thread
 from pydantic import Field
@@ -35,6 +36,7 @@ from functions.api.schemas import RequestBody, ResponseBody
 from functions.api.scoped import apply_patch, not_found
 from functions.api.url_guard import check_urls
 from functions.context import Context
+from functions.observability import logger
 from shared.models import Account, AccountLimits, AccountStatus, Name
 from shared.provisioning import create_account_with_key, new_account
 from shared.validation import HttpUrl, MediaTargetStr
@@ -109,7 +111,7 @@ def create_account(ctx: Context, body: AccountCreate) -> AccountCreated:
 
 def _merged_limits(current: AccountLimits, update: LimitsUpdate) -> AccountLimits:
     """The account's limits with the fields ``update`` sets; a null limit is a 422 naming it."""
-    changes = {}
+    changes: dict[str, Any] = {}
     for name in update.model_fields_set:
         value = getattr(update, name)
         if value is None:
@@ -129,7 +131,16 @@ def update_account(ctx: Context, account_id: str, body: AccountAdminUpdate) -> A
         raise not_found("account", account_id)
     if body.limits is not None:
         changes["limits"] = _merged_limits(account.limits, body.limits)
-    return apply_patch(ctx, account, changes, kind="account", ident=account_id)
+    updated = apply_patch(ctx, account, changes, kind="account", ident=account_id)
+    logger.info(
+        "account changed by an admin",
+        extra={
+            "account_id": account_id,
+            "limits": updated.limits.model_dump(),
+            "status": updated.status.value,
+        },
+    )
+    return updated
 
 
 def accounts_routes(ctx_provider: Callable[[], Context]) -> list[Route]:

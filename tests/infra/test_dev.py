@@ -42,17 +42,29 @@ def wait_for(url: str, deadline: float, headers: dict[str, str] | None = None) -
 def dev_process():
     port = free_port()
     sip = free_port()
+    ws = free_port()
     env = dict(os.environ, AGERA_DEV_API_KEY=API_KEY, AGERA_DEV_ADMIN_KEY=ADMIN_KEY)
     env.pop("AWS_ENDPOINT_URL", None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "infra.cli", "dev", "--api-port", str(port), "--sip-port", str(sip)],
+        [
+            sys.executable,
+            "-m",
+            "infra.cli",
+            "dev",
+            "--api-port",
+            str(port),
+            "--sip-port",
+            str(sip),
+            "--ws-port",
+            str(ws),
+        ],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
-    yield proc, port, sip
+    yield proc, port, sip, ws
     if proc.poll() is None:
         proc.kill()
         proc.wait(10)
@@ -60,7 +72,7 @@ def dev_process():
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_dev_serves_health_prints_keys_and_stops_cleanly(dev_process, stop_signal) -> None:
-    proc, port, sip = dev_process
+    proc, port, sip, ws = dev_process
     status, body = wait_for(f"http://127.0.0.1:{port}/api/health", time.monotonic() + 60)
     assert status == 200
     assert body["status"] == "ok"
@@ -83,6 +95,9 @@ def test_dev_serves_health_prints_keys_and_stops_cleanly(dev_process, stop_signa
         ping.sendto(options.encode(), ("127.0.0.1", sip))
         answer = ping.recv(4096).decode()
     assert answer.startswith("SIP/2.0 200 OK\r\n")
+    # The node's stream port answers load balancers (and takes agent streams).
+    status, health = wait_for(f"http://127.0.0.1:{ws}/health", time.monotonic() + 10)
+    assert (status, health["status"], health["control_plane"]) == (200, "ok", True)
     assert "Allow: INVITE, ACK, BYE, CANCEL, OPTIONS" in answer
     proc.send_signal(stop_signal)
     out, _ = proc.communicate(timeout=20)
@@ -93,6 +108,8 @@ def test_dev_serves_health_prints_keys_and_stops_cleanly(dev_process, stop_signa
     assert f"account id      {account['account_id']}" in out
     assert "local stack stopped" in out
     assert f"sip:echo@127.0.0.1:{sip}" in out
+    assert f"ws://127.0.0.1:{ws}/api/v1/agent-stream/" in out
+    assert "demo agent" in out
     assert "Traceback" not in out
 
 
