@@ -1,0 +1,267 @@
+"""The provider side of bench/streams.py: N fake Cloudonix streams into the node's agent-stream
+endpoint, each playing numbered 20 ms frames on its own absolute grid, timed from outside.
+
+Run by bench/streams.py as its own process (so /proc gives the node's CPU apart from this load's):
+
+    python bench/peers/provider_load.py --url ws://127.0.0.1:PORT/api/v1/agent-stream/cloudonix/UUID
+        --streams 100 --rate 10 --seconds 34 --session-prefix bench-1- --out result.json
+
+Why `ProviderStream` (tests/support/fake_provider.py): it is the provider the node's tests are
+written against (Twilio Media Streams framing, ``connected``/``start``/``media``/``stop``,
+``play`` on an absolute ``start + k * 20 ms`` grid so a late wake-up never stretches the
+stream), so the bench loads the endpoint exactly as the tests exercise it. One subclass,
+`TimedStream`, replaces what it does per message received: it keeps arrival times and frame
+numbers instead of every parsed message, which at 200 streams (10,000 messages a second) would
+cost this process a core and hundreds of MB.
+
+Why numbered frames: every stream plays the same buffer whose frame k holds k (the encoding is
+computed once, `encode_frames` is cached), and the echo bot and the node pass payloads through
+untouched, so each ``media`` message the node sends back names the frame it carries. Loss is then
+exact (frames sent after the first one echoed that never came back), not inferred from counts.
+
+What is recorded per stream (times are epoch seconds, the clock of bench/lib/cpu_sampling.py):
+
+* ``connect_at``: before the TCP connect; ``upgrade_ms``: connect → the 101 answer;
+* ``first_media_ms``: connect → the first ``media`` from the node. ``connected`` and ``start``
+  go out right after the 101 and audio right after ``start``, and the node has nothing to send
+  until the bot echoes caller audio, so this is the time to first audio a caller would hear:
+  upgrade, handshake, the session check at Cloudonix, the call slot and record, the bot's
+  connection, one echo round trip and the wait for the node's next 20 ms tick;
+* ``arrivals_us``: when each ``media`` from the node arrived, µs after ``start`` was sent
+  (bench/streams.py cuts the steady window and measures the gaps against 20 ms);
+* frames sent, received, the first frame number echoed (those before it were sent before the
+  bridge was up and are discarded by design), lost, duplicated, out of order, payloads that are
+  no frame of ours, the close code and reason the node sent, and ``closed_early`` when the node
+  closed the stream before our ``stop``.
+
+A stream plays for ``--seconds``, waits `DRAIN_S` for the echoes in flight, then sends ``stop``
+and closes 1000 (`ProviderStream.stop`), as a provider does when its call ends. SIGTERM/SIGINT
+cancel the load and still write what was measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import resource
+import signal
+import struct
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from websockets.exceptions import WebSocketException  # noqa: E402
+
+from edge_media.loop import run  # noqa: E402
+from tests.support.fake_provider import (  # noqa: E402
+    FRAME_BYTES,
+    FRAME_S,
+    HandshakeRefused,
+    ProviderStream,
+    encode_frames,
+)
+
+DRAIN_S = 0.5  # after the last frame, for echoes in flight (a 20 ms tick plus a round trip)
+OPEN_TIMEOUT_S = 10.0
+CLOSE_TIMEOUT_S = 3.0
+END_MARGIN_S = 30.0  # beyond the plan, before the whole load is cancelled
+MAX_VIOLATIONS = 5
+MEDIA_TAIL = '"}}'
+
+
+def numbered_audio(frames: int) -> bytes:
+    """``frames`` 20 ms μ-law frames, frame k starting with k (4 bytes) and a fill byte that
+    varies with k too, so no two frames (and no two base64 payloads) are alike."""
+    out = bytearray()
+    for k in range(frames):
+        head = struct.pack(">I", k)
+        out += head + bytes([0x80 | (k % 0x7F)]) * (FRAME_BYTES - len(head))
+    return bytes(out)
+
+
+class TimedStream(ProviderStream):
+    """A `ProviderStream` that keeps, per ``media`` from the node, its arrival and frame number.
+
+    The node's media messages have one compact form (provider_protocol.media_message); one
+    carrying our stream's SID and a payload that is one of our frames is recorded without a JSON
+    parse. Anything else goes to `ProviderStream`'s own checks, which record it and flag what
+    a provider would reject (``violations``).
+    """
+
+    def __init__(self, url: str, *, session: str, frames: dict[str, int]) -> None:
+        super().__init__(
+            url,
+            provider="cloudonix",
+            session=session,
+            open_timeout=OPEN_TIMEOUT_S,
+            close_timeout=CLOSE_TIMEOUT_S,
+        )
+        self._frames = frames
+        self._head = '{"event":"media","streamSid":"' + self.stream_sid + '","media":{"payload":"'
+        self.arrivals: list[float] = []
+        self.numbers: list[int] = []
+        self.connect_at: float | None = None
+        self.opened_at: float | None = None
+        self.stop_at: float | None = None
+        self.sent = 0
+        self.error: str | None = None
+        self.closed_early = False
+
+    def _on_frame(self, frame: str | bytes, at: float) -> None:
+        if type(frame) is str and frame.startswith(self._head) and frame.endswith(MEDIA_TAIL):
+            number = self._frames.get(frame[len(self._head) : -len(MEDIA_TAIL)])
+            if number is not None:
+                self.arrivals.append(at)
+                self.numbers.append(number)
+                self._changed.set()
+                return
+        super()._on_frame(frame, at)
+
+    def summary(self, epoch: float) -> dict[str, Any]:
+        """What bench/streams.py reads for this stream (``epoch``: epoch − loop time)."""
+        numbers = self.numbers
+        first = min(numbers) if numbers else None
+        unique = set(numbers)
+        lost = 0 if first is None else sum(1 for k in range(first, self.sent) if k not in unique)
+        reordered = sum(1 for a, b in zip(numbers, numbers[1:], strict=False) if b < a)
+        start = self.started_at
+        ws = self._ws
+
+        def at(t: float | None) -> float | None:
+            return None if t is None else t + epoch
+
+        def ms_since_connect(t: float | None) -> float | None:
+            if t is None or self.connect_at is None:
+                return None
+            return (t - self.connect_at) * 1000
+
+        return {
+            "session": self.session,
+            "error": self.error,
+            "connect_at": at(self.connect_at),
+            "start_at": at(start),
+            "stop_at": at(self.stop_at),
+            "upgrade_ms": ms_since_connect(self.opened_at),
+            "first_media_ms": ms_since_connect(self.arrivals[0] if self.arrivals else None),
+            "sent": self.sent,
+            "received": len(numbers),
+            "first_number": first,
+            "lost": lost,
+            "duplicates": len(numbers) - len(unique),
+            "reordered": reordered,
+            "other_messages": self.events(),  # what was not one of our frames (marks, clears…)
+            "foreign_audio_bytes": self.audio_bytes,
+            "violations": self.violations[:MAX_VIOLATIONS],
+            "close_code": None if ws is None else ws.close_code,
+            "close_reason": None if ws is None else ws.close_reason,
+            "closed_early": self.closed_early,
+            "arrivals_us": []
+            if start is None
+            else [round((t - start) * 1e6) for t in self.arrivals],
+        }
+
+
+async def _sleep_until(loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+    delay = deadline - loop.time()
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+async def drive(stream: TimedStream, at: float, audio: bytes) -> None:
+    """One stream's life: connect at ``at``, handshake, play, drain, stop."""
+    loop = asyncio.get_running_loop()
+    await _sleep_until(loop, at)
+    stream.connect_at = loop.time()
+    try:
+        await stream.open(handshake=False)
+    except HandshakeRefused as refused:
+        stream.error = f"upgrade refused: HTTP {refused.status}"
+        return
+    except (OSError, TimeoutError, WebSocketException) as error:
+        stream.error = f"connect failed: {type(error).__name__}: {error}"[:200]
+        return
+    stream.opened_at = loop.time()
+    try:
+        stream.send_connected()
+        stream.send_start()
+        stream.sent = await stream.play(audio)
+        await asyncio.sleep(DRAIN_S)
+        if not stream.is_open:
+            stream.closed_early = True
+            await stream.wait_closed(CLOSE_TIMEOUT_S)
+            return
+        stream.stop_at = loop.time()
+        await stream.stop()
+    except (OSError, WebSocketException, AssertionError) as error:
+        stream.error = f"during the stream: {type(error).__name__}: {error}"[:200]
+
+
+async def load(args: argparse.Namespace) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    epoch = time.time() - loop.time()
+    frames = int(round(args.seconds / FRAME_S))
+    audio = numbered_audio(frames)
+    by_payload = {payload: k for k, payload in enumerate(encode_frames(audio))}
+    streams = [
+        TimedStream(args.url, session=f"{args.session_prefix}{i}", frames=by_payload)
+        for i in range(args.streams)
+    ]
+    begin = loop.time() + 0.2
+    tasks = [
+        asyncio.ensure_future(drive(s, begin + i / args.rate, audio)) for i, s in enumerate(streams)
+    ]
+    main = asyncio.current_task()
+    assert main is not None
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, main.cancel)
+    interrupted = False
+    bound = args.streams / args.rate + args.seconds + DRAIN_S + END_MARGIN_S
+    try:
+        async with asyncio.timeout(bound):
+            await asyncio.gather(*tasks)
+    except (TimeoutError, asyncio.CancelledError):
+        interrupted = True
+        for task in tasks:
+            task.cancel()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await asyncio.gather(*tasks, return_exceptions=True)
+        for stream in streams:
+            stream.abort()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "interrupted": interrupted,
+        "streams": [s.summary(epoch) for s in streams],
+        "frames_per_stream": frames,
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--url", required=True, help="the agent-stream URL (v2, cloudonix)")
+    parser.add_argument("--streams", type=int, required=True)
+    parser.add_argument("--rate", type=float, required=True, help="new streams per second")
+    parser.add_argument("--seconds", type=float, required=True, help="audio each stream plays")
+    parser.add_argument("--session-prefix", required=True, help="session i is PREFIX + i")
+    parser.add_argument("--out", type=Path, required=True, help="the JSON result")
+    args = parser.parse_args(argv)
+    if args.streams < 1 or args.rate <= 0 or args.seconds <= 0:
+        parser.error("--streams, --rate and --seconds must be positive")
+    result = run(load(args))
+    args.out.write_text(json.dumps(result, separators=(",", ":")))
+    print(
+        f"provider load: {args.streams} streams done"
+        + (" (interrupted)" if result["interrupted"] else ""),
+        flush=True,
+    )
+    return 1 if result["interrupted"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
