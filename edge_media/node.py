@@ -253,7 +253,8 @@ class EdgeNode:
                 )
             deadline = time.monotonic() + limit
             await ua.wait_idle(limit)
-            await self._streams_idle(deadline)
+            if self.intake is not None:
+                await self.intake.wait_idle(deadline - time.monotonic())
             await ua.hangup_all("SYSTEM_SHUTDOWN")
             if self.intake is not None:
                 await self.intake.hangup_all("SYSTEM_SHUTDOWN")
@@ -268,11 +269,6 @@ class EdgeNode:
             self.clock.stop()
         await self.endpoint.close()
         logger.info("edge node %s stopped", self.node_id)
-
-    async def _streams_idle(self, deadline: float) -> None:
-        intake = self.intake
-        while intake is not None and intake.active and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
 
     async def _settle(self) -> None:
         """Wait (bounded) for every live call's ``call.completed`` to be written."""

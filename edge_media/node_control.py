@@ -40,11 +40,11 @@ from edge_media.drivers.registry import make_connector
 from edge_media.routing.router import CallRouter
 from edge_media.routing.stores import DynamoDirectory, TrunkBook
 from edge_media.routing.webhook import RoutingWebhook
+from edge_media.rtp.pacer import Pacer
 from edge_media.sip.endpoint import SipEndpoint
 from edge_media.sip.extensions import ExtensionDirectory
 from edge_media.sip.ua import UserAgent
 from edge_media.trunk_registrations import TrunkRegistrations
-from edge_media.rtp.pacer import Pacer
 from shared.dynamo import mapping
 from shared.dynamo.repository import AsyncRepository
 from shared.models import Agent, TelephonyConfig

@@ -192,3 +192,13 @@ class CpuSampler:
             for pid, ticks in b.node_processes.items():
                 out[f"node.pid{pid}"] = pct(ticks - a.node_processes.get(pid, ticks))
         return a.time, b.time, out
+
+
+def wait_until_quiet(wait_s: float, busy_percent: float, poll_s: float) -> float:
+    """Wait (up to ``wait_s``) for the box to be below ``busy_percent`` of one core; the last
+    reading. Other sessions share this machine: a run started beside them measures them too."""
+    load = box_busy()
+    deadline = time.monotonic() + wait_s
+    while load > busy_percent and time.monotonic() < deadline:
+        load = box_busy(poll_s)
+    return load

@@ -43,22 +43,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import resource
 import signal
 import struct
 import sys
 import time
+from collections import Counter
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from websockets.exceptions import WebSocketException  # noqa: E402
+from websockets.exceptions import WebSocketException
 
-from edge_media.loop import run  # noqa: E402
-from tests.support.fake_provider import (  # noqa: E402
+from edge_media.loop import run
+from tests.support.fake_provider import (
     FRAME_BYTES,
     FRAME_S,
     HandshakeRefused,
@@ -107,12 +108,14 @@ class TimedStream(ProviderStream):
         self.numbers: list[int] = []
         self.connect_at: float | None = None
         self.opened_at: float | None = None
+        self.start_at: float | None = None  # monotonic, like every time kept here
         self.stop_at: float | None = None
         self.sent = 0
         self.error: str | None = None
         self.closed_early = False
 
     def _on_frame(self, frame: str | bytes, at: float) -> None:
+        at = time.monotonic()  # uvloop's loop.time() has 1 ms steps, too coarse for pacing
         if type(frame) is str and frame.startswith(self._head) and frame.endswith(MEDIA_TAIL):
             number = self._frames.get(frame[len(self._head) : -len(MEDIA_TAIL)])
             if number is not None:
@@ -123,13 +126,13 @@ class TimedStream(ProviderStream):
         super()._on_frame(frame, at)
 
     def summary(self, epoch: float) -> dict[str, Any]:
-        """What bench/streams.py reads for this stream (``epoch``: epoch − loop time)."""
+        """What bench/streams.py reads for this stream (``epoch``: epoch minus monotonic)."""
         numbers = self.numbers
         first = min(numbers) if numbers else None
         unique = set(numbers)
         lost = 0 if first is None else sum(1 for k in range(first, self.sent) if k not in unique)
-        reordered = sum(1 for a, b in zip(numbers, numbers[1:], strict=False) if b < a)
-        start = self.started_at
+        reordered = sum(1 for a, b in pairwise(numbers) if b < a)
+        start = self.start_at
         ws = self._ws
 
         def at(t: float | None) -> float | None:
@@ -154,7 +157,7 @@ class TimedStream(ProviderStream):
             "lost": lost,
             "duplicates": len(numbers) - len(unique),
             "reordered": reordered,
-            "other_messages": self.events(),  # what was not one of our frames (marks, clears…)
+            "other_messages": dict(Counter(self.events())),  # not our frames: marks, clears…
             "foreign_audio_bytes": self.audio_bytes,
             "violations": self.violations[:MAX_VIOLATIONS],
             "close_code": None if ws is None else ws.close_code,
@@ -176,7 +179,7 @@ async def drive(stream: TimedStream, at: float, audio: bytes) -> None:
     """One stream's life: connect at ``at``, handshake, play, drain, stop."""
     loop = asyncio.get_running_loop()
     await _sleep_until(loop, at)
-    stream.connect_at = loop.time()
+    stream.connect_at = time.monotonic()
     try:
         await stream.open(handshake=False)
     except HandshakeRefused as refused:
@@ -185,17 +188,18 @@ async def drive(stream: TimedStream, at: float, audio: bytes) -> None:
     except (OSError, TimeoutError, WebSocketException) as error:
         stream.error = f"connect failed: {type(error).__name__}: {error}"[:200]
         return
-    stream.opened_at = loop.time()
+    stream.opened_at = time.monotonic()
     try:
         stream.send_connected()
         stream.send_start()
+        stream.start_at = time.monotonic()
         stream.sent = await stream.play(audio)
         await asyncio.sleep(DRAIN_S)
         if not stream.is_open:
             stream.closed_early = True
             await stream.wait_closed(CLOSE_TIMEOUT_S)
             return
-        stream.stop_at = loop.time()
+        stream.stop_at = time.monotonic()
         await stream.stop()
     except (OSError, WebSocketException, AssertionError) as error:
         stream.error = f"during the stream: {type(error).__name__}: {error}"[:200]
@@ -203,8 +207,8 @@ async def drive(stream: TimedStream, at: float, audio: bytes) -> None:
 
 async def load(args: argparse.Namespace) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
-    epoch = time.time() - loop.time()
-    frames = int(round(args.seconds / FRAME_S))
+    epoch = time.time() - time.monotonic()
+    frames = round(args.seconds / FRAME_S)
     audio = numbered_audio(frames)
     by_payload = {payload: k for k, payload in enumerate(encode_frames(audio))}
     streams = [
@@ -215,24 +219,22 @@ async def load(args: argparse.Namespace) -> dict[str, Any]:
     tasks = [
         asyncio.ensure_future(drive(s, begin + i / args.rate, audio)) for i, s in enumerate(streams)
     ]
-    main = asyncio.current_task()
-    assert main is not None
+    stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, main.cancel)
-    interrupted = False
+        loop.add_signal_handler(signum, stop.set)
+    everything = asyncio.gather(*tasks)
+    stopped = asyncio.ensure_future(stop.wait())
     bound = args.streams / args.rate + args.seconds + DRAIN_S + END_MARGIN_S
-    try:
-        async with asyncio.timeout(bound):
-            await asyncio.gather(*tasks)
-    except (TimeoutError, asyncio.CancelledError):
-        interrupted = True
-        for task in tasks:
-            task.cancel()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(CLOSE_TIMEOUT_S):
-                await asyncio.gather(*tasks, return_exceptions=True)
+    await asyncio.wait({everything, stopped}, timeout=bound, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    interrupted = not everything.done()
+    if interrupted:
+        everything.cancel()
+        await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT_S)
         for stream in streams:
             stream.abort()
+    elif (error := everything.exception()) is not None:
+        raise error  # a bug of this load, not the node's doing
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return {
         "interrupted": interrupted,

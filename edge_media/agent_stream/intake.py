@@ -23,6 +23,7 @@ reason names the problem and never repeats what the provider sent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import secrets
@@ -110,6 +111,8 @@ class StreamIntake:
         self.pacer = pacer
         self.handshake_seconds = handshake_seconds
         self.calls: dict[uuid.UUID, ProviderCall] = {}
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     @property
     def active(self) -> int:
@@ -274,6 +277,7 @@ class StreamIntake:
         live.started = started
         live.register()
         self.calls[call.call_uuid] = leg
+        self._idle.clear()
         live.log.info(
             "agent stream %s (%s) for account %s", call.run_name, call.mode, call.account_id
         )
@@ -301,6 +305,15 @@ class StreamIntake:
             await live.finish(cause=cause)
             leg.close()
             self.calls.pop(call.call_uuid, None)
+            if not self.calls:
+                self._idle.set()
+
+    async def wait_idle(self, seconds: float) -> None:
+        """Until no stream is live, at most ``seconds`` (a drain)."""
+        if seconds > 0:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(seconds):
+                    await self._idle.wait()
 
     async def hangup_all(self, cause: str) -> None:
         """Node shutdown: end every stream still live (at the provider, then the socket)."""

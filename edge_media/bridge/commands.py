@@ -171,7 +171,9 @@ class CommandHandler:
             return
         live.transferring = True
         await live.stop_bot("transferred")
-        await live.event(CallTransferred(**live._base(), destination=destination, method="provider"))
+        await live.event(
+            CallTransferred(**live._base(), destination=destination, method="provider")
+        )
         await leg.hangup("NORMAL_CLEARING")  # the provider has the call: our stream closes
 
     async def _dial(self, live: LiveCall, kind: str, value: str) -> SipCall | None:

@@ -41,7 +41,7 @@ TAG = "agents"
 AGENT_STREAM_PATH = "/api/v1/agent-stream/{agent_uuid}"
 
 _SOCKET_URL_HELP = "ws(s) URL of the bot, 'elevenlabs[&agent_id]' or 'vapi[&assistant_id]'."
-_TOKEN_HELP = (
+_STREAM_AUTH_HELP = (
     "Streams must carry a token (?token=, or a 'token' custom parameter on Twilio): an HMAC "
     "of the agent UUID and an expiry keyed with the account's webhook secret. "
     "'agera stream-token AGENT_UUID' prints one."
@@ -54,14 +54,14 @@ class AgentCreate(RequestBody):
     telephony_config_id: str | None = Field(
         None, max_length=64, description="A telephony config of this account (tel_...)."
     )
-    require_token: bool = Field(False, description=_TOKEN_HELP)
+    require_token: bool = Field(False, description=_STREAM_AUTH_HELP)
 
 
 class AgentUpdate(RequestBody):
     name: Name | None = None
     socket_url: MediaTargetStr | None = Field(None, description=_SOCKET_URL_HELP)
     telephony_config_id: str | None = Field(None, max_length=64, description="null detaches.")
-    require_token: bool | None = Field(None, description=_TOKEN_HELP)
+    require_token: bool | None = Field(None, description=_STREAM_AUTH_HELP)
 
 
 class AgentOut(ResponseBody):

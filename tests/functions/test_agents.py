@@ -24,6 +24,7 @@ def test_crud_round_trip_keeps_the_uuid(front, tenant, api_ctx) -> None:
         "name": "Support",
         "socket_url": BOT,
         "telephony_config_id": None,
+        "require_token": False,
         "stream_path": f"/api/v1/agent-stream/{agent_uuid}",
     }
     stored = api_ctx.repo.get(Agent, agent_uuid)
@@ -45,6 +46,16 @@ def test_crud_round_trip_keeps_the_uuid(front, tenant, api_ctx) -> None:
         "Support v2",
         "elevenlabs&agent_7",
     )
+    token_on = front.request(
+        "PATCH", f"/api/agents/{agent_uuid}", key=tenant.key, body={"require_token": True}
+    )
+    assert token_on.status == 200 and token_on.json()["require_token"] is True
+    stored = api_ctx.repo.get(Agent, agent_uuid)
+    assert stored is not None and stored.require_token is True
+    token_null = front.request(
+        "PATCH", f"/api/agents/{agent_uuid}", key=tenant.key, body={"require_token": None}
+    )
+    assert token_null.status == 422 and token_null.error["field"] == "require_token"
     uuid_change = front.request(
         "PATCH",
         f"/api/agents/{agent_uuid}",

@@ -46,7 +46,7 @@ CLOUDONIX_START = {
 
 def test_connected_must_come_first() -> None:
     parse_connected('{"event":"connected","protocol":"Call","version":"1.0.0"}')
-    with pytest.raises(HandshakeError, match="^Expected connected event$"):
+    with pytest.raises(HandshakeError, match=r"^Expected connected event$"):
         parse_connected(json.dumps(CLOUDONIX_START))
     with pytest.raises(HandshakeError, match="not JSON"):
         parse_connected("{oops")

@@ -44,9 +44,7 @@ def account_calls(repo: Repository, account_id: str) -> list[dict[str, Any]]:
     ]
 
 
-async def test_url_refusals_close_before_the_handshake(
-    gateway: EdgeNode, repo: Repository
-) -> None:
+async def test_url_refusals_close_before_the_handshake(gateway: EdgeNode, repo: Repository) -> None:
     tenant = provision(repo, BOT)
     suspended = provision(repo, BOT, status=AccountStatus.SUSPENDED)
     base = stream_base(gateway)
