@@ -1,7 +1,9 @@
 """``agera dev``: the whole gateway on one machine, on 127.0.0.1.
 
-What runs, in one process: moto (DynamoDB + SQS) on a free port with the template's table and
-queues; the REST API under uvicorn (same Starlette app as on Lambda); the two SQS workers, invoked by
+What runs: moto (DynamoDB + SQS) in a child process on a free port with the template's table and
+queues (infra/moto_process.py says why a child: moto's store and its transactions, which copy the
+table, would otherwise hold this process's GIL and stall the node's 20 ms media clock); in this
+process, the REST API under uvicorn (same Starlette app as on Lambda); the two SQS workers, invoked by
 local pollers with Lambda-shaped events; and an edge media node (SIP and RTP on the same host,
 UDP and TCP, port 5060 by default) with the echo line. Everything reaches moto through
 ``AWS_ENDPOINT_URL``, exactly as it would reach AWS.
@@ -26,11 +28,11 @@ from infra.bootstrap import Bootstrap, bootstrap_default_account
 from infra.local_aws import (
     DEFAULT_TEMPLATE,
     LocalResources,
-    MotoServer,
     apply_env,
     aws_env,
     provision,
 )
+from infra.moto_process import MotoProcess
 from infra.sqs_poller import SqsPoller
 from shared.settings import Settings, SettingsError
 
@@ -162,7 +164,7 @@ async def run_dev(options: DevOptions) -> None:
     _check_port_free(options.host, options.api_port, "API", "--api-port")
     _check_sip_port_free(options.host, options.sip_port)
     _check_port_free(options.host, options.ws_port, "agent-stream", "--ws-port")
-    moto = MotoServer(options.host, options.moto_port)
+    moto = MotoProcess(options.host, options.moto_port)
     endpoint = moto.start()
     pollers: list[SqsPoller] = []
     node: EdgeNode | None = None

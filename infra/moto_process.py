@@ -1,13 +1,14 @@
 """moto in a process of its own: the test suite's and the benchmarks' local AWS.
 
-Why not in the caller's process (as ``agera dev`` does): moto keeps every item and message as
+Why not in the caller's process: moto keeps every item and message as
 Python objects, a dozen per attribute. Over the suite's few thousand tests that is over ten
 million objects, and each full collection of the cyclic garbage collector walks all of them: a
 pause of seconds, during which an edge node running in the same process misses its 2 s route
 lookup deadline and its 20 ms RTP ticks. The same objects also hold the GIL while moto works. In a
 child process moto's heap is only moto's problem, and here it is kept cheap too: every few seconds
 what survived a collection is frozen (``gc.freeze``), so later collections walk only the objects
-made since, never the growing store.
+made since, never the growing store. ``agera dev`` runs it this way too: its DynamoDB
+transactions (the account call slots, shared/call_slots.py) deep-copy moto's table per item.
 
 The child reads its standard input until EOF, so it ends with its parent however that ends.
 
