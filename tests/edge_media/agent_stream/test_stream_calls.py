@@ -12,6 +12,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from twilio.request_validator import RequestValidator
 
 from edge_media.node import EdgeNode
 from shared.commands import Hangup, Redirect, Transfer
@@ -29,9 +30,15 @@ from tests.interop.gateway import (
     wait_record,
 )
 from tests.support.fake_cloudonix import DOMAIN, TOKEN, FakeCloudonix
-from tests.support.fake_provider import HandshakeRefused, ProviderStream, twilio_signature
+from tests.support.fake_provider import HandshakeRefused, ProviderStream
 from tests.support.fake_twilio_rest import ACCOUNT_SID, AUTH_TOKEN, FakeTwilioRest
 from tests.support.twilio_bot import StrictTwilioBot
+
+
+def twilio_signature(auth_token: str, url: str) -> str:
+    """The X-Twilio-Signature Twilio would send, made by the official library's validator."""
+    return str(RequestValidator(auth_token).compute_signature(url, {}))
+
 
 pytestmark = pytest.mark.anyio
 

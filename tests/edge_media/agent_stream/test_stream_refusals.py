@@ -17,10 +17,15 @@ from shared.dynamo.repository import Repository
 from shared.models import AccountLimits, AccountStatus, CallStatus, TelephonyProvider
 from shared.stream_tokens import make_stream_token
 from tests.edge_media.agent_stream.conftest import provision, stream_base
-from tests.edge_media.agent_stream.test_stream_calls import record_of, v1_url, v2_url
+from tests.edge_media.agent_stream.test_stream_calls import (
+    record_of,
+    twilio_signature,
+    v1_url,
+    v2_url,
+)
 from tests.interop.gateway import started
 from tests.support.fake_cloudonix import DOMAIN, TOKEN, FakeCloudonix
-from tests.support.fake_provider import OMIT, ProviderStream, twilio_signature
+from tests.support.fake_provider import OMIT, ProviderStream
 from tests.support.fake_twilio_rest import ACCOUNT_SID, AUTH_TOKEN, FakeTwilioRest
 from tests.support.twilio_bot import StrictTwilioBot
 
