@@ -403,6 +403,9 @@ class LiveCall:
         except Exception:
             self.log.exception("writing call.completed failed")
         finally:
+            # After call.completed (a limit counts a call until its record is final), and even
+            # when writing it failed: a slot kept by a failed write would block the account.
+            await self._release_slot()
             self.services.live.pop(self.call_uuid, None)
             self.done.set()
 
@@ -433,7 +436,6 @@ class LiveCall:
         self.log.info("completed: %s, %s, %d s", status.value, cause, duration)
         await self.save_media()  # before call.completed: the record is whole when it is sent
         await self.event(completed)
-        await self._release_slot()
         self._report_media(stats)
 
     async def _release_slot(self) -> None:
