@@ -205,6 +205,7 @@ class ControlPlane:
         self.registrations = TrunkRegistrations(endpoint)
         await self.registrations.sync(self.trunks.trunks)
         self.trunks.start()
+        self.recorder.spool.start()
         self.metrics.start()
         self._tasks.append(asyncio.ensure_future(self._report()))
         logger.info("node %s registered; command queue %s", self.node_id, queue_url)
@@ -214,6 +215,7 @@ class ControlPlane:
         while True:
             await asyncio.sleep(METRICS_SECONDS)
             self.metrics.active_calls(len(self.live))
+            self.metrics.events_unsent(self.recorder.spool.pending)
             pacing = self.pacing_p99()
             if pacing is not None:
                 self.metrics.pacing_error_ms(pacing)
@@ -250,5 +252,6 @@ class ControlPlane:
                 await self.registry.stop()
             except Exception as error:
                 logger.warning("could not deregister the node: %s", error)
+        await self.recorder.spool.close()  # events still waiting get one more try
         await self.metrics.stop()
         await self._stack.aclose()

@@ -41,6 +41,7 @@ BOT_CONNECT_TIME = "BotConnectMs"
 RTP_LOSS = "RtpLossPct"  # per call, at its end
 PACING_ERROR = "PacingErrorMs"  # outbound RTP departure error against the 20 ms grid
 ACTIVE_CALLS = "ActiveCalls"
+EVENTS_UNSENT = "EventsUnsent"  # events waiting in the node's spool (control/event_spool.py)
 
 
 class NodeMetrics:
@@ -90,6 +91,10 @@ class NodeMetrics:
     def active_calls(self, count: int) -> None:
         """A gauge: record it on a schedule (the heartbeat), not per call."""
         self._add(ACTIVE_CALLS, MetricUnit.Count, count)
+
+    def events_unsent(self, count: int) -> None:
+        """A gauge, once a minute: call events the events queue has not taken yet."""
+        self._add(EVENTS_UNSENT, MetricUnit.Count, count)
 
     def _add(self, name: str, unit: MetricUnit, value: float) -> None:
         if self.disabled:

@@ -13,7 +13,9 @@ Failure rules, because a record write must never break a live call:
   sees a call ring after it ended.
 - DynamoDB fails or the record is missing: the event is queued anyway and the worker applies it
   (it retries until the record exists). The edge never drops an event for want of a table write.
-- SQS fails: a few short retries, then one error line naming the call and the event.
+- SQS fails: a few short retries, then the event waits in the node's spool
+  (control/event_spool.py), retried with back-off until SQS takes it: late, never lost unless
+  the spool overflows or the node stops first (both logged and counted).
 
 ``claim`` is the one place where the edge must know the outcome: an originate command may be taken
 only by one node, and not at all once the API cancelled the queued call.
@@ -34,6 +36,7 @@ import pydantic
 from botocore.exceptions import BotoCoreError, ClientError
 
 from edge_media.control.backoff import backoff_delay
+from edge_media.control.event_spool import EventSpool
 from edge_media.errors import RecordUnavailable
 from shared.call_fold import fold
 from shared.clock import iso_z, utc_now
@@ -133,7 +136,8 @@ class CallRecorder:
         self.clock = clock
         self.send_attempts = send_attempts
         self.send_backoff_seconds = send_backoff_seconds
-        self.unsent = 0  # events that could not be queued after every retry
+        self.unsent = 0  # events that could not be queued after every retry (then spooled)
+        self.spool = EventSpool(self._send_once)
 
     # ----------------------------------------------------------------------- create / claim
 
@@ -271,7 +275,8 @@ class CallRecorder:
         return RecordOutcome.STALE
 
     async def send(self, event: CallEvent) -> bool:
-        """Queue ``event`` for the events worker; a few short retries, then one error line."""
+        """Queue ``event`` for the events worker; a few short retries, then the spool (False:
+        it goes late)."""
         body = event.model_dump_json()
         for attempt in range(1, self.send_attempts + 1):
             try:
@@ -281,7 +286,7 @@ class CallRecorder:
                     self.unsent += 1
                     logger.error(
                         "call %s: %s event %s not queued after %d attempts (%s); "
-                        "no status callback will follow",
+                        "kept in the spool and retried",
                         event.call_uuid,
                         event.type,
                         event.id,
@@ -289,6 +294,7 @@ class CallRecorder:
                         exc,
                         extra=_event_extra(event),
                     )
+                    self.spool.put(body, f"call {event.call_uuid} {event.type}")
                     return False
                 await asyncio.sleep(
                     backoff_delay(attempt, base=self.send_backoff_seconds, cap=SEND_BACKOFF_CAP)
@@ -296,6 +302,14 @@ class CallRecorder:
             else:
                 return True
         return False  # not reached: the loop returns on its last attempt
+
+    async def _send_once(self, body: str) -> bool:
+        try:
+            await self.sqs.send_message(QueueUrl=self.events_queue_url, MessageBody=body)
+        except AWS_ERRORS as exc:
+            logger.debug("events queue still failing: %s", exc)
+            return False
+        return True
 
     # ----------------------------------------------------------------------- other fields
 
