@@ -68,7 +68,9 @@ def _record_attempt(ctx: Context, message: CallbackMessage, attempt: dict[str, A
 def deliver(ctx: Context, record: SQSRecord) -> None:
     message = parse_callback(record.body)
     attempt_no = int(record.attributes.approximate_receive_count or 1)
-    logger.append_keys(call_uuid=str(message.call_uuid), account_id=message.account_id)
+    # This thread's (or task's) keys only: functions/observability.py says why.
+    logger.thread_safe_clear_keys()
+    logger.thread_safe_append_keys(call_uuid=str(message.call_uuid), account_id=message.account_id)
     account = ctx.repo.get(Account, message.account_id)
     if account is None:
         logger.warning("callback dropped: account no longer exists")

@@ -25,7 +25,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.context import Context, default_context
-from functions.observability import logger, metrics
+from functions.observability import call_log_keys, logger, metrics
 from shared.call_fold import fold
 from shared.clock import utc_now
 from shared.dynamo import mapping
@@ -124,14 +124,14 @@ def _queue_callback(ctx: Context, event: CallEvent, call: Call) -> None:
 def record_handler(record: SQSRecord) -> None:
     ctx = default_context()
     event = parse_event(record.body)
-    logger.append_keys(call_uuid=str(event.call_uuid), account_id=event.account_id)
-    call = apply(ctx, event)
-    if call is None:
-        return
-    if isinstance(event, CallCompleted):
-        metrics.add_metric("CallsCompleted", MetricUnit.Count, 1)
-        metrics.add_metric("CallDurationSeconds", MetricUnit.Seconds, event.duration)
-    _queue_callback(ctx, event, call)
+    with call_log_keys(str(event.call_uuid), event.account_id):
+        call = apply(ctx, event)
+        if call is None:
+            return
+        if isinstance(event, CallCompleted):
+            metrics.add_metric("CallsCompleted", MetricUnit.Count, 1)
+            metrics.add_metric("CallDurationSeconds", MetricUnit.Seconds, event.duration)
+        _queue_callback(ctx, event, call)
 
 
 @metrics.log_metrics
