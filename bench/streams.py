@@ -4,38 +4,48 @@ node, measured from outside; and the same N as bridged SIP calls, for the CPU ra
 Run: .venv/bin/python bench/streams.py [--streams 100] [--duration 20] [--runs 1] [--rate 10]
          [--no-compare-sip] [--wait-quiet S] [--workers N] [--keep DIR] [--json F]
 
-What runs, each a process of its own so /proc gives each one's CPU: moto (DynamoDB + SQS) and a
-FakeCloudonix (tests/support/fake_cloudonix.py, one domain and bearer token, one live session
-per stream), both in this process; the node (``agera edge``, bench/calls.py's local stack, with
+What runs, each a process of its own so /proc gives each one's CPU: moto (DynamoDB + SQS, a
+fresh one for every run, stream or SIP: `fresh_stack`) and a FakeCloudonix
+(tests/support/fake_cloudonix.py, one domain and bearer token, one live session per stream),
+both in this process; the node (``agera edge``, bench/calls.py's local stack, with
 ``AGERA_CLOUDONIX_API_BASE`` at the fake); the echo bot (bench/peers/echo_bot_fast.py, as in
 bench/calls.py); and the provider load (bench/peers/provider_load.py): N `ProviderStream`
 clients, started at ``--rate`` a second, each dialling
 ``/api/v1/agent-stream/cloudonix/{agent_uuid}`` on the node's stream port and playing numbered
-20 ms frames on an absolute grid until every stream has been up together for ``--duration``
-seconds, then ``stop`` and close. Per run, one account (limits far above N), one Agent whose
-``socket_url`` is the bot, and one Cloudonix TelephonyConfig are created. So every stream pays
-what a real one pays: the session check at Cloudonix, the call slot, the record, the bot.
+20 ms frames on an absolute grid until every stream has been bridged and up together for
+SETTLE_S + ``--duration`` seconds, then ``stop`` and close (stops as spread as starts). Per
+run, one account (limits far above N), one Agent whose ``socket_url`` is the bot, and one
+Cloudonix TelephonyConfig are created. So every stream pays what a real one pays: the session
+check at Cloudonix, the call slot, the record, the bot.
 
 Reported per N, and where each figure comes from:
-* streams OK / failed: the load's record per stream (upgrade, close 1000 from the node after
-  our ``stop``, audio echoed); streams the bot saw: the bot's sessions; the node's call records.
+* streams OK / failed: the load's record per stream (upgrade, audio echoed, close 1000 from
+  the node after our ``stop``); streams the bot saw: the bot's sessions; the call records the
+  node wrote (status, and its own counters summed: frames in and out, dropped sends).
 * node CPU per stream-second: utime+stime of the node's process tree (/proc) over the steady
-  window (SETTLE_S after the last stream's first audio, to the first ``stop``), divided by the
-  stream-seconds in it (``start`` sent to ``stop`` sent). The comparison is ``--compare-sip``:
-  the same N as bridged SIP calls in this invocation (bench/calls.py's run, its echo bot, no
-  clear calls), and the ratio stream / SIP CPU per call-second. Goal: ≤ 1.0, a stream costs no
-  more than a bridged SIP call (docs/performance.md). Both figures are from this box and this
-  invocation: compare them, not either with another machine.
+  window (SETTLE_S after the last stream's first audio back, to the first stream's last frame),
+  divided by the stream-seconds in it (``start`` sent to the last frame). The comparison is
+  ``--compare-sip``: the same N as bridged SIP calls in this invocation (bench/calls.py's run,
+  its echo bot, no clear calls), and the ratio stream / SIP CPU per call-second. Goal: ≤ 1.0,
+  a stream costs no more than a bridged SIP call (docs/performance.md). Both figures are from
+  this box and this invocation: compare them, not either with another machine.
 * setup: connect → 101, and connect → the first ``media`` back (upgrade, handshake, Cloudonix
   session check, slot, record, bot connection, one echo, the next 20 ms tick); see
-  bench/peers/provider_load.py.
+  bench/peers/provider_load.py. The control plane is moto: at a few hundred streams its
+  transactions (the call slot) slow down with the table, so setup tails are the local stack's
+  as much as the node's.
 * pacing toward the provider: |gap - 20 ms| between successive ``media`` messages of a stream
   as they arrive at the provider, steady window. An arrival time is the load process's reading
   of the message, so its own scheduling adds to the figure: it is an upper bound of the node's.
   Not the same measure as bench/calls.py's pacing (departure against the RTP timestamp grid,
   from a capture), hence no budget verdict.
-* loss: frames sent after the first one echoed that never came back (each frame is numbered);
-  those sent before the bridge was up are discarded by design and shown apart.
+* echo round trip: a frame's arrival back against the 20 ms slot it was sent in (node, bot,
+  the node's playout queue and pacer, and both ends' lateness), steady window. An echo bot
+  sends each frame as it gets it, so what the node queues toward the provider after a stall is
+  never caught up: this figure shows how much of it there is.
+* loss: frames sent after the first one echoed that did not come back before our ``stop``
+  (each frame is numbered; the load waits 1 s after its last frame); those sent before the
+  bridge was up are discarded by design and shown apart.
 * CPU of the rest of the box (provider load, bot, moto and the fake, others): everything shares
   2 cores, so compare runs on the same machine only. ``--wait-quiet S`` waits (up to S s) for
   other work to stop before each run.
@@ -48,7 +58,9 @@ prints the medians over the runs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import secrets
 import signal
 import sys
@@ -56,7 +68,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -66,7 +78,7 @@ from bench.calls import DEFAULT_RATE, LocalStack, run_once, start_local_stack
 from bench.lib.calls_analysis import RunReport, node_log_summary
 from bench.lib.calls_drivers import BenchBot
 from bench.lib.cpu_sampling import CpuSampler, wait_until_quiet
-from bench.lib.sipp_load import Plan, interrupt
+from bench.lib.sipp_load import SETTLE_S, Plan, interrupt
 from bench.lib.streams_report import StreamReport, analyse_streams, render, sip_summary, table
 from tests.interop.edge import EdgeNode
 from tests.interop.media import MediaFiles, make_media
@@ -78,11 +90,56 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 LOAD_SCRIPT = REPO_ROOT / "bench" / "peers" / "provider_load.py"
 DEFAULT_STREAMS = (100,)
 IDLE_S = 5.0  # the node measured with no stream before the load starts
+STARTUP_TAIL_S = 2.0  # after the ready line the node still warms up (~0.1 s of CPU): not idle
 HANGUP_SETTLE_S = 2.0  # after the load's last stop, for the node to end the calls
 LOAD_MARGIN_S = 60.0  # beyond the plan, before the load process is killed
 BUSY_BOX_PERCENT = 20.0
 QUIET_POLL_S = 5.0
-LOAD_DRAIN_S = 0.5  # provider_load.DRAIN_S: echoes in flight after the last frame
+LOAD_DRAIN_S = 1.0  # provider_load.DRAIN_S: echoes in flight after the last frame
+SETUP_LIMIT_S = 30.0  # after the last connect, the load stops waiting for unbridged streams
+
+
+class MotoErrors(logging.Filter):
+    """Counts the requests moto failed instead of printing each traceback.
+
+    moto serves from threads in this process, and under load its DynamoDB transactions race
+    (``dictionary changed size during iteration`` in TransactWriteItems): the request is
+    answered 500 and werkzeug logs a 40-line traceback per failure to our output. What matters
+    to the bench is how many and which, next to the setup figures they slow down.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts: Counter[str] = Counter()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if not text.startswith("Error on request"):
+            return True
+        self.counts[text.strip().splitlines()[-1][:120]] += 1
+        return False
+
+    def take(self) -> dict[str, int]:
+        """The counts since the last call."""
+        out = dict(self.counts)
+        self.counts.clear()
+        return out
+
+
+MOTO_ERRORS = MotoErrors()
+
+
+@contextlib.contextmanager
+def fresh_stack() -> Iterator[LocalStack]:
+    """bench/calls.py's local stack (moto in this process, the template's table and queues),
+    new for each run and stopped after it. A run's leftovers (call records, slots, unread
+    events) make moto slower for the next one: after 200 streams, the route lookups of 107 of
+    200 SIP calls timed out on a shared stack. Fresh ones give both runs the same start."""
+    moto, stack = start_local_stack()
+    try:
+        yield stack
+    finally:
+        moto.stop()
 
 
 # -- provisioning ------------------------------------------------------------------------------
@@ -149,6 +206,9 @@ def run_streams(
     wait_quiet: float,
     workers: int | None,
 ) -> StreamReport:
+    """One load of ``plan.calls`` streams: bot, account, node, idle sample, the provider load,
+    then every peer stopped (in ``finally``, so an error or Ctrl-C leaves nothing running)
+    before the figures are read back."""
     workdir.mkdir(parents=True, exist_ok=True)
     notes: list[str] = []
     load = wait_until_quiet(wait_quiet, BUSY_BOX_PERCENT, QUIET_POLL_S)
@@ -167,7 +227,8 @@ def run_streams(
     out = workdir / "provider_load.json"
     idle: tuple[float, float] | None = None
     node_rc: int | None = None
-    seconds = plan.call_ms / 1000
+    hold = SETTLE_S + plan.duration_s  # all bridged → first stop: the window plus its settle
+    longest = 2 * plan.ramp_s + SETUP_LIMIT_S + hold + LOAD_DRAIN_S
     try:
         bot.start()
         account_id, agent_uuid = provision_agent(stack, bot.url, plan.calls)
@@ -180,24 +241,26 @@ def run_streams(
         node.start()
         sampler.pids.update({"node": node.pid, "bot": bot.process.pid})
         sampler.start()
+        time.sleep(STARTUP_TAIL_S)
         idle_from = time.time()
         time.sleep(IDLE_S)
         idle = (idle_from, time.time())
         url = f"ws://{HOST}:{node.ws_port}/api/v1/agent-stream/cloudonix/{agent_uuid}"
         argv = [sys.executable, str(LOAD_SCRIPT), "--url", url, "--streams", str(plan.calls)]
-        argv += ["--rate", f"{plan.rate:g}", "--seconds", f"{seconds:.3f}"]
+        argv += ["--rate", f"{plan.rate:g}", "--hold", f"{hold:g}"]
+        argv += ["--setup-limit", f"{SETUP_LIMIT_S:g}"]
         argv += ["--session-prefix", prefix, "--out", str(out)]
         provider = ManagedProcess(
             "provider-load", argv, log_path=workdir / "load.log", cwd=REPO_ROOT
         )
         print(
             f"[{plan.calls} streams, run {run}] at {plan.rate:g}/s into {HOST}:{node.ws_port}, "
-            f"each {seconds:.0f} s of audio; about {plan.ramp_s + seconds + 2:.0f} s",
+            f"all up together {hold:g} s; about {2 * plan.ramp_s + hold + 2:.0f} s",
             flush=True,
         )
         provider.start()
         sampler.pids["provider"] = provider.pid
-        provider.wait(plan.ramp_s + seconds + LOAD_DRAIN_S + LOAD_MARGIN_S)
+        provider.wait(longest + LOAD_MARGIN_S)
         time.sleep(HANGUP_SETTLE_S)
     finally:
         sampler.stop()
@@ -213,8 +276,13 @@ def run_streams(
     result = json.loads(out.read_text())
     if result.get("interrupted"):
         notes.append("the provider load did not finish in time: its streams were cut")
+    if result.get("setup_limit_hit"):
+        notes.append(
+            f"some streams were not bridged {SETUP_LIMIT_S:g} s after the last connect: "
+            "the others went on without them"
+        )
     records, sums = call_records(stack, account_id)
-    return analyse_streams(
+    report = analyse_streams(
         plan.calls,
         run=run,
         result=result,
@@ -227,6 +295,8 @@ def run_streams(
         record_stats=sums,
         notes=notes,
     )
+    report.moto_errors = MOTO_ERRORS.take()
+    return report
 
 
 # -- the SIP comparison ------------------------------------------------------------------------
@@ -302,41 +372,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, interrupt)
     signal.signal(signal.SIGINT, interrupt)
+    logging.getLogger("werkzeug").addFilter(MOTO_ERRORS)
     reports: list[StreamReport] = []
-    moto = None
     cloudonix = FakeCloudonix()
     with tempfile.TemporaryDirectory(prefix="bench-streams-") as scratch:
         root = args.keep or Path(scratch)
         try:
-            moto, stack = start_local_stack()
             cloudonix.start()
             cloudonix.add_domain(DOMAIN, TOKEN)
             media = make_media(root / "media") if args.compare_sip else None
             for n in args.streams:
                 plan = Plan(calls=n, rate=args.rate, duration_s=args.duration, find_max=False)
                 for run in range(1, args.runs + 1):
-                    report = run_streams(
-                        plan,
-                        stack=stack,
-                        cloudonix=cloudonix,
-                        workdir=root / f"streams-{n}-run{run}",
-                        run=run,
-                        wait_quiet=args.wait_quiet,
-                        workers=args.workers,
-                    )
-                    release_all()
-                    if media is not None:
-                        sip = run_sip(
+                    with fresh_stack() as stack:
+                        report = run_streams(
                             plan,
                             stack=stack,
-                            media=media,
-                            workdir=root / f"sip-{n}-run{run}",
+                            cloudonix=cloudonix,
+                            workdir=root / f"streams-{n}-run{run}",
+                            run=run,
                             wait_quiet=args.wait_quiet,
                             workers=args.workers,
                         )
+                    release_all()
+                    if media is not None:
+                        with fresh_stack() as stack:
+                            sip = run_sip(
+                                plan,
+                                stack=stack,
+                                media=media,
+                                workdir=root / f"sip-{n}-run{run}",
+                                wait_quiet=args.wait_quiet,
+                                workers=args.workers,
+                            )
                         release_all()
                         report.sip_cpu_ms_per_call_s = sip.cpu_ms_per_call_s
-                        report.sip = sip_summary(sip)
+                        report.sip = {**sip_summary(sip), "moto_errors": MOTO_ERRORS.take()}
                     print(render(report), flush=True)
                     reports.append(report)
         except PeerError as exc:
@@ -350,8 +421,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 130
         finally:
             cloudonix.stop()
-            if moto is not None:
-                moto.stop()
         if reports:
             print()
             print(table(reports))

@@ -21,22 +21,25 @@ import asyncio
 import functools
 import logging
 import secrets
-import socket
 import time
 import uuid
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from edge_media.agent_stream.ws_server import StreamListener
 from edge_media.apps.echo import ECHO_USER, echo_app
 from edge_media.bridge.live_call import BridgeServices, LiveCall
+from edge_media.control.identity import resolve_identity
 from edge_media.rtp.ports import PortAllocator
 from edge_media.rtp.transport import MediaClock, monotonic_clock_for
-from edge_media.sip.acl import SourceAcl
+from edge_media.sip.acl import TrustMap
 from edge_media.sip.call import SipCall
 from edge_media.sip.digest_server import DigestServer
 from edge_media.sip.endpoint import SipEndpoint, new_tag
 from edge_media.sip.extensions import ExtensionDirectory, StaticDirectory
+from edge_media.sip.negative_cache import UnknownUsers
 from edge_media.sip.registrar import Registrar
+from edge_media.sip.source_guard import SourceBans, SourceGuard
 from edge_media.sip.transport import SipTransportConfig
 from edge_media.sip.ua import CallApp, Reject, UserAgent
 from shared.settings import Settings
@@ -55,10 +58,6 @@ SETTLE_SECONDS = 10.0  # after the shutdown hangups, time for the records to be 
 METRICS_SECONDS = 60.0
 
 
-def _node_id(settings: Settings) -> str:
-    return settings.node_id or f"node-{socket.gethostname()[:32]}-{secrets.token_hex(4)}"
-
-
 class EdgeNode:
     """``await start()``, then ``await stop()`` (drains); `ua` places and tracks calls."""
 
@@ -70,12 +69,14 @@ class EdgeNode:
         control: bool | None = None,
     ) -> None:
         self.settings = settings
-        self.node_id = _node_id(settings)
         self.control_enabled = (
             bool(settings.originate_queue_url and settings.events_queue_url)
             if control is None
             else control
         )
+        # Instance id, AGERA_NODE_ID or the state file (control/identity.py), plus a run id.
+        self.identity = resolve_identity(settings, control=self.control_enabled)
+        self.node_id = self.identity.node_id
         self._own_directory = directory
         self.directory: ExtensionDirectory = directory or StaticDirectory()
         # Nonces are checked by the node that issued them (a phone's REGISTER and INVITE reach
@@ -89,13 +90,34 @@ class EdgeNode:
             ),
             new_tag=new_tag,
         )
-        self.acl = SourceAcl(settings.sip_trusted_sources, trust_loopback=settings.trust_loopback)
+        # Who may call without digest, and which accounts' numbers each source may reach:
+        # settings' CIDRs and loopback for any account, trunks' sources for their own account
+        # (`set_trusted_sources`). The guard exempts all of them from bans and limits.
+        self.trust = TrustMap(settings.sip_trusted_sources, trust_loopback=settings.trust_loopback)
+        self.guard = SourceGuard(
+            bans=(
+                SourceBans(
+                    settings.sip_ban_failures,
+                    settings.sip_ban_window_seconds,
+                    settings.sip_ban_seconds,
+                )
+                if settings.sip_ban_failures > 0
+                else None
+            ),
+            scanner_agents=settings.sip_scanner_user_agents,
+            trusted=lambda source: self.trust.allows(source),
+        )
+        self.unknown_users = UnknownUsers(settings.sip_unknown_user_cache_seconds)
         self.ports = PortAllocator(settings.rtp_port_min, settings.rtp_port_max)
         self.endpoint = SipEndpoint(
             settings.sip_host,
             settings.sip_port,
             advertised_host=settings.advertised_address,
-            transport_config=SipTransportConfig(reuse_port=settings.media_workers > 1),
+            transport_config=SipTransportConfig(
+                reuse_port=settings.media_workers > 1,
+                guard=self.guard,
+                tcp_max_connections_per_source=settings.sip_tcp_max_connections_per_source or None,
+            ),
         )
         self.clock: MediaClock | None = None
         self.ua: UserAgent | None = None
@@ -117,6 +139,8 @@ class EdgeNode:
             self._control = ControlPlane(
                 self.settings,
                 node_id=self.node_id,
+                run_id=self.identity.run_id,
+                keep_queue=self.identity.stable,
                 live=self.live,
                 pacing_p99=self.pacing_p99,
                 on_trusted_sources=self.set_trusted_sources,
@@ -132,13 +156,15 @@ class EdgeNode:
             ports=self.ports,
             pacer=self.clock.pacer,
             router=self.route,
-            source_allowed=lambda source: self.acl.allows(source),
+            source_allowed=lambda source: self.trust.allows(source),
             media_host=self.settings.sip_host,
             advertised_media=self.settings.advertised_address,
             playout_seconds=self.settings.max_playout_seconds,
             registrar=self.registrar,
             directory=self.directory,
             rtp_timeout=self.settings.rtp_timeout_seconds,
+            guard=self.guard,
+            unknown_users=self.unknown_users,
         )
         await self.endpoint.start()
         if self._control is not None:
@@ -190,12 +216,24 @@ class EdgeNode:
             return None
         return float(self.clock.stats().late_p99_ms)
 
-    def set_trusted_sources(self, extra: list[str]) -> None:
-        """Settings' CIDRs plus ``extra`` (the trunks' inbound sources)."""
-        self.acl = SourceAcl(
-            [*self.settings.sip_trusted_sources, *extra],
+    def set_trusted_sources(self, trunk_sources: Iterable[tuple[str, str]]) -> None:
+        """Settings' CIDRs (any account) plus the trunks' ``(cidr, account_id)`` sources.
+
+        One new immutable map, swapped in whole: the UA's source check, the guard's exemptions
+        and `route`'s account check read it per request, so a trunk change applies at once.
+        """
+        self.trust = TrustMap(
+            self.settings.sip_trusted_sources,
+            trunk_sources,
             trust_loopback=self.settings.trust_loopback,
         )
+
+    def reachable_accounts(self, source: str) -> frozenset[str] | None:
+        """The accounts whose numbers a trusted ``source`` may call; None: any account."""
+        trust = self.trust.lookup(source)
+        if trust is None:  # trusted when its INVITE came, not since: no account
+            return frozenset()
+        return None if trust.anywhere else trust.accounts
 
     async def route(self, call: SipCall) -> CallApp | Reject:
         """Pick the application for an inbound call: echo, else its number or extension's route."""
@@ -214,18 +252,23 @@ class EdgeNode:
         call.ring()
         ext = call.extension
         extension = (ext.account_id, ext.extension) if ext is not None else None
+        # Not an extension: the source was trusted, and a trunk's source reaches only the
+        # numbers of the accounts whose trunks list it (403 for another account's number).
+        accounts = self.reachable_accounts(call.peer[0]) if ext is None else None
         started = time.monotonic()
         try:
             async with asyncio.timeout(LOOKUP_SECONDS):
                 found = await routing.lookup_inbound(
-                    user or "", extension, call_uuid=str(call.call_uuid)
+                    user or "", extension, call_uuid=str(call.call_uuid), accounts=accounts
                 )
         except Exception as error:
             call.log.warning("route lookup for %r failed: %r", user, error)
             return Reject(503, "Service Unavailable", "NORMAL_TEMPORARY_FAILURE")
         if isinstance(found, Refuse):
             call.log.info("no route for %r: %s", user, getattr(found, "detail", ""))
-            return Reject(found.status, found.reason, found.cause)
+            warning = getattr(found, "warning", None)
+            extra = (("Warning", f'399 {call.ua.agent_host} "{warning}"'),) if warning else ()
+            return Reject(found.status, found.reason, found.cause, extra)
         call.log.debug("route lookup %.1f ms", (time.monotonic() - started) * 1000)
         return functools.partial(inbound_app, route=found, routing=routing, services=services)
 

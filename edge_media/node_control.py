@@ -48,7 +48,9 @@ from edge_media.trunk_registrations import TrunkRegistrations
 from shared.dynamo import mapping
 from shared.dynamo.repository import AsyncRepository
 from shared.models import Agent, TelephonyConfig
+from shared.pinned_http import PinnedAsyncTransport, operator_origins
 from shared.settings import Settings
+from shared.ssrf import AddressPolicy
 
 __all__ = ["ControlLinks", "ControlPlane"]
 
@@ -71,7 +73,7 @@ class ControlPlane:
     """Everything a node needs from DynamoDB and SQS, with one lifecycle.
 
     It is given the node's facts (id, live calls, pacing figure) and one callback for the
-    trunks' inbound sources, never the node itself: the node depends on the control plane,
+    trunks' inbound sources (``(cidr, account_id)`` pairs), never the node itself: the node depends on the control plane,
     not the other way round.
     """
 
@@ -82,10 +84,14 @@ class ControlPlane:
         node_id: str,
         live: dict[uuid.UUID, LiveCall],
         pacing_p99: Callable[[], float | None],
-        on_trusted_sources: Callable[[list[str]], None],
+        on_trusted_sources: Callable[[list[tuple[str, str]]], None],
+        run_id: str | None = None,
+        keep_queue: bool = False,
     ) -> None:
         self.settings = settings
         self.node_id = node_id
+        self.run_id = run_id  # stamped on the node's item and its calls (the reaper's view)
+        self.keep_queue = keep_queue  # a stable node id keeps its queue across restarts
         self.live = live
         self.pacing_p99 = pacing_p99
         self._on_trusted_sources = on_trusted_sources
@@ -104,11 +110,21 @@ class ControlPlane:
         self.dynamodb = await self._stack.enter_async_context(session.client("dynamodb"))
         self.sqs = await self._stack.enter_async_context(session.client("sqs"))
         self.http = await self._stack.enter_async_context(
-            httpx.AsyncClient(follow_redirects=False, trust_env=False)
+            httpx.AsyncClient(
+                follow_redirects=False,
+                trust_env=False,
+                # Every connect pinned to checked addresses (SSRF, DNS rebinding); the
+                # operator's provider API origins are pinned but not checked.
+                transport=PinnedAsyncTransport(
+                    AddressPolicy.from_settings(settings), trusted=operator_origins(settings)
+                ),
+            )
         )
         repo = self.repo = AsyncRepository(self.dynamodb, settings.table_name)
         self.routing = CallRouter(repo, RoutingWebhook(self.http, settings))
-        self.recorder = CallRecorder(self.dynamodb, self.sqs, settings, node_id=self.node_id)
+        self.recorder = CallRecorder(
+            self.dynamodb, self.sqs, settings, node_id=self.node_id, run_id=self.run_id
+        )
         self.metrics = NodeMetrics("AgeraVoiceGateway", node_id=self.node_id)
         self.trunks = TrunkBook(repo, on_change=self._trunks_changed)
         await self.trunks.load()
@@ -156,9 +172,14 @@ class ControlPlane:
         return list(page.items)
 
     def _trunks_changed(self, trunks: list[Any]) -> None:
-        cidrs = self.trunks.inbound_cidrs()
-        self._on_trusted_sources(cidrs)
-        logger.info("trunks: %d, inbound sources: %s", len(trunks), ", ".join(cidrs) or "none")
+        # Each source with its trunk's account: the node lets it reach only that account.
+        sources = self.trunks.inbound_sources()
+        self._on_trusted_sources(sources)
+        logger.info(
+            "trunks: %d, inbound sources: %s",
+            len(trunks),
+            ", ".join(f"{cidr} ({account})" for cidr, account in sources) or "none",
+        )
         if self.registrations is not None:  # the SIP endpoint is up: follow the new set
             self._tasks.append(asyncio.ensure_future(self.registrations.sync(trunks)))
 
@@ -177,6 +198,7 @@ class ControlPlane:
             services=self.services,
             accounts=self.routing.account,
             trunk_for=self.trunks.trunk_for,
+            policy=AddressPolicy.from_settings(settings),  # SIP transfer targets (SSRF)
         )
         host, port = endpoint.advertised
         self.registry = NodeRegistry(
@@ -186,6 +208,8 @@ class ControlPlane:
             node_id=self.node_id,
             sip_address=f"{host}:{port}",
             active_calls=lambda: len(self.live),
+            run_id=self.run_id,
+            keep_queue=self.keep_queue,
         )
         queue_url = await self.registry.start()
         self.consumers = [

@@ -4,12 +4,13 @@ What runs: moto (DynamoDB + SQS) in a child process on a free port with the temp
 queues (infra/moto_process.py says why a child: moto's store and its transactions, which copy the
 table, would otherwise hold this process's GIL and stall the node's 20 ms media clock); in this
 process, the REST API under uvicorn (same Starlette app as on Lambda); the two SQS workers, invoked by
-local pollers with Lambda-shaped events; and an edge media node (SIP and RTP on the same host,
+local pollers with Lambda-shaped events; the reaper, run every ``AGERA_REAPER_INTERVAL_SECONDS``
+by a local schedule (infra/scheduler.py); and an edge media node (SIP and RTP on the same host,
 UDP and TCP, port 5060 by default) with the echo line. Everything reaches moto through
 ``AWS_ENDPOINT_URL``, exactly as it would reach AWS.
 
 Ctrl-C (or SIGTERM) stops the API first, then the edge node (live calls are hung up), then the
-pollers, then moto, and exits 0.
+pollers and the schedule, then moto, and exits 0.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from infra.local_aws import (
     provision,
 )
 from infra.moto_process import MotoProcess
+from infra.scheduler import PeriodicRunner
 from infra.sqs_poller import SqsPoller
 from shared.settings import Settings, SettingsError
 
@@ -156,7 +158,7 @@ async def run_dev(options: DevOptions) -> None:
 
     from functions.api.app import create_app
     from functions.context import reset_default_context
-    from functions.workers import callbacks, events
+    from functions.workers import callbacks, events, reaper
     from shared.dynamo.repository import Repository
     from shared.models import Agent, Number, Route
 
@@ -167,6 +169,7 @@ async def run_dev(options: DevOptions) -> None:
     moto = MotoProcess(options.host, options.moto_port)
     endpoint = moto.start()
     pollers: list[SqsPoller] = []
+    schedules: list[PeriodicRunner] = []
     node: EdgeNode | None = None
     try:
         apply_env(_local_environment(options, endpoint))
@@ -204,6 +207,11 @@ async def run_dev(options: DevOptions) -> None:
         ]
         for poller in pollers:
             poller.start()
+        schedules = [
+            PeriodicRunner(reaper.handler, "ReaperFunction", settings.reaper_interval_seconds)
+        ]
+        for schedule in schedules:
+            schedule.start()
         from edge_media.node import EdgeNode
 
         node = EdgeNode(
@@ -234,6 +242,8 @@ async def run_dev(options: DevOptions) -> None:
         cancelled = await _stop_node(node)
         for poller in pollers:
             poller.stop()
+        for schedule in schedules:
+            schedule.stop()
         moto.stop()
         print("local stack stopped", file=options.out, flush=True)
         if cancelled:

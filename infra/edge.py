@@ -7,7 +7,8 @@ busy port fails in one line with exit code 2; a stop signal drains live calls fi
 With ``AGERA_MEDIA_WORKERS=N`` (one per core, docs/performance.md) this process supervises N
 worker processes. Each binds the SIP port with SO_REUSEPORT (the kernel keeps one peer's
 datagrams on one worker, so a dialog stays where it started) and takes its own slice of the RTP
-range; a stop signal is passed on to all of them.
+range; a stop signal is passed on to all of them. The supervisor resolves the node's id once
+(edge_media/control/identity.py) and each worker is ``<node id>-w<index>``.
 """
 
 from __future__ import annotations
@@ -83,13 +84,29 @@ def _block_sigterm() -> None:
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
 
 
+def worker_environment(
+    settings: Settings, overrides: dict[str, object], environ: dict[str, str] | None = None
+) -> dict[str, str]:
+    """The workers' environment: ours, the overrides, and the node's identity resolved once here
+    (one IMDS lookup, one state file), to which each worker appends -w<index> (worker_settings),
+    so worker ids are distinct and as stable as the node's."""
+    from edge_media.control.identity import resolve_identity
+
+    base = dict(os.environ if environ is None else environ)
+    env = {**base, **{f"AGERA_{k.upper()}": str(v) for k, v in overrides.items()}}
+    control = bool(settings.originate_queue_url and settings.events_queue_url)
+    env["AGERA_NODE_ID"] = resolve_identity(settings, control=control).node_id
+    env["AGERA_NODE_ID_FROM_IMDS"] = "false"
+    return env
+
+
 def supervise(settings: Settings, overrides: dict[str, object]) -> int:
     """Start the workers, pass stop signals on, and exit 0 only if every worker did."""
     if settings.sip_port == 0:
         print("agera edge: several workers need a fixed AGERA_SIP_PORT", file=sys.stderr)
         return 2
     argv = [sys.executable, "-m", "infra.cli", "edge"]
-    env = {**os.environ, **{f"AGERA_{k.upper()}": str(v) for k, v in overrides.items()}}
+    env = worker_environment(settings, overrides)
     workers = [
         subprocess.Popen(  # noqa: S603 - our own argv
             argv, env={**env, WORKER_ENV: str(index)}, preexec_fn=_block_sigterm

@@ -50,7 +50,7 @@ cd "$(ARTIFACTS_DIR)" && find $(AGERA_LAMBDA_PACKAGES) \( -name __pycache__ -o -
 $(LAMBDA_PYTHON) -m compileall -q --invalidation-mode unchecked-hash "$(ARTIFACTS_DIR)"
 endef
 
-.PHONY: build-ApiFunction build-EventsFunction build-CallbacksFunction
+.PHONY: build-ApiFunction build-EventsFunction build-CallbacksFunction build-ReaperFunction
 
 build-ApiFunction:
 	$(agera-lambda-bundle)
@@ -59,6 +59,9 @@ build-EventsFunction:
 	$(agera-lambda-bundle)
 
 build-CallbacksFunction:
+	$(agera-lambda-bundle)
+
+build-ReaperFunction:
 	$(agera-lambda-bundle)
 
 .DEFAULT_GOAL := $(_agera_sam_saved_goal)

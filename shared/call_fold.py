@@ -44,6 +44,9 @@ def fold(event: CallEvent) -> tuple[CallStatus, dict[str, Any], bool]:
         }
         if event.answered_at:
             fields["answered_at"] = iso_z(event.answered_at, millis=True)
+        if event.ended_by:  # only the reaper's ends carry these (a dead node's calls)
+            fields["ended_by"] = event.ended_by
+            fields["end_detail"] = event.end_detail
         return event.status, fields, False
     if isinstance(event, CallFailed):
         fields = {

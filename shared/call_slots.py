@@ -15,7 +15,7 @@ sees them):
   counts nothing), its conditional Delete makes a release idempotent (only the release that
   deletes it decrements), and it lets a reaper find slots whose node died. Its TTL (2 days) is a
   safety net for the table, not for the count: when DynamoDB expires the item, ``active`` is not
-  decremented, so a reaper (not built yet) must recount ``SLOT#`` items before then.
+  decremented, so the reaper (``functions/workers/reaper_slots.py``) recounts ``SLOT#`` items.
 - ``CPS#<window start>``: calls started in one fixed window, ``n``; it expires a minute after the
   window ends.
 

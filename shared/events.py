@@ -61,6 +61,9 @@ class CallCompleted(_Event):
     hangup_cause: str = "NORMAL_CLEARING"
     sip_status: int | None = None
     stats: dict[str, Any] = Field(default_factory=dict)
+    # Set when the control plane ended the call for a node that died (the reaper).
+    ended_by: str | None = None
+    end_detail: str | None = None
 
 
 class CallFailed(_Event):

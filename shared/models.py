@@ -311,6 +311,9 @@ class Call(Entity):
     ended_at: datetime | None = None
     duration: int | None = Field(None, ge=0, description="whole seconds from answer to end")
     hangup_cause: str | None = None
+    # Who wrote the end when it was not the call's own node: "reaper" for a call whose node died.
+    ended_by: str | None = Field(None, max_length=32)
+    end_detail: str | None = Field(None, max_length=256, description="what the cause means here")
     sip_status: int | None = None
     transferred_to: str | None = None
     stats: dict[str, Any] = Field(default_factory=dict)
@@ -342,3 +345,6 @@ class EdgeNode(Entity):
     active_calls: int = Field(0, ge=0)
     heartbeat_at: datetime = Field(default_factory=utc_now)
     expires_at: datetime
+    # One per process start: a node restarted under the same id (stable identity) gets a new one,
+    # so the reaper can tell the calls of the run that died from the calls of the live run.
+    run_id: str | None = Field(None, max_length=64)

@@ -55,9 +55,43 @@ class Settings(BaseModel):
         3.0, gt=0, le=10, description="Routing webhook timeout (the API guide says 3 s, strict)."
     )
     tracing: bool = Field(False, description="Create the X-Ray tracer (adds ~110 ms cold start).")
+    reaper_grace_seconds: float = Field(
+        90.0,
+        ge=0,
+        description="Reaper: a node whose heartbeat is older than this is dead, and its calls are "
+        "ended (well above the node's 15 s heartbeat, so one late beat never ends a live call).",
+    )
+    reaper_queue_retention_seconds: float = Field(
+        86400.0,
+        ge=0,
+        description="Reaper: how long a dead node's command queue and its DLQ are kept (a node "
+        "restarted with the same id within this time keeps them).",
+    )
+    reaper_interval_seconds: float = Field(
+        60.0, gt=0, description="Local stack only: how often `agera dev` runs the reaper."
+    )
 
     # --- edge media node ---
-    node_id: str = Field("", description="Edge node identity; generated at start when empty.")
+    node_id: str = Field(
+        "",
+        description="Edge node identity; when empty (and not from IMDS) a generated id kept in "
+        "the state directory, so a restarted node keeps its queue.",
+    )
+    node_id_from_imds: bool = Field(
+        False,
+        description="Use the EC2 instance id (IMDSv2) as the node id. Off by default, so a "
+        "local run never asks 169.254.169.254.",
+    )
+    imds_base_url: str = Field(
+        "http://169.254.169.254",
+        pattern=r"^http://[^/?#\s]+/?$",
+        description="Instance metadata service origin (tests point it at a fake).",
+    )
+    state_dir: str = Field(
+        "",
+        description="Where the node keeps its generated id; empty: $XDG_STATE_HOME/agera, "
+        "else ~/.local/state/agera.",
+    )
     sip_host: str = Field("127.0.0.1", description="Address the SIP UDP/TCP listener binds.")
     sip_port: int = Field(
         5060, ge=0, le=65535, description="SIP port, UDP and TCP (0: any free port, for tests)."
@@ -149,6 +183,85 @@ class Settings(BaseModel):
     echo_ring_seconds: float = Field(
         0.0, ge=0, le=60, description="How long the echo app rings before answering."
     )
+    sip_ban_failures: int = Field(
+        10,
+        ge=0,
+        le=1000,
+        description="Failed digest attempts (or malformed requests) from one source within "
+        "AGERA_SIP_BAN_WINDOW_SECONDS that ban it (0: never ban). Trusted and trunk sources are "
+        "never banned.",
+    )
+    sip_ban_window_seconds: float = Field(
+        60.0, gt=0, le=86400, description="The window in which AGERA_SIP_BAN_FAILURES count."
+    )
+    sip_ban_seconds: float = Field(
+        600.0,
+        gt=0,
+        le=86400,
+        description="How long a banned SIP source is answered by silence.",
+    )
+    sip_unknown_user_cache_seconds: float = Field(
+        10.0,
+        ge=0,
+        le=300,
+        description="How long a SIP username the directory did not know is answered without a "
+        "lookup (a new extension works after at most this long; 0: no cache).",
+    )
+    sip_scanner_user_agents: tuple[str, ...] = Field(
+        ("friendly-scanner", "sipvicious", "sipcli", "VaxSIPUserAgent", "sundayddr", "iWar"),
+        description="Comma-separated User-Agent fragments (case-insensitive) whose requests are "
+        "dropped unanswered; empty: none.",
+    )
+    sip_tcp_max_connections_per_source: int = Field(
+        32,
+        ge=0,
+        le=65535,
+        description="SIP TCP connections one source IP may open to a node (trusted and trunk "
+        "sources, and our own dials, are not capped; 0: no cap).",
+    )
+    # One bot must not degrade every call's audio: all calls share one loop (PROTOCOL.md §6).
+    bot_max_message_bytes: int = Field(
+        262144,
+        ge=4096,
+        le=1048576,
+        description="Largest message a bot connection may send (fragments joined); a larger one "
+        "closes the connection with 1009 and ends the call. ~24 s of Twilio-stream audio.",
+    )
+    bot_inbound_realtime_factor: float = Field(
+        4.0,
+        ge=1,
+        le=100,
+        description="A bot may send this many times real time (in wire bytes) on average; "
+        "messages beyond that budget are dropped unread and counted.",
+    )
+    bot_inbound_burst_seconds: float = Field(
+        30.0,
+        gt=0,
+        le=300,
+        description="Burst allowance of the inbound budget: this much real-time audio (and one "
+        "message per 20 ms of it) may arrive at once, e.g. a greeting sent ahead.",
+    )
+    bot_inbound_messages_per_second: float = Field(
+        200.0,
+        ge=50,
+        le=100000,
+        description="Messages a second a bot connection may send on average; beyond it "
+        "messages are dropped unread and counted.",
+    )
+    bot_max_pending_marks: int = Field(
+        1000,
+        ge=1,
+        le=1000000,
+        description="Twilio-stream marks queued and not yet echoed, per connection; a mark "
+        "beyond it is dropped, never echoed, and counted.",
+    )
+    bot_max_mark_name_chars: int = Field(
+        256,
+        ge=1,
+        le=65536,
+        description="Longest Twilio-stream mark name; a longer mark is dropped, never echoed, "
+        "and counted.",
+    )
 
     @field_validator("sip_digest_algorithms", mode="before")
     @classmethod
@@ -173,6 +286,13 @@ class Settings(BaseModel):
                 ipaddress.ip_network(cidr, strict=False)
             except ValueError:
                 raise ValueError(f"{cidr!r} is not an IP network (e.g. 10.0.0.0/8)") from None
+        return tuple(value)
+
+    @field_validator("sip_scanner_user_agents", mode="before")
+    @classmethod
+    def _split_agents(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
         return tuple(value)
 
     @model_validator(mode="after")

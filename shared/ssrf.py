@@ -9,9 +9,15 @@ The rule: only ``http``/``https``/``ws``/``wss`` URLs whose host is, and resolve
 unicast addresses. An operator can open private ranges with ``AGERA_SSRF_ALLOW_LIST`` (CIDRs); the
 local stack allows loopback that way (``infra/dev.py``).
 
-What this does not do, and where it belongs: a hostname can resolve differently later (DNS
-rebinding), so whoever connects must check the address it actually connects to again. This check at
-the API is the early, clear 422 for the user; it is not the last line.
+DNS rebinding: a host name can resolve differently later, so the check at the API (the early,
+clear 422 for the user) is not the last line. Whoever connects resolves once with
+`checked_addresses` (or an `AddressPolicy`), checks every address, and connects to one of *those*
+addresses, never asking the resolver again: the bot WebSocket (``edge_media/drivers/ws_client``),
+the HTTP clients of the node and the callbacks worker (``shared/pinned_http``) and the node's SIP
+transfer dial. A name that answers public first and private second is then connected to at the
+public address it answered first, or refused.
+
+SIP transfer targets (``sip:user@host``) get the same rule (`check_sip_uri`): the node may dial them.
 
 Resolution is injectable (``resolve``): tests pass a fake, never the real DNS. Host spellings that
 C resolvers accept as IPv4 (``127.1``, ``0x7f.0.0.1``, ``2130706433``) are parsed here as literals,
@@ -24,10 +30,12 @@ import ipaddress
 import re
 import socket
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import urlsplit
 
 from shared.settings import Settings
+from shared.validation import sip_uri_host
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -57,6 +65,11 @@ class UnsafeUrlError(ValueError):
         super().__init__(f"{field}: {reason}")
         self.field = field
         self.reason = reason
+
+
+class HostUnresolvable(UnsafeUrlError):
+    """The host name has no address: a connection failure rather than a policy refusal, which
+    callers that tell the two apart (the callbacks worker, the node's connects) report so."""
 
 
 def resolve_host(host: str) -> list[str]:
@@ -129,6 +142,54 @@ def _is_localhost_name(host: str) -> bool:
     return name == "localhost" or name.endswith(".localhost")
 
 
+def _resolved(host: str, field: str, resolve: Resolver) -> tuple[list[IpAddress], bool]:
+    """The addresses of ``host`` (resolved at most once) and whether it was an IP literal."""
+    literal = parse_ip_literal(host)
+    if literal is not None:
+        return [literal], True
+    if _is_localhost_name(host):
+        return [ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1")], False
+    try:
+        resolved = resolve(host)
+    except (OSError, UnicodeError):
+        resolved = []
+    if not resolved:
+        raise HostUnresolvable(field, f"host {host} does not resolve")
+    if len(resolved) > MAX_RESOLVED_ADDRESSES:
+        raise UnsafeUrlError(field, f"host {host} resolves to too many addresses")
+    addresses = []
+    for text in resolved:
+        address = parse_ip_literal(text.split("%", 1)[0])
+        if address is None:
+            raise UnsafeUrlError(field, f"host {host} resolved to an unusable address")
+        addresses.append(address)
+    return addresses, False
+
+
+def checked_addresses(
+    host: str, field: str, allow_list: tuple[str, ...], resolve: Resolver = resolve_host
+) -> list[IpAddress]:
+    """Resolve ``host`` once and refuse it unless every address is public or allowed.
+
+    The list returned is what a caller must connect to: asking the resolver again would let a
+    rebinding name answer differently the second time. Raises `UnsafeUrlError` naming ``field``
+    (`HostUnresolvable` when the name has no address).
+    """
+    networks = _networks(allow_list)
+    addresses, literal = _resolved(host, field, resolve)
+    for address in addresses:
+        category = address_category(address)
+        if category is None or _allowed(address, networks):
+            continue
+        shown = host if literal else f"{host} ({address})"
+        raise UnsafeUrlError(
+            field,
+            f"{shown} is a {category} address; the gateway only calls public addresses "
+            f"(an operator can allow a range with {ALLOW_LIST_VARIABLE})",
+        )
+    return addresses
+
+
 def check_public_url(
     url: str, field: str, settings: Settings, resolve: Resolver = resolve_host
 ) -> None:
@@ -146,34 +207,51 @@ def check_public_url(
         raise UnsafeUrlError(field, "must use http://, https://, ws:// or wss://")
     if not host:
         raise UnsafeUrlError(field, "must include a host")
-    networks = _networks(settings.ssrf_allow_list)
-    literal = parse_ip_literal(host)
-    if literal is not None:
-        addresses = [literal]
-    elif _is_localhost_name(host):
-        addresses = [ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1")]
-    else:
-        try:
-            resolved = resolve(host)
-        except (OSError, UnicodeError):
-            resolved = []
-        if not resolved:
-            raise UnsafeUrlError(field, f"host {host} does not resolve")
-        if len(resolved) > MAX_RESOLVED_ADDRESSES:
-            raise UnsafeUrlError(field, f"host {host} resolves to too many addresses")
-        addresses = []
-        for text in resolved:
-            address = parse_ip_literal(text.split("%", 1)[0])
-            if address is None:
-                raise UnsafeUrlError(field, f"host {host} resolved to an unusable address")
-            addresses.append(address)
-    for address in addresses:
-        category = address_category(address)
-        if category is None or _allowed(address, networks):
-            continue
-        shown = host if literal is not None else f"{host} ({address})"
-        raise UnsafeUrlError(
-            field,
-            f"{shown} is a {category} address; the gateway only calls public addresses "
-            f"(an operator can allow a range with {ALLOW_LIST_VARIABLE})",
-        )
+    checked_addresses(host, field, settings.ssrf_allow_list, resolve)
+
+
+def check_sip_uri(
+    uri: str, field: str, settings: Settings, resolve: Resolver = resolve_host
+) -> list[IpAddress]:
+    """Refuse a ``sip:``/``sips:`` transfer target whose host is not public (or allowed).
+
+    Why: the node dials a SIP URI itself when the far end cannot take a REFER, so the URI's host
+    is an address our network connects to, exactly like a webhook URL. Returns the checked
+    addresses (the node dials the first one, never a second lookup).
+    """
+    try:
+        host = sip_uri_host(uri)
+    except ValueError as error:
+        raise UnsafeUrlError(field, str(error)) from None
+    return checked_addresses(host, field, settings.ssrf_allow_list, resolve)
+
+
+@dataclass(frozen=True, slots=True)
+class AddressPolicy:
+    """The SSRF rule bound to one allow list and one resolver, for whoever opens connections.
+
+    A connector asks `addresses` once per connection and connects only to what it returns, so
+    the address checked is the address used (no DNS rebinding between check and connect).
+    ``resolve`` is injectable: tests pass a fake and the real DNS is never asked.
+    """
+
+    allow_list: tuple[str, ...] = ()
+    resolve: Resolver = resolve_host
+
+    @classmethod
+    def from_settings(cls, settings: Settings, resolve: Resolver = resolve_host) -> AddressPolicy:
+        return cls(settings.ssrf_allow_list, resolve)
+
+    def addresses(self, host: str, field: str) -> list[str]:
+        """The checked addresses of ``host``, as strings to connect to; `UnsafeUrlError` if any
+        address is refused (`HostUnresolvable` when there is none)."""
+        return [str(a) for a in checked_addresses(host, field, self.allow_list, self.resolve)]
+
+    def lookup(self, host: str) -> list[str]:
+        """The addresses of ``host`` without the check, for the operator's own configured hosts
+        (provider API origins): resolved once all the same, so the connection uses them."""
+        return [str(a) for a in _resolved(host, "host", self.resolve)[0]]
+
+    def needs_dns(self, host: str) -> bool:
+        """False when ``host`` is an IP literal or a localhost name: no lookup, no thread."""
+        return parse_ip_literal(host) is None and not _is_localhost_name(host)

@@ -20,6 +20,10 @@ _NUMBER_RE = re.compile(r"^\+?[1-9][0-9]{2,14}$")
 _NUMBER_NOISE = re.compile(r"[\s().-]")
 _EXTENSION_RE = re.compile(r"^[0-9A-Za-z_.-]{1,32}$")
 _DRIVER_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+# host[:port] of a SIP URI: a name (letters, digits, '.', '-'), IPv4, or a bracketed IPv6 reference.
+_SIP_HOSTPORT_RE = re.compile(
+    r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)(?::[0-9]{1,5})?$"
+)
 MAX_URL_LENGTH = 2048
 # Below this many digits (and without "+") a transfer target is taken as an extension.
 MIN_NUMBER_DIGITS = 7
@@ -137,13 +141,36 @@ WsUrl = Annotated[str, BeforeValidator(_strip), AfterValidator(check_ws_url)]
 MediaTargetStr = Annotated[str, BeforeValidator(_strip), AfterValidator(_check_media_target)]
 
 
+def sip_uri_host(value: str) -> str:
+    """The host of a ``sip:``/``sips:`` URI (IPv6 without brackets); ValueError if it has none.
+
+    Why here and strict: the API checks this host against the SSRF rule and the node dials the
+    host its own SIP parser finds, so both must find the same one. RFC 3261 §25.1 lets ``@``
+    appear only once, unescaped, as the end of the user info (params and headers cannot hold
+    it), so a URI with a second ``@`` is refused rather than read one way here and another there.
+    """
+    if not isinstance(value, str) or not value.lower().startswith(("sip:", "sips:")):
+        raise ValueError("must be a sip: or sips: URI")
+    rest = value.split(":", 1)[1]
+    if rest.count("@") > 1:
+        raise ValueError("SIP URI must have at most one '@'")
+    host_port = rest.rsplit("@", 1)[-1]
+    host_port = re.split(r"[;?]", host_port, maxsplit=1)[0]
+    match = _SIP_HOSTPORT_RE.match(host_port)
+    if match is None:
+        raise ValueError("SIP URI must include a host, e.g. sip:alice@example.com")
+    return match.group(1).removeprefix("[").removesuffix("]")
+
+
 def parse_transfer_destination(value: str) -> tuple[str, str]:
-    """Classify a transfer destination as ("sip", uri), ("number", +e164) or ("extension", name)."""
+    """Classify a transfer destination as ("sip", uri), ("number", +e164) or ("extension", name).
+
+    Only the form is checked here; whether a SIP URI's host may be called is the SSRF rule's
+    (``shared.ssrf.check_sip_uri``), which needs settings and DNS.
+    """
     value = value.strip()
     if value.lower().startswith(("sip:", "sips:")):
-        host_part = value.split(":", 1)[1]
-        if not host_part or ("@" in host_part and not host_part.split("@", 1)[1]):
-            raise ValueError("SIP URI must include a host, e.g. sip:alice@example.com")
+        sip_uri_host(value)
         return ("sip", value)
     # Short digit strings are extensions ("101"); "+" or 7+ digits make a phone number.
     digits = _NUMBER_NOISE.sub("", value)

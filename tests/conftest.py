@@ -130,6 +130,16 @@ def port() -> int:
 _INTEROP = Path(__file__).resolve().parent / "interop"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Nodes the suite starts keep their generated ids (edge_media/control/identity.py) in a
+    temporary directory of the run, never in the user's ~/.local/state; child processes (``agera
+    edge``, ``agera dev``) inherit it."""
+    if "AGERA_STATE_DIR" not in os.environ:
+        import tempfile
+
+        os.environ["AGERA_STATE_DIR"] = tempfile.mkdtemp(prefix="agera-test-state-")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Groups for ``make test`` (pytest-xdist, ``--dist loadgroup``): every interop test in one
     group, so they run one after another on one worker (real peers, a shared loopback, timing

@@ -41,8 +41,14 @@ FUNCTION_HANDLERS = {
     "ApiFunction": "functions.api.handler.handler",
     "CallbacksFunction": "functions.workers.callbacks.handler",
     "EventsFunction": "functions.workers.events.handler",
+    "ReaperFunction": "functions.workers.reaper.handler",
 }
-SERVICE_NAMES = {"ApiFunction": "api", "CallbacksFunction": "callbacks", "EventsFunction": "events"}
+SERVICE_NAMES = {
+    "ApiFunction": "api",
+    "CallbacksFunction": "callbacks",
+    "EventsFunction": "events",
+    "ReaperFunction": "reaper",
+}
 QUEUE_DLQS = {
     "OriginateQueue": "OriginateDLQ",
     "EventsQueue": "EventsDLQ",
@@ -174,7 +180,7 @@ def test_cfn_lint_rejects_a_broken_copy(tmp_path: Path) -> None:
 # --- functions -----------------------------------------------------------------------------------
 
 
-def test_exactly_the_three_functions_with_their_handlers(cfn: dict[str, Any]) -> None:
+def test_exactly_the_four_functions_with_their_handlers(cfn: dict[str, Any]) -> None:
     functions = _resources(cfn, "AWS::Lambda::Function")
     handlers = {name: fn["Properties"]["Handler"] for name, fn in functions.items()}
     assert handlers == FUNCTION_HANDLERS
@@ -291,7 +297,7 @@ def test_single_table_with_keys_gsi_ttl_and_recovery(cfn: dict[str, Any]) -> Non
     ]
     assert sorted(
         (a["AttributeName"], a["AttributeType"]) for a in props["AttributeDefinitions"]
-    ) == [("gsi1pk", "S"), ("gsi1sk", "S"), ("pk", "S"), ("sk", "S")]
+    ) == [("gsi1pk", "S"), ("gsi1sk", "S"), ("live_node", "S"), ("pk", "S"), ("sk", "S")]
     assert props["GlobalSecondaryIndexes"] == [
         {
             "IndexName": "gsi1",
@@ -300,7 +306,16 @@ def test_single_table_with_keys_gsi_ttl_and_recovery(cfn: dict[str, Any]) -> Non
                 {"AttributeName": "gsi1sk", "KeyType": "RANGE"},
             ],
             "Projection": {"ProjectionType": "ALL"},
-        }
+        },
+        # The reaper's sparse index of live calls: only what it needs to judge their nodes.
+        {
+            "IndexName": "live",
+            "KeySchema": [{"AttributeName": "live_node", "KeyType": "HASH"}],
+            "Projection": {
+                "ProjectionType": "INCLUDE",
+                "NonKeyAttributes": ["created_at", "node_run"],
+            },
+        },
     ]
     assert props["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
     assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
@@ -460,6 +475,51 @@ def test_callbacks_worker_only_polls_its_queue(cfn: dict[str, Any]) -> None:
     assert _sqs_grants(cfn, "CallbacksFunction") == [(POLLER_ACTIONS, _queue_arn("CallbacksQueue"))]
 
 
+def test_reaper_sends_events_and_retires_only_node_queues(cfn: dict[str, Any]) -> None:
+    assert sorted(_sqs_grants(cfn, "ReaperFunction"), key=repr) == sorted(
+        [
+            (("sqs:SendMessage*",), _queue_arn("EventsQueue")),
+            (
+                ("sqs:ListQueues",),
+                {"Fn::Sub": "arn:${AWS::Partition}:sqs:${AWS::Region}:${AWS::AccountId}:*"},
+            ),
+            (
+                ("sqs:DeleteQueue", "sqs:ListQueueTags", "sqs:TagQueue", "sqs:UntagQueue"),
+                {"Fn::Sub": NODE_QUEUE_ARN},
+            ),
+        ],
+        key=repr,
+    )
+
+
+def test_reaper_has_item_actions_and_scans_only_the_live_index(cfn: dict[str, Any]) -> None:
+    """Least privilege: no PutItem, no table-wide Scan, no CRUD policy template."""
+    grants = {
+        tuple(sorted(_as_list(s["Action"]))): [arn["Fn::Sub"][0] for arn in s["Resource"]]
+        for s in _statements(cfn["Resources"]["ReaperFunctionRole"])
+        if any(a.startswith("dynamodb:") for a in _as_list(s["Action"]))
+    }
+    table = "arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${tableName}"
+    assert grants == {
+        (
+            "dynamodb:BatchGetItem",
+            "dynamodb:ConditionCheckItem",
+            "dynamodb:DeleteItem",
+            "dynamodb:GetItem",
+            "dynamodb:Query",
+            "dynamodb:UpdateItem",
+        ): [table],
+        ("dynamodb:Query", "dynamodb:Scan"): [f"{table}/index/live", f"{table}/index/gsi1"],
+    }
+
+
+def test_reaper_runs_every_minute(cfn: dict[str, Any]) -> None:
+    rules = _resources(cfn, "AWS::Events::Rule")
+    assert [r["Properties"]["ScheduleExpression"] for r in rules.values()] == ["rate(1 minute)"]
+    (rule,) = rules.values()
+    assert rule["Properties"]["Targets"][0]["Arn"] == {"Fn::GetAtt": ["ReaperFunction", "Arn"]}
+
+
 @pytest.mark.parametrize("name", sorted(FUNCTION_HANDLERS))
 def test_dynamodb_access_is_scoped_to_the_table(cfn: dict[str, Any], name: str) -> None:
     role = cfn["Resources"][f"{name}Role"]
@@ -468,8 +528,9 @@ def test_dynamodb_access_is_scoped_to_the_table(cfn: dict[str, Any], name: str) 
         for s in _statements(role)
         if any(a.startswith("dynamodb:") for a in _as_list(s["Action"]))
     ]
-    assert len(resources) == 1
-    for arn in resources[0]:
+    # One policy template each, except the reaper's own two statements (table, indexes).
+    assert len(resources) == (2 if name == "ReaperFunction" else 1)
+    for arn in (arn for statement in resources for arn in statement):
         template, variables = arn["Fn::Sub"]
         assert template.startswith(
             "arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${tableName}"

@@ -7,8 +7,9 @@ calls_report.py), the figures are kept as plain numbers, so ``--json`` writes th
 and they become text, with the goal they are held against, only here.
 
 The steady window is the calls bench's (bench/lib/sipp_load.py ``SETTLE_S``, ``MIN_WINDOW_S``):
-it opens SETTLE_S after the last stream's first audio and closes at the first ``stop``, and the
-node's CPU over it is divided by the stream-seconds in it, as SIP's is by the call-seconds.
+it opens SETTLE_S after the last stream's first audio and closes at the first stream's last
+frame; the node's CPU over it is divided by the stream-seconds in it, as SIP's is by the
+call-seconds.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import statistics
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from itertools import pairwise
 from typing import Any
 
 from bench.lib.calls_analysis import RunReport
@@ -57,11 +57,14 @@ class StreamReport:
     setup_ms: dict[str, float] | None
     pacing_ms: dict[str, float] | None
     gaps_over_40ms: int
+    echo_ms: dict[str, float] | None  # a frame's round trip: sent slot → back at the provider
     sent: int
     expected: int
     lost: int
     streams_lossy: int
     before_bridge: dict[str, float] | None  # frames discarded before the bot was attached
+    lost_examples: list[str]
+    lost_by_phase: dict[str, int]  # lost frames by when they were sent: setup, steady, stops
     duplicates: int
     reordered: int
     foreign: dict[str, int]  # messages that were not one of our frames, by event
@@ -72,6 +75,8 @@ class StreamReport:
     notes: list[str]
     sip_cpu_ms_per_call_s: float | None = None
     sip: dict[str, Any] = field(default_factory=dict)
+    moto_errors: dict[str, int] = field(default_factory=dict)  # requests the local stack failed
+    cpu_setup_percent: dict[str, float] | None = None  # first connect → last first audio
 
     @property
     def ratio(self) -> float | None:
@@ -79,28 +84,32 @@ class StreamReport:
         return None if a is None or b is None or b <= 0 else a / b
 
 
-def steady(streams: Sequence[dict[str, Any]]) -> tuple[float, float] | None:
-    """SETTLE_S after the last stream's first audio back, to the first ``stop``."""
+def steady(
+    streams: Sequence[dict[str, Any]], *, by_audio: bool = True
+) -> tuple[float, float] | None:
+    """SETTLE_S after the last stream's first audio back (``by_audio``) or its ``start``, to the
+    first stream's last frame. The second is the fallback when no window is left after the
+    last first audio: every stream is then up, though not every one bridged yet."""
     firsts = [
-        s["start_at"] + s["arrivals_us"][0] / 1e6
+        s["start_at"] + (s["arrivals_us"][0] / 1e6 if by_audio else 0.0)
         for s in streams
-        if s["start_at"] is not None and s["arrivals_us"]
+        if s["start_at"] is not None and (s["arrivals_us"] or not by_audio)
     ]
-    stops = [s["stop_at"] for s in streams if s["stop_at"] is not None]
-    if not firsts or not stops:
+    ends = [s["play_end_at"] for s in streams if s["play_end_at"] is not None]
+    if not firsts or not ends:
         return None
-    start, end = max(firsts) + SETTLE_S, min(stops)
+    start, end = max(firsts) + SETTLE_S, min(ends)
     return (start, end) if end - start >= MIN_WINDOW_S else None
 
 
 def stream_seconds(streams: Iterable[dict[str, Any]], start: float, end: float) -> float:
-    """Sum over streams of the time each was up (``start`` sent to ``stop`` sent, or to its
-    last audio when the node closed it first) inside [start, end]."""
+    """Sum over streams of the time each was streaming (``start`` sent to its last frame)
+    inside [start, end]: what a SIP call's ACK to BYE is in bench/calls.py."""
     total = 0.0
     for s in streams:
         if s["start_at"] is None:
             continue
-        down = s["stop_at"]
+        down = s["play_end_at"]
         if down is None:
             down = s["start_at"] + (s["arrivals_us"][-1] / 1e6 if s["arrivals_us"] else 0.0)
         total += max(0.0, min(end, down) - max(start, s["start_at"]))
@@ -109,23 +118,63 @@ def stream_seconds(streams: Iterable[dict[str, Any]], start: float, end: float) 
 
 def pacing(
     streams: Iterable[dict[str, Any]], window: tuple[float, float] | None
-) -> tuple[list[float], int]:
-    """|gap - 20 ms| between successive media of each stream, the later one inside the window;
-    and how many gaps exceeded two frames (a tick with nothing sent)."""
+) -> tuple[list[float], int, list[float]]:
+    """Per media message of each stream arrived inside the window: |gap - 20 ms| from the one
+    before, how many gaps exceeded two frames (a tick with nothing sent), and its echo round
+    trip (ms)."""
     errors: list[float] = []
+    echoes: list[float] = []
     long_gaps = 0
     for s in streams:
         if s["start_at"] is None:
             continue
         origin = s["start_at"]
         times = [origin + us / 1e6 for us in s["arrivals_us"]]
-        for a, b in pairwise(times):
-            if window is not None and not window[0] <= b <= window[1]:
+        for i, (at, echo) in enumerate(zip(times, s["echo_us"], strict=True)):
+            if window is not None and not window[0] <= at <= window[1]:
                 continue
-            gap = (b - a) * 1000
-            errors.append(abs(gap - FRAME_MS))
-            long_gaps += gap > 2 * FRAME_MS
-    return errors, long_gaps
+            echoes.append(echo / 1000)
+            if i:
+                gap = (at - times[i - 1]) * 1000
+                errors.append(abs(gap - FRAME_MS))
+                long_gaps += gap > 2 * FRAME_MS
+    return errors, long_gaps, echoes
+
+
+def _lost_examples(streams: Sequence[dict[str, Any]]) -> list[str]:
+    """Where the lost frames were, for the first few lossy streams: mid-stream, or the last
+    ones (still queued at the node when our ``stop`` went)."""
+    out = []
+    for i, s in enumerate(streams):
+        if s["lost"] and len(out) < MAX_EXAMPLES:
+            numbers = s["lost_numbers"]
+            out.append(
+                f"stream {i}: {s['lost']} lost of frames {s['first_number']}..{s['sent'] - 1}, "
+                f"first lost {numbers[:5]}{'…' if len(numbers) > 5 else ''}"
+            )
+    return out
+
+
+def lost_by_phase(
+    streams: Iterable[dict[str, Any]], window: tuple[float, float] | None
+) -> dict[str, int]:
+    """Lost frames by when they were sent: before the window (streams still being set up),
+    inside it, or after it (streams stopping). A frame the node's clock skipped (its pacer
+    drops what it cannot catch up after a stall of more than a few ticks) is lost on every
+    stream at the same moment, so when says more than how many."""
+    out = {"setup": 0, "steady": 0, "stops": 0}
+    for s in streams:
+        if s["start_at"] is None:
+            continue
+        for k in s["lost_numbers"]:
+            at = s["start_at"] + k * FRAME_MS / 1000
+            if window is None or at < window[0]:
+                out["setup"] += 1
+            elif at <= window[1]:
+                out["steady"] += 1
+            else:
+                out["stops"] += 1
+    return out
 
 
 def analyse_streams(
@@ -147,9 +196,15 @@ def analyse_streams(
     streams: list[dict[str, Any]] = result["streams"]
     window = steady(streams)
     if window is None:
+        window = steady(streams, by_audio=False)
+        fallback = (
+            "the window opens SETTLE_S after the last start instead"
+            if window is not None
+            else "no CPU figure, pacing over the whole run"
+        )
         notes.append(
-            "no steady window (streams failed, or --duration too short): no CPU figure, "
-            "pacing over the whole run"
+            "no steady window from the streams' first audio (streams failed, audio came back "
+            f"late, or --duration too short): {fallback}"
         )
     cpu_ms = window_streams = None
     shares = None if window is None else sampler.shares(*window)
@@ -160,6 +215,13 @@ def analyse_streams(
             cpu_ms = percent["node"] / 100 * (t1 - t0) * 1000 / up
             window_streams = up / (t1 - t0)
     idle_shares = None if idle is None else sampler.shares(*idle)
+    connects = [s["connect_at"] for s in streams if s["connect_at"] is not None]
+    bridged = [
+        s["start_at"] + s["arrivals_us"][0] / 1e6
+        for s in streams
+        if s["start_at"] is not None and s["arrivals_us"]
+    ]
+    setup_shares = sampler.shares(min(connects), max(bridged)) if connects and bridged else None
 
     def is_ok(s: dict[str, Any]) -> bool:
         return (
@@ -169,7 +231,7 @@ def analyse_streams(
             and s["received"] > 0
         )
 
-    errors, long_gaps = pacing(streams, window)
+    errors, long_gaps, echoes = pacing(streams, window)
     reasons = Counter(f"{s['close_code']} {s['close_reason'] or ''}".strip() for s in streams)
     foreign: Counter[str] = Counter()
     for s in streams:
@@ -194,15 +256,19 @@ def analyse_streams(
         cpu_ms_per_stream_s=cpu_ms,
         cpu_percent=_rounded(shares),
         cpu_idle_percent=_rounded(idle_shares),
+        cpu_setup_percent=_rounded(setup_shares),
         upgrade_ms=_figure(s["upgrade_ms"] for s in streams),
         setup_ms=_figure(s["first_media_ms"] for s in streams),
         pacing_ms=percentile_dict(percentiles(errors)),
         gaps_over_40ms=long_gaps,
+        echo_ms=percentile_dict(percentiles(echoes)),
         sent=sum(s["sent"] for s in streams),
         expected=sum(s["sent"] - s["first_number"] for s in started),
         lost=sum(s["lost"] for s in streams),
         streams_lossy=sum(1 for s in streams if s["lost"]),
         before_bridge=_figure(float(s["first_number"]) for s in started),
+        lost_examples=_lost_examples(streams),
+        lost_by_phase=lost_by_phase(streams, window),
         duplicates=sum(s["duplicates"] for s in streams),
         reordered=sum(s["reordered"] for s in streams),
         foreign=dict(foreign),
@@ -283,22 +349,29 @@ def render(r: StreamReport) -> str:
         f"steady window      {'n/a' if r.window_s is None else f'{r.window_s:.1f} s'}",
         f"node CPU           {cpu_text}",
         f"box CPU, % of one core: steady  {_shares_text(r.cpu_percent)}",
+        f"                        setup   {_shares_text(r.cpu_setup_percent)}",
         f"                        idle    {_shares_text(r.cpu_idle_percent)}",
         f"connect→101 ms     {percentile_text(r.upgrade_ms)}",
         f"connect→1st media  {percentile_text(r.setup_ms)}  [ms; see bench/peers/provider_load.py]",
         f"pacing |gap-20| ms {percentile_text(r.pacing_ms)}  gaps > 40 ms: {r.gaps_over_40ms}"
         "  [arrival at the provider, steady window]",
-        f"frames lost        {r.lost} of {r.expected} expected in {r.streams_lossy} streams  "
-        f"(sent {r.sent}; duplicates {r.duplicates}, out of order {r.reordered})",
+        f"frames lost        {r.lost} of {r.expected} expected in {r.streams_lossy} streams, "
+        f"by when sent: {r.lost_by_phase}  (sent {r.sent}; duplicates {r.duplicates}, "
+        f"out of order {r.reordered})",
+        f"echo round trip ms {percentile_text(r.echo_ms)}  [sent slot → back, steady window]",
         f"before the bridge  frames per stream: {percentile_text(r.before_bridge)}",
     ]
+    lines += [f"  lost: {line}" for line in r.lost_examples]
     if r.sip_cpu_ms_per_call_s is not None or sip:
         sip_cpu = r.sip_cpu_ms_per_call_s
         lines += [
             f"SIP, same N        node CPU {'n/a' if sip_cpu is None else f'{sip_cpu:.2f}'} ms per "
             f"call-second ({sip.get('node_percent')} % of one core); calls OK "
             f"{sip.get('successful')} failed {sip.get('failed')}; RTP lost {sip.get('lost')} of "
-            f"{sip.get('packets')}; node log {sip.get('node_log')}",
+            f"{sip.get('packets')}",
+            f"                   pacing |error| ms {percentile_text(sip.get('pacing_ms'))} "
+            f"[RTP grid, capture]; node log {sip.get('node_log')}; moto failed "
+            f"{sip.get('moto_errors') or 0}",
             f"stream / SIP CPU   {_ratio_text(r)}",
         ]
     if r.foreign:
@@ -309,6 +382,10 @@ def render(r: StreamReport) -> str:
         lines.append(f"other closes       {r.close_reasons}")
     if r.violations:
         lines.append(f"provider saw       {r.violations}")
+    if r.moto_errors:
+        lines.append(
+            f"moto failed        {r.moto_errors}  [requests answered 500; botocore retries them]"
+        )
     log = r.node_log
     if log:
         lines.append(
@@ -316,7 +393,8 @@ def render(r: StreamReport) -> str:
             f"Traceback {log.get('Traceback')}"
         )
         lines += [f"  {line}" for line in log.get("examples", [])]
-    lines += [f"note: {n}" for n in [*r.notes, *sip.get("notes", [])]]
+    lines += [f"note: {n}" for n in r.notes]
+    lines += [f"note (SIP run): {n}" for n in sip.get("notes", [])]
     return "\n".join(lines)
 
 
@@ -340,6 +418,7 @@ def table(reports: Sequence[StreamReport]) -> str:
         ("connect→101 p50/p99", lambda r: _cell(r.upgrade_ms), "ms"),
         ("connect→media p50/p99", lambda r: _cell(r.setup_ms), "ms"),
         ("pacing |gap-20| p50/p99", lambda r: _cell(r.pacing_ms), "ms, at the provider"),
+        ("echo round trip p50/p99", lambda r: _cell(r.echo_ms), "ms"),
         ("frames lost", lambda r: f"{r.lost} of {r.expected}", "0"),
         ("close codes", lambda r: ",".join(f"{k}x{v}" for k, v in r.close_codes.items()), "1000"),
         ("node WARNING / ERROR", lambda r: f"{r.node_log.get('WARNING')} / "

@@ -10,7 +10,9 @@ Shape:
 
 - One `httpx.AsyncClient` is passed in and shared (its connection pool serves every call of the
   node); every request says ``follow_redirects=False`` (a redirect would carry the credentials to
-  another URL) and its own timeout.
+  another URL) and its own timeout. On a node that client is pinned
+  (``shared.pinned_http``): each connect goes to the address its one lookup returned, and the
+  provider origins, being the operator's settings, are trusted rather than SSRF-checked.
 - Every path component is checked against a strict pattern before any request (Twilio's
   ``AC``/``CA`` SIDs, a DNS-shaped Cloudonix domain, a URL-safe Cloudonix session id), so no value
   can add a path segment, a query or a ``..``. Credentials must be printable ASCII without spaces

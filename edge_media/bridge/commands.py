@@ -9,6 +9,12 @@ anyway: a hangup of an ended call does nothing, a redirect to the current target
 Transfer: REFER when the destination is a SIP URI the far end can reach and the far end allows
 REFER; otherwise (numbers, extensions, peers without REFER, a refused REFER) the node dials the
 target itself and relays RTP between the legs. Either way the bot gets ``stop`` first.
+
+A SIP URI's host is checked before anything changes (SSRF, ``shared.ssrf``): resolved once, every
+address public or inside ``AGERA_SSRF_ALLOW_LIST``, and the node dials the checked address, never
+a second lookup. A refused target is logged and the transfer does not happen: the bot stays on,
+so the caller is not cut off by a destination we will not call. The API refused it already (422);
+this check is the node's own, against DNS that changed since.
 """
 
 from __future__ import annotations
@@ -19,10 +25,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from edge_media.bridge.live_call import BridgeServices, LiveCall
-from edge_media.bridge.outbound import dial_trunk, resolve_address
+from edge_media.bridge.outbound import dial_trunk
 from edge_media.bridge.relay import relay_until_either_ends
 from edge_media.drivers.registry import driver_name, public_target
 from edge_media.sip.call import SipCall
+from edge_media.sip.errors import SipParseError
 from edge_media.sip.refer_transferor import TransferState
 from edge_media.sip.transfer import send_refer
 from edge_media.sip.ua import UserAgent
@@ -30,6 +37,7 @@ from edge_media.sip.uri import SipUri
 from shared.commands import Command, Hangup, Redirect, Transfer
 from shared.events import CallRedirected, CallTransferred
 from shared.models import Account, Trunk
+from shared.ssrf import AddressPolicy, UnsafeUrlError
 from shared.validation import parse_transfer_destination
 
 __all__ = ["CommandHandler"]
@@ -49,11 +57,14 @@ class CommandHandler:
         services: BridgeServices,
         accounts: Callable[[str], Awaitable[Account | None]],
         trunk_for: Callable[[Account, str | None], Awaitable[Trunk | None]],
+        policy: AddressPolicy | None = None,
     ) -> None:
         self.ua = ua
         self.services = services
         self.accounts = accounts
         self.trunk_for = trunk_for
+        # The SSRF rule for SIP transfer targets; the default allows no private range.
+        self.policy = policy or AddressPolicy()
         self.tasks: set[asyncio.Task[Any]] = set()
 
     async def handle(self, command: Command) -> None:
@@ -127,6 +138,9 @@ class CommandHandler:
             live.log.info("transfer ignored: the call is not connected")
             return
         kind, value = parse_transfer_destination(destination)
+        address = await self._sip_address(live, value) if kind == "sip" else None
+        if kind == "sip" and address is None:
+            return  # refused: logged, and the call keeps its bot
         live.transferring = True
         await live.stop_bot("transferred")
         if kind == "sip" and "REFER" in sip.peer_allow and _reachable_by_peer(value, sip.peer[0]):
@@ -141,7 +155,7 @@ class CommandHandler:
             live.log.info("REFER %s; dialing the target ourselves", state)
         if sip.is_ended:
             return
-        other = await self._dial(live, kind, value)
+        other = await self._dial(live, kind, value, address)
         if other is None:
             live.log.warning("transfer to %s failed; the caller is hung up", destination)
             await sip.hangup("NORMAL_TEMPORARY_FAILURE")
@@ -176,8 +190,29 @@ class CommandHandler:
         )
         await leg.hangup("NORMAL_CLEARING")  # the provider has the call: our stream closes
 
-    async def _dial(self, live: LiveCall, kind: str, value: str) -> SipCall | None:
-        """The second leg of a relayed transfer, answered; None when it did not answer."""
+    async def _sip_address(self, live: LiveCall, uri: str) -> str | None:
+        """The address a SIP target is dialed at: its host resolved once and checked against
+        ``self.policy``. None, logged, when the URI or its host is refused."""
+        try:
+            host = SipUri.parse(uri).host_address
+        except SipParseError:
+            live.log.warning("transfer refused: the destination is not a valid SIP URI")
+            return None
+        try:
+            if self.policy.needs_dns(host):  # getaddrinfo blocks: off the loop
+                addresses = await asyncio.to_thread(self.policy.addresses, host, "destination")
+            else:
+                addresses = self.policy.addresses(host, "destination")
+        except UnsafeUrlError as error:
+            live.log.warning("transfer refused by the SSRF policy: %s", error.reason)
+            return None
+        return addresses[0]
+
+    async def _dial(
+        self, live: LiveCall, kind: str, value: str, address: str | None = None
+    ) -> SipCall | None:
+        """The second leg of a relayed transfer, answered; None when it did not answer.
+        ``address``: a SIP target's checked address (`_sip_address`), the only one dialed."""
         from_user = live.info.from_number or "anonymous"
         if kind == "extension":
             bindings = self.ua.contacts_for(live.info.account_id, value)
@@ -193,9 +228,11 @@ class CommandHandler:
                 return None
             other = await dial_trunk(self.ua, trunk, value, from_user=from_user)
         else:
+            if address is None:
+                return None  # unreachable: transfer() checks the target first
             uri = SipUri.parse(value)
-            addr = await resolve_address(uri.host_address, uri.port or 5060)
             transport = uri.transport or "udp"
+            addr = (address, uri.port or 5060)
             other = self.ua.invite(value, addr=addr, kind=transport, from_user=from_user)
         try:
             async with asyncio.timeout(TRANSFER_RING_SECONDS):

@@ -110,7 +110,10 @@ class CallRecorder:
     """Writes the call records of one node and queues their events.
 
     ``dynamodb`` and ``sqs`` are aioboto3 clients the caller has entered. ``clock`` gives the wall
-    time of ``updated_at`` (tests pass a fake one).
+    time of ``updated_at`` (tests pass a fake one). ``run_id`` (the node's ``EdgeNode.run_id``) is
+    stamped on every call the node creates or claims, with the call's entry in the live index
+    (``mapping.LIVE_INDEX``): the reaper ends the calls of a run that died, even when the node came
+    back under the same id.
     """
 
     def __init__(
@@ -120,6 +123,7 @@ class CallRecorder:
         settings: Settings,
         *,
         node_id: str,
+        run_id: str | None = None,
         clock: Callable[[], datetime] = utc_now,
         send_attempts: int = SEND_ATTEMPTS,
         send_backoff_seconds: float = SEND_BACKOFF_SECONDS,
@@ -133,6 +137,7 @@ class CallRecorder:
         self.table = settings.table_name
         self.events_queue_url = settings.events_queue_url
         self.node_id = node_id
+        self.run_id = run_id
         self.clock = clock
         self.send_attempts = send_attempts
         self.send_backoff_seconds = send_backoff_seconds
@@ -151,6 +156,8 @@ class CallRecorder:
             raise ValueError(f"call {call.call_uuid} belongs to node {call.node_id}")
         owned = call if call.node_id else call.model_copy(update={"node_id": self.node_id})
         request = mapping.put_request(self.table, owned, create_only=True)
+        if self.run_id:  # live_node itself comes with the item (mapping.to_item)
+            request["Item"][mapping.NODE_RUN_ATTRIBUTE] = {"S": self.run_id}
         try:
             await self.dynamodb.put_item(**request)
         except AWS_ERRORS as exc:
@@ -170,10 +177,17 @@ class CallRecorder:
         cannot be reached (the originate handler then leaves the command for a retry).
         """
         now = self.clock()
+        fields = {
+            "node_id": self.node_id,
+            "updated_at": iso_z(now, millis=True),
+            mapping.LIVE_NODE_ATTRIBUTE: self.node_id,  # into the live index (the reaper's)
+        }
+        if self.run_id:
+            fields[mapping.NODE_RUN_ATTRIBUTE] = self.run_id
         request = mapping.update_request(
             self.table,
             mapping.key(Call, call_uuid),
-            {"node_id": self.node_id, "updated_at": iso_z(now, millis=True)},
+            fields,
             condition="#st = :queued AND attribute_not_exists(#node)",
             condition_values={":queued": CallStatus.QUEUED.value},
             condition_names={"#st": "status", "#node": "node_id"},

@@ -9,12 +9,21 @@ as gone). A failed heartbeat is retried sooner, never fatal: a node with live ca
 them while AWS is unreachable.
 
 Queue names are ``{node_queue_prefix}{node_id}``: the control plane's IAM grant to send commands is
-scoped to that prefix (template.yaml, SendToEdgeNodeCommandQueues).
+scoped to that prefix (template.yaml, SendToEdgeNodeCommandQueues). Each has a dead-letter queue,
+``{node_queue_prefix}{node_id}-dlq``: a command the node fails to handle ``DLQ_MAX_RECEIVES`` times
+is parked there for an operator instead of coming back every 30 s for the rest of its retention.
+
+A node with a stable id (instance id, ``AGERA_NODE_ID`` or its state file: control/identity.py)
+keeps both queues when it stops (``keep_queue``): SQS refuses to create a queue of a name deleted
+less than 60 s ago, so a node that deleted its queue could not restart at once. The reaper
+(functions/workers/reaper.py) deletes the queues of nodes gone for a day. ``run_id`` names this
+process's run in the EdgeNode item, so the reaper can tell a restarted node's old calls apart.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 from collections.abc import Callable
@@ -43,6 +52,13 @@ COMMAND_VISIBILITY_SECONDS = 30
 # (SQS's minimum retention is 60 s.)
 COMMAND_RETENTION_SECONDS = 300
 RECEIVE_WAIT_SECONDS = 20  # long polling by default (SQS maximum)
+DLQ_SUFFIX = "-dlq"
+# Handling a command takes well under a second and a repeat is dropped by id: five receives
+# without a delete means the handler fails on it every time (a poison command), not bad luck.
+DLQ_MAX_RECEIVES = 5
+# Standard queues keep a message's first enqueue time in the DLQ, so the DLQ keeps them longer
+# than the source; 14 days is the SQS maximum (template.yaml uses the same for its DLQs).
+DLQ_RETENTION_SECONDS = 1_209_600
 HEARTBEAT_RETRY_BASE = 1.0  # first retry of a failed heartbeat; doubles up to the heartbeat period
 QUEUE_EXISTS_CODES = frozenset({"QueueAlreadyExists", "QueueNameExists"})
 QUEUE_DELETED_RECENTLY_CODES = frozenset(
@@ -54,12 +70,27 @@ class RegistryError(Exception):
     """The node could not make itself reachable (its queue or its item could not be written)."""
 
 
-def queue_attributes() -> dict[str, str]:
-    """Attributes of a node's command queue (SQS wants every value as a string)."""
-    return {
+def queue_attributes(dlq_arn: str | None = None) -> dict[str, str]:
+    """Attributes of a node's command queue (SQS wants every value as a string); with
+    ``dlq_arn``, the redrive policy to the node's dead-letter queue."""
+    attributes = {
         "VisibilityTimeout": str(COMMAND_VISIBILITY_SECONDS),
         "MessageRetentionPeriod": str(COMMAND_RETENTION_SECONDS),
         "ReceiveMessageWaitTimeSeconds": str(RECEIVE_WAIT_SECONDS),
+        "SqsManagedSseEnabled": "true",
+    }
+    if dlq_arn is not None:
+        attributes["RedrivePolicy"] = json.dumps(
+            {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": DLQ_MAX_RECEIVES},
+            separators=(",", ":"),
+        )
+    return attributes
+
+
+def dlq_attributes() -> dict[str, str]:
+    """Attributes of a node's dead-letter queue."""
+    return {
+        "MessageRetentionPeriod": str(DLQ_RETENTION_SECONDS),
         "SqsManagedSseEnabled": "true",
     }
 
@@ -87,9 +118,11 @@ class NodeRegistry:
         heartbeat_seconds: float = 15.0,
         ttl_seconds: float = 60.0,
         clock: Callable[[], datetime] = utc_now,
+        run_id: str | None = None,
+        keep_queue: bool = False,
     ) -> None:
         queue_name = f"{settings.node_queue_prefix}{node_id}"
-        if not node_id or not QUEUE_NAME.match(queue_name):
+        if not node_id or not QUEUE_NAME.match(queue_name + DLQ_SUFFIX):
             raise ValueError(
                 f"queue name {queue_name!r} is not a valid SQS name (1-80 of A-Z a-z 0-9 _ -): "
                 "shorten node_id or node_queue_prefix"
@@ -103,6 +136,10 @@ class NodeRegistry:
         self.table = settings.table_name
         self.node_id = node_id
         self.queue_name = queue_name
+        self.dlq_name = queue_name + DLQ_SUFFIX
+        self.run_id = run_id
+        self.keep_queue = keep_queue
+        self.dlq_url: str | None = None
         self.sip_address = sip_address
         self.active_calls = active_calls
         self.heartbeat_seconds = heartbeat_seconds
@@ -152,7 +189,8 @@ class NodeRegistry:
             logger.warning("node %s: draining not recorded yet (%s)", self.node_id, exc)
 
     async def stop(self) -> None:
-        """Stop the heartbeat, then delete the item and the queue (stop the consumers first).
+        """Stop the heartbeat, then delete the item and, unless ``keep_queue``, the queues (stop
+        the consumers first).
 
         Failures are logged, not raised: at shutdown the TTL removes the item anyway.
         """
@@ -168,13 +206,14 @@ class NodeRegistry:
             )
         except Exception as exc:
             logger.warning("node %s: item not deleted (%s); its TTL ends it", self.node_id, exc)
-        if self.queue_url is not None:
+        urls = [] if self.keep_queue else [self.queue_url, self.dlq_url]
+        for url in urls:
+            if url is None:
+                continue
             try:
-                await self.sqs.delete_queue(QueueUrl=self.queue_url)
+                await self.sqs.delete_queue(QueueUrl=url)
             except Exception as exc:
-                logger.warning(
-                    "node %s: queue %s not deleted (%s)", self.node_id, self.queue_url, exc
-                )
+                logger.warning("node %s: queue %s not deleted (%s)", self.node_id, url, exc)
         logger.info("node %s unregistered", self.node_id)
 
     # ----------------------------------------------------------------------- heartbeat
@@ -248,32 +287,39 @@ class NodeRegistry:
             expires_at=now + timedelta(seconds=self.ttl_seconds),
             created_at=self._created_at,
             updated_at=now,
+            run_id=self.run_id,
         )
 
     async def _put(self) -> None:
         await self.dynamodb.put_item(**mapping.put_request(self.table, self._item()))
 
     async def _create_queue(self) -> str:
-        """CreateQueue, or adopt the queue of an earlier run of this node id."""
-        attributes = queue_attributes()
+        """The dead-letter queue, then the command queue redriving to it; either is adopted
+        when an earlier run of this node id left it."""
+        self.dlq_url = await self._ensure_queue(self.dlq_name, dlq_attributes())
+        arn = (
+            await self.sqs.get_queue_attributes(QueueUrl=self.dlq_url, AttributeNames=["QueueArn"])
+        )["Attributes"]["QueueArn"]
+        return await self._ensure_queue(self.queue_name, queue_attributes(str(arn)))
+
+    async def _ensure_queue(self, name: str, attributes: dict[str, str]) -> str:
+        """CreateQueue, or adopt the queue of that name (same name, other attributes: an older
+        version of this node) and set its attributes."""
         try:
             response = await self.sqs.create_queue(
-                QueueName=self.queue_name,
-                Attributes=attributes,
-                tags={"agera:node-id": self.node_id},
+                QueueName=name, Attributes=attributes, tags={"agera:node-id": self.node_id}
             )
             return str(response["QueueUrl"])
         except ClientError as exc:
             code = _code(exc)
             if code in QUEUE_DELETED_RECENTLY_CODES:
                 raise RegistryError(
-                    f"queue {self.queue_name} was deleted less than 60 s ago (SQS forbids "
+                    f"queue {name} was deleted less than 60 s ago (SQS forbids "
                     "reusing the name that soon): start with another node id or wait"
                 ) from exc
             if code not in QUEUE_EXISTS_CODES:
                 raise
-        # Same name, other attributes (an older version of this node): take it over.
-        url = str((await self.sqs.get_queue_url(QueueName=self.queue_name))["QueueUrl"])
+        url = str((await self.sqs.get_queue_url(QueueName=name))["QueueUrl"])
         await self.sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes)
-        logger.info("node %s: adopted existing queue %s", self.node_id, self.queue_name)
+        logger.info("node %s: adopted existing queue %s", self.node_id, name)
         return url

@@ -12,8 +12,9 @@ goes through uncounted and a warning is logged; the limit is a commercial guard,
 Only a refusal the table decided (a full counter or rate window) refuses the call.
 
 Release never raises: it runs at the end of a call, inside ``LiveCall.finish``, which must always
-complete. A release that fails leaves the slot counted until a reaper (not built yet) finds its
-``SLOT#`` item; that is logged as an error naming the call.
+complete. A release that fails leaves the slot counted until the reaper
+(functions/workers/reaper_slots.py) finds its ``SLOT#`` item; that is logged as an error naming
+the call.
 """
 
 from __future__ import annotations

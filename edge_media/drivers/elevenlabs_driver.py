@@ -78,6 +78,7 @@ from edge_media.drivers.elevenlabs_protocol import (
     ToolCall,
     dtmf_text,
 )
+from edge_media.drivers.inbound_budget import DEFAULT_LIMITS, BotLimits, json_audio_wire_rate
 from edge_media.drivers.provider_connect import Deadline, http_failure, read_account, socket_step
 from edge_media.drivers.ws_client import (
     CLOSE_TIMEOUT,
@@ -110,6 +111,9 @@ SIGNED_URL_PATH = "/v1/convai/conversation/get-signed-url"
 CONVERSATION_PATH = "/v1/convai/conversation"
 API_KEY_HEADER = "xi-api-key"
 MAX_CLOSE_REASON_CHARS = 80
+# Inbound budget (PROTOCOL.md §6): until the metadata names the agent's output format, real time
+# is taken as the largest one's (pcm_48000 as base64 JSON); then the format's own.
+FIRST_REALTIME_WIRE_BYTES = json_audio_wire_rate(96000)
 _HEADER_VALUE = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no spaces: what a key is
 
 
@@ -132,10 +136,12 @@ class ElevenLabsDriver:
         close_timeout: float = CLOSE_TIMEOUT,
         idle_flush: float = AGENT_IDLE_FLUSH,
         pcm_chunk_ms: int = PCM_CHUNK_MS,
+        limits: BotLimits = DEFAULT_LIMITS,
     ) -> None:
         self.protocol = protocol
         self.agent_id = agent_id
         self._leg = leg
+        self._limits = limits
         self._close_timeout = close_timeout
         self._idle_flush = idle_flush
         self._pcm_chunk_bytes = ULAW_BYTES_PER_SECOND * pcm_chunk_ms // 1000
@@ -192,6 +198,9 @@ class ElevenLabsDriver:
                 on_text=self.on_text,
                 on_bytes=self.on_bytes,
                 ssl_context=ssl_context,
+                max_message_bytes=self._limits.max_message_bytes,
+                budget=self._limits.budget(FIRST_REALTIME_WIRE_BYTES),
+                log_name=f"[call {self._call}] ElevenLabs agent {self.agent_id}",
             )
         except BotUnavailable as error:
             raise BotUnavailable(
@@ -343,6 +352,12 @@ class ElevenLabsDriver:
             self._fail_connect(f"ElevenLabs agent {self.agent_id}: {error}")
             return
         self._to_agent, self._to_caller = to_agent, to_caller
+        budget = self._conn.inbound.budget if self._conn is not None else None
+        if budget is not None:
+            rate, burst = self._limits.byte_rates(
+                json_audio_wire_rate(to_caller.format.bytes_per_second)
+            )
+            budget.retune_bytes(rate, burst, asyncio.get_running_loop().time())
         self._chunk_bytes = 0 if to_agent.passthrough else self._pcm_chunk_bytes
         buffered, self._buffer = self._buffer, deque()
         self._buffered = 0
@@ -553,7 +568,12 @@ def elevenlabs_connector(context: DriverContext) -> BotConnector:
         else:
             url = conversation_url(settings.elevenlabs_api_base, agent_id)
         remaining = deadline.left("opening the conversation")
-        driver = ElevenLabsDriver(ElevenLabsProtocol(info), leg, agent_id=agent_id)
+        driver = ElevenLabsDriver(
+            ElevenLabsProtocol(info),
+            leg,
+            agent_id=agent_id,
+            limits=BotLimits.from_settings(settings),
+        )
         await driver.connect(url, remaining, ssl_context=context.ssl_context, budget=seconds)
         stats = driver.stats()
         logger.info(

@@ -37,6 +37,7 @@ from edge_media.drivers.base import (
     PlayedMark,
 )
 from edge_media.drivers.context import DriverContext
+from edge_media.drivers.inbound_budget import FRAMES_PER_SECOND, JSON_OVERHEAD_BYTES, BotLimits
 from edge_media.drivers.provider_connect import Deadline, http_failure, read_account, socket_step
 from edge_media.drivers.vapi_protocol import (
     BargeIn,
@@ -65,6 +66,10 @@ __all__ = ["VapiDriver", "connect_vapi", "create_vapi_call", "vapi_connector"]
 logger = logging.getLogger("agera.drivers.vapi")
 
 NORMAL_CLOSURE = 1000  # we hang up: end-call, then close 1000
+# A second of assistant audio on the wire, the unit of the inbound budget (PROTOCOL.md §6):
+# 8000 bytes of binary μ-law, and room for one JSON control message (transcripts, status) per
+# 20 ms beside it.
+REALTIME_WIRE_BYTES = 8000 + FRAMES_PER_SECOND * JSON_OVERHEAD_BYTES
 
 
 class VapiDriver:
@@ -333,6 +338,7 @@ async def connect_vapi(
 
     driver = VapiDriver(created.call_id, info, leg, close_timeout=close_timeout)
     remaining = deadline.left(f"socket of call {created.call_id}")
+    limits = BotLimits.from_settings(context.settings)
     try:
         await connect_websocket(
             created.websocket_url,
@@ -341,6 +347,10 @@ async def connect_vapi(
             on_text=driver.on_text,
             on_bytes=driver.on_bytes,
             ssl_context=context.ssl_context,
+            max_message_bytes=limits.max_message_bytes,
+            budget=limits.budget(REALTIME_WIRE_BYTES),
+            # Never the socket URL in a log: its path is the call's capability.
+            log_name=f"[call {info.call_uuid}] Vapi call {created.call_id}",
         )
     except BotUnavailable as exc:
         raise BotUnavailable(_redact(str(exc), created), step=socket_step(exc)) from None

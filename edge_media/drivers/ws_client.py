@@ -15,6 +15,12 @@ counts the drop, like an RTP socket dropping on a full queue. The bot sees gaps 
 The layer also keeps what the core cannot (docs/architecture.md, "Sans-I/O cores"): the connect
 and handshake deadline, the closing-handshake timer (`close_expected`), and keepalive pings
 whose pong round trip is kept for the call record.
+
+Why receiving may drop too: every call shares this loop, so what one peer sends is paid for by
+every call's pacing. A connection given an `InboundBudget` checks each whole message against it
+before anything else (no UTF-8 decode, no handler); ws_inbound.py drops and throttles what is
+over it. A message over the size limit is refused by the core from its frame header, before
+its payload is read, with 1009; the connection then ends like any close by the peer.
 """
 
 from __future__ import annotations
@@ -33,13 +39,17 @@ from typing import NamedTuple, cast
 from urllib.parse import urlsplit
 
 from websockets.client import ClientProtocol
-from websockets.exceptions import InvalidStatus, InvalidURI
+from websockets.exceptions import InvalidStatus, InvalidURI, PayloadTooBig
 from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Response
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
 from edge_media.drivers.base import BotEnd, BotUnavailable, ConnectStep
+from edge_media.drivers.inbound_budget import InboundBudget
+from edge_media.drivers.pinned_connect import open_connection
+from edge_media.drivers.ws_inbound import NO_INBOUND_FIGURES, InboundGate
+from shared.ssrf import AddressPolicy
 
 __all__ = [
     "CLOSE_TIMEOUT",
@@ -58,7 +68,9 @@ __all__ = [
 logger = logging.getLogger("agera.drivers.ws")
 
 WRITE_BUFFER_LIMIT = 128 * 1024  # ~7 s of Twilio media messages beyond the kernel's buffer
-MAX_MESSAGE_BYTES = 1 << 20  # one bot message; ~90 s of base64 μ-law, far beyond real bots
+MAX_MESSAGE_BYTES = (
+    1 << 20
+)  # one message, the most any setting allows (AGERA_BOT_MAX_MESSAGE_BYTES)
 PING_INTERVAL = 5.0  # seconds between keepalive pings (one is sent at connect)
 PINGS_IN_FLIGHT = 8  # unanswered pings remembered; older ones are forgotten
 RTT_SAMPLES = 32  # pong round trips kept for the median
@@ -118,6 +130,8 @@ class WsConnection(asyncio.Protocol):
         extra_headers: Mapping[str, str] | None,
         write_buffer_limit: int,
         ping_interval: float | None,
+        budget: InboundBudget | None = None,
+        log_name: str | None = None,
     ) -> None:
         self._loop = loop
         self._core = core
@@ -145,6 +159,8 @@ class WsConnection(asyncio.Protocol):
         self.messages_out = 0
         self.dropped = 0  # messages refused because the peer is not reading
         self._drop_reported = False
+        self._log_name = log_name  # how warnings name this peer; None: its `url`
+        self.inbound = InboundGate(loop, budget, self._shown)
 
     # -- public API --------------------------------------------------------------------------
 
@@ -258,10 +274,15 @@ class WsConnection(asyncio.Protocol):
         self._flush()
 
     def data_received(self, data: bytes) -> None:
+        self.inbound.feed(data, self._receive)  # in slices while the peer is over budget
+
+    def _receive(self, data: bytes) -> None:
         core = self._core
         core.receive_data(data)
         events = core.events_received()
         self._flush()
+        if type(core.parser_exc) is PayloadTooBig:
+            self.inbound.too_big(core.parser_exc)
         for event in events:
             if isinstance(event, Frame):
                 self._frame(event)
@@ -281,6 +302,7 @@ class WsConnection(asyncio.Protocol):
         for timer in (self._close_timer, self._ping_timer):
             if timer is not None:
                 timer.cancel()
+        self.inbound.lost()
         if not self._handshake.done():
             detail = f": {exc}" if exc else ""
             self._handshake.set_exception(
@@ -366,6 +388,8 @@ class WsConnection(asyncio.Protocol):
         if self._failed:
             return
         self.messages_in += 1
+        if not self.inbound.admit(len(data), self._transport):
+            return
         try:
             if opcode is Opcode.TEXT:
                 try:
@@ -382,6 +406,9 @@ class WsConnection(asyncio.Protocol):
         except Exception:
             # Our own handler's bug must not kill the connection's reader.
             logger.exception("handler of a message from %s failed", self.url)
+
+    def _shown(self) -> str:
+        return self._log_name if self._log_name is not None else f"bot at {self.url}"
 
     def _ping_tick(self) -> None:
         self._ping_timer = None
@@ -448,13 +475,21 @@ def connect_step(exc: BaseException) -> ConnectStep:
 
 def connection_figures(conn: WsConnection | None) -> dict[str, float | int | None]:
     """The socket's share of a driver's stats: messages dropped for a peer that does not read
-    (``dropped_out``) and the keepalive round trip (``bot_rtt_ms`` median, ``bot_rtt_last_ms``)."""
+    (``dropped_out``), the keepalive round trip (``bot_rtt_ms`` median, ``bot_rtt_last_ms``),
+    what the inbound budget dropped (``budget_dropped_messages``, ``budget_dropped_bytes``)
+    and whether the peer sent a message over the size limit (``messages_too_big``, 0 or 1)."""
     if conn is None:
-        return {"dropped_out": 0, "bot_rtt_ms": None, "bot_rtt_last_ms": None}
+        return {
+            "dropped_out": 0,
+            "bot_rtt_ms": None,
+            "bot_rtt_last_ms": None,
+            **NO_INBOUND_FIGURES,
+        }
     return {
         "dropped_out": conn.dropped,
         "bot_rtt_ms": conn.median_rtt_ms,
         "bot_rtt_last_ms": conn.last_rtt_ms,
+        **conn.inbound.figures(),
     }
 
 
@@ -486,12 +521,19 @@ async def connect_websocket(
     write_buffer_limit: int = WRITE_BUFFER_LIMIT,
     ping_interval: float | None = PING_INTERVAL,
     max_message_bytes: int = MAX_MESSAGE_BYTES,
+    budget: InboundBudget | None = None,
+    log_name: str | None = None,
+    policy: AddressPolicy | None = None,
 ) -> WsConnection:
-    """Open a WebSocket to ``url`` (ws:// or wss://) within ``seconds``.
+    """Open a WebSocket to ``url`` (ws:// or wss://) within ``seconds``; with a ``policy``,
+    only at an address it checked (SSRF, DNS rebinding: `drivers.pinned_connect`).
 
     ``on_open`` runs once, right when the handshake completes and before any message is
     delivered, so a caller can send its greeting ahead of handling the peer's first message.
-    Messages then reach ``on_text`` / ``on_bytes`` as they arrive, whole (fragments joined).
+    Messages then reach ``on_text`` / ``on_bytes`` as they arrive, whole (fragments joined),
+    unless ``budget`` drops them. A message over ``max_message_bytes`` fails the connection
+    with 1009. ``log_name`` names the peer in the layer's warnings (default: its `display_url`;
+    a driver whose URL is a capability, Vapi's, passes its own).
 
     Raises `BotUnavailable` with a one-line reason naming the URL (no query) when the
     connection is refused, fails, times out or the server rejects the upgrade.
@@ -512,16 +554,14 @@ async def connect_websocket(
         extra_headers=extra_headers,
         write_buffer_limit=write_buffer_limit,
         ping_interval=ping_interval,
+        budget=budget,
+        log_name=log_name,
     )
     tls = (ssl_context or ssl.create_default_context()) if uri.secure else None
     try:
         async with asyncio.timeout(seconds):
-            await loop.create_connection(
-                lambda: connection,
-                uri.host,
-                uri.port,
-                ssl=tls,
-                server_hostname=uri.host if tls is not None else None,
+            await open_connection(
+                loop, lambda: connection, uri.host, uri.port, tls=tls, policy=policy, shown=shown
             )
             await connection.handshake_complete()
     except TimeoutError:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import unquote
@@ -48,6 +48,7 @@ __all__ = [
     "Refuse",
     "Source",
     "decide_route",
+    "not_owned",
 ]
 
 logger = logging.getLogger("agera.routing")
@@ -78,13 +79,15 @@ class Connect:
 @dataclass(frozen=True, slots=True)
 class Refuse:
     """Do not take the call: the SIP final status and reason phrase, the Q.850 cause name for the
-    call record, and a detail for logs (the webhook's hangup reason when it refused)."""
+    call record, and a detail for logs (the webhook's hangup reason when it refused).
+    ``warning`` is text safe to tell the caller (a SIP Warning), None when there is none."""
 
     status: int
     reason: str
     cause: str
     detail: str
     webhook_ms: float | None = None
+    warning: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,18 +275,21 @@ class CallRouter:
         extension: tuple[str, str] | None = None,
         *,
         call_uuid: str | None = None,
+        accounts: Collection[str] | None = None,
     ) -> CallRoute | Refuse:
-        """The route of an inbound call, or why it is refused (404 unknown, 403 suspended, 503).
+        """The route of an inbound call, or why it is refused (404 unknown, 403 suspended or
+        another account's number, 503).
 
         ``extension`` is ``(account_id, extension)`` when the caller authenticated as one of our
         extensions: that extension's route applies (else its account's defaults) whatever was
-        dialled. Otherwise ``dialed`` (the Request-URI user) selects a Number.
+        dialled. Otherwise ``dialed`` (the Request-URI user) selects a Number, which must belong
+        to one of ``accounts`` when given (the accounts whose trunks list the caller's source).
         """
         where = f"[call {call_uuid}] " if call_uuid else ""
         try:
             if extension is not None:
                 return await self._for_extension(*extension)
-            return await self._for_number(dialed)
+            return await self._for_number(dialed, accounts)
         except (ClientError, BotoCoreError, MappingError) as exc:
             logger.exception("%srouting lookup failed for %r", where, dialed)
             return Refuse(
@@ -293,13 +299,17 @@ class CallRouter:
                 f"route lookup failed ({type(exc).__name__})",
             )
 
-    async def _for_number(self, dialed: str) -> CallRoute | Refuse:
+    async def _for_number(
+        self, dialed: str, accounts: Collection[str] | None = None
+    ) -> CallRoute | Refuse:
         number = _dialed_number(dialed)
         if number is None:
             return _not_found(f"{dialed!r} is not a phone number we route")
         found = await self.repo.get(Number, number)
         if found is None:
             return _not_found(f"number {number} is not provisioned")
+        if accounts is not None and found.account_id not in accounts:
+            return not_owned(number, found.account_id, accounts)
         return await self._route(found.account_id, found.route, f"number {number}")
 
     async def _for_extension(self, account_id: str, name: str) -> CallRoute | Refuse:
@@ -414,3 +424,21 @@ class CallRouter:
 
 def _not_found(detail: str) -> Refuse:
     return Refuse(404, "Not Found", "NO_ROUTE_DESTINATION", detail)
+
+
+def not_owned(number: str, owner: str, accounts: Collection[str]) -> Refuse:
+    """A trunk source dialled a number of another account: 403, not 404.
+
+    Why 403: the source is a known carrier, and the refusal is about its authority, not the
+    number; 404 would send its operators looking for a missing number, and carriers treat 404
+    as "unallocated" and may try the number elsewhere. 403 says do not repeat this through this
+    trunk (RFC 3261 §21.4.4). The Warning names no account; unknown numbers still get 404.
+    """
+    mine = ", ".join(sorted(accounts)) or "none"
+    return Refuse(
+        403,
+        "Forbidden (trunk does not own the number)",
+        "CALL_REJECTED",
+        f"number {number} belongs to account {owner}; the source's trunks are of: {mine}",
+        warning="the source's trunk does not own this number",
+    )

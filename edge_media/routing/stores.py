@@ -2,7 +2,8 @@
 
 Why a trunk book held in memory: every INVITE's source is checked against the trunks' inbound
 CIDRs before any other work (a carrier flood must cost a set lookup, not a table read), and
-outbound calls need the account's trunk at once. The book is reloaded every
+outbound calls need the account's trunk at once. Each source stays paired with its trunk's
+account (`inbound_sources`): a trunk's carrier may only call that account's numbers. The book is reloaded every
 ``REFRESH_SECONDS``; a trunk added through the API takes effect within that time, which the API
 docs say. Extensions are looked up per REGISTER/INVITE (the registrar caches nothing secret).
 """
@@ -75,6 +76,10 @@ class TrunkBook:
 
     def inbound_cidrs(self) -> list[str]:
         return [cidr for trunk in self.trunks for cidr in trunk.inbound_sources]
+
+    def inbound_sources(self) -> list[tuple[str, str]]:
+        """Every trunk's inbound sources as ``(cidr, account_id)``: whose numbers they reach."""
+        return [(cidr, trunk.account_id) for trunk in self.trunks for cidr in trunk.inbound_sources]
 
     async def trunk_for(self, account: Account, trunk_id: str | None) -> Trunk | None:
         """The trunk an account's outbound call uses: the one named, else its first."""

@@ -9,7 +9,16 @@ body to a host no SSRF check has seen. Every way the exchange can go wrong ends 
 default ("Fallback to default behavior on failure").
 
 The body is the canonical JSON that `shared.signing` signs, so a receiver verifying over the raw
-body and one re-serialising per the guide's Python example both match the ``X-Signature``.
+body and one re-serialising per the guide's Python example both match the ``X-Signature``. The
+Standard Webhooks headers (``webhook-id`` = the ``request_id``, ``webhook-timestamp``,
+``webhook-signature``) let the receiver refuse a replayed request.
+
+SSRF, twice and pinned: `RoutingWebhook` checks the URL itself first (the clear "webhook_url
+refused: ..." reason, whatever client it is given), and the node's shared client is built on
+``shared.pinned_http.PinnedAsyncTransport`` (``node_control.py``), which resolves the host once
+more, checks those addresses, and connects to one of them. A rebinding name that passes the first
+check and answers a private address to the second is refused there ("or nowhere"); the address a
+socket is opened to is always one that was checked.
 
 Split: `routing_request` (the payload) and `parse_answer` (the reply) are pure; `RoutingWebhook`
 does the I/O with the node's one shared ``httpx.AsyncClient``.
@@ -30,6 +39,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from shared.clock import iso_z, utc_now
+from shared.pinned_http import refusal_of
 from shared.settings import Settings
 from shared.signing import signed_webhook
 from shared.ssrf import Resolver, UnsafeUrlError, check_public_url, parse_ip_literal, resolve_host
@@ -259,7 +269,13 @@ class RoutingWebhook:
             account_id=account_id,
             request_id=request_id,
         )
-        body, headers = signed_webhook(secret, payload, call_uuid)
+        body, headers = signed_webhook(
+            secret,
+            payload,
+            call_uuid,
+            webhook_id=request_id,
+            timestamp=int(self._now().timestamp()),
+        )
         limit = self.timeout_seconds
         started = self._clock()
         outcome: WebhookOutcome
@@ -295,6 +311,9 @@ class RoutingWebhook:
         except httpx.TimeoutException:
             raise TimeoutError from None
         except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
+            refused = refusal_of(exc)
+            if refused is not None:  # the pinned transport's own check (a rebinding name)
+                raise AnswerError(f"webhook_url refused: {refused.error.reason}") from None
             raise AnswerError(f"request failed ({_describe(exc)})") from None
         answer = parse_answer(status, raw)
         if isinstance(answer, WebhookConnect):

@@ -28,6 +28,10 @@ so `next_frame` is a couple of `popleft`s: O(1) per frame whatever the chunk siz
 is not counted per frame either: each mark records how many frames were queued ahead of it
 (the queue's running frame position, advanced once per push), so reaching a mark is one
 subtraction and taking a frame costs what it did before marks had a duration.
+
+The queue holds whatever marks it is given: how many a bot may have pending is the driver's
+limit (drivers/twilio_driver.py, PROTOCOL.md §6), since the driver is the one that would echo
+them. `pending_marks` (kept as a count, O(1)) lets the node and tests see what is held.
 """
 
 from __future__ import annotations
@@ -76,6 +80,7 @@ class PlayoutQueue:
         "_dropped_bytes",
         "_frames",
         "_items",
+        "_marks",
         "_overflow_reported",
         "_overflowed",
         "_partial",
@@ -91,6 +96,7 @@ class PlayoutQueue:
         self._capacity = max(1, int(capacity_seconds * 1000 / FRAME_MS))  # in frames
         self._items: deque[bytes | _Mark] = deque()
         self._frames = 0  # frames in _items
+        self._marks = 0  # marks in _items and _reached_marks: pushed, not yet taken or cleared
         # Frame positions: _position counts frames ever queued and not cleared, so frames played
         # so far are _position - _frames; _reached is the position of the last mark reported.
         self._position = 0
@@ -112,6 +118,11 @@ class PlayoutQueue:
     def buffered_ms(self) -> float:
         """Audio waiting to be played, including a held partial frame."""
         return self._frames * FRAME_MS + len(self._partial) / BYTES_PER_MS
+
+    @property
+    def pending_marks(self) -> int:
+        """Marks pushed and not yet handed back by `take_reached` or `clear`."""
+        return self._marks
 
     @property
     def dropped_bytes(self) -> int:
@@ -166,6 +177,7 @@ class PlayoutQueue:
         silence and queued first, so the mark is reached right after that audio plays."""
         self._pad_partial()
         self._items.append(_Mark(name, self._position))
+        self._marks += 1
 
     def flush(self) -> None:
         """The bot's utterance is over: pad and queue a held partial frame so it plays."""
@@ -190,6 +202,7 @@ class PlayoutQueue:
         marks[:0] = self.take_reached()
         self._items.clear()
         self._frames = 0
+        self._marks = 0
         self._position = played
         self._partial.clear()
         return marks
@@ -206,6 +219,7 @@ class PlayoutQueue:
         if not marks:
             return []
         self._reached_marks = []
+        self._marks -= len(marks)
         return marks
 
     def next_frame(self) -> bytes | None:

@@ -46,6 +46,7 @@ __all__ = [
     "RegisterOutcome",
     "Registrar",
     "RegistrarConfig",
+    "credentials_username",
     "lookup_username",
 ]
 
@@ -187,6 +188,20 @@ def lookup_username(request: SipRequest, realm: str) -> str | None:
     if isinstance(to_uri, SipUri) and to_uri.user:
         return to_uri.unescaped_user
     return None
+
+
+def credentials_username(request: SipRequest, realm: str) -> str | None:
+    """The digest username of the REGISTER's credentials for ``realm``; None without any.
+
+    Why apart from `lookup_username`: a REGISTER without credentials (or with unparsable ones)
+    is answered 401 (or 400) whoever its To names, so the UA need not look anyone up for it:
+    the first REGISTER of every phone, and every probe without credentials, costs no read.
+    """
+    try:
+        credentials = _credentials_for(request, realm)
+    except DigestError:
+        return None
+    return None if credentials is None else credentials.username
 
 
 def _delta_seconds(value: str) -> int:

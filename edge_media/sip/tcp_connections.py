@@ -6,7 +6,10 @@ RFC 3261 §18 wants a response sent over the connection its request came on, and
 peer sent over an open connection to it when there is one (§18.1.1), so connections are indexed
 by the peer's (host, port). Their number is capped, those idle for ``idle_timeout`` are closed
 by one sweep timer for all of them (no timer per connection), and a peer that stops reading is
-cut off once its write buffer passes `MAX_TCP_WRITE_BUFFER`.
+cut off once its write buffer passes `MAX_TCP_WRITE_BUFFER`. Connections a peer opens to us are
+also capped per peer IP (``max_per_source``), so one host cannot take every slot of the global
+cap; connections we open (dials to trunks, calls to phones) never count against it, and
+``exempt`` sources (trusted carriers) are not capped.
 """
 
 from __future__ import annotations
@@ -146,6 +149,8 @@ class TcpConnections:
         connect_timeout: float,
         idle_timeout: float | None,
         idle_check_interval: float,
+        max_per_source: int | None = None,
+        exempt: Callable[[str], bool] | None = None,
     ) -> None:
         self.stats = stats
         self.max_message_size = max_message_size
@@ -158,6 +163,9 @@ class TcpConnections:
         self._connections: set[TcpConnection] = set()
         self._by_remote: dict[SipAddress, TcpConnection] = {}
         self._connecting: dict[SipAddress, asyncio.Task[TcpConnection]] = {}
+        self._max_per_source = max_per_source
+        self._exempt = exempt
+        self._accepted_from: dict[str, int] = {}  # peer IP -> connections it opened to us
         self._sweep_handle: asyncio.TimerHandle | None = None
         self._all_closed: asyncio.Event | None = None
         self._closed = False
@@ -219,14 +227,38 @@ class TcpConnections:
             )
             connection.transport.close()
             return
+        if not connection.outbound and self._over_source_cap(connection):
+            return
         connection.last_activity = self._loop.time()
         self._connections.add(connection)
         self._by_remote[connection.remote] = connection
         self.stats["tcp_connected" if connection.outbound else "tcp_accepted"] += 1
 
+    def _over_source_cap(self, connection: TcpConnection) -> bool:
+        """Count an accepted connection for its peer IP; True (and refused) past the cap."""
+        host = connection.remote[0]
+        limit = self._max_per_source
+        count = self._accepted_from.get(host, 0)
+        if limit is not None and count >= limit and not (self._exempt and self._exempt(host)):
+            assert connection.transport is not None
+            connection.rejected = True
+            self.stats["tcp_rejected_per_source"] += 1
+            logger.debug("TCP connection from %s refused: %d open from that host", host, count)
+            connection.transport.close()
+            return True
+        self._accepted_from[host] = count + 1
+        return False
+
     def lost(self, connection: TcpConnection) -> None:
         if connection.rejected:
             return
+        if not connection.outbound and connection in self._connections:
+            host = connection.remote[0]
+            left = self._accepted_from.get(host, 1) - 1
+            if left > 0:
+                self._accepted_from[host] = left
+            else:
+                self._accepted_from.pop(host, None)
         self._connections.discard(connection)
         if self._by_remote.get(connection.remote) is connection:
             del self._by_remote[connection.remote]

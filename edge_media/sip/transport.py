@@ -20,6 +20,9 @@ What this layer does protect, because it is the only one that sees raw bytes:
 - a token bucket per source IP (`rate_limit`) caps requests (and garbage) before parsing;
   excess is dropped, counted and logged at most once a minute per source, so a flood cannot
   also flood the log;
+- a `SourceGuard` (``config.guard``), when given, exempts trusted sources (carrier trunks) from
+  the bucket and the per-source TCP cap, silences banned sources before parsing, counts their
+  malformed requests towards a ban, and drops requests from known scanners unanswered;
 - TCP connections are capped in number, closed when idle (one sweep timer for all of them, no
   timer per connection) or when the peer stops reading, and RFC 5626 §3.5.1 CRLF pings get
   their pong.
@@ -45,6 +48,7 @@ from edge_media.sip.header_values import parse_via
 from edge_media.sip.message import SipRequest, SipResponse, answer_parse_error
 from edge_media.sip.message_parse import parse_message
 from edge_media.sip.rate_limit import SourceRateLimiter
+from edge_media.sip.source_guard import SourceGuard
 from edge_media.sip.stream import PONG, InvalidMessage, KeepAlivePing, KeepAlivePong
 from edge_media.sip.tcp_connections import (
     SipNoConnectionError,
@@ -101,6 +105,9 @@ STAT_NAMES = (
     "garbage_dropped",
     "parse_errors_answered",
     "rate_limited",
+    "banned_dropped",
+    "scanner_dropped",
+    "tcp_rejected_per_source",
     "handler_errors",
     "send_errors",
 )
@@ -133,6 +140,8 @@ class SipTransportConfig:
     tcp_connect_timeout: float = DEFAULT_TCP_CONNECT_TIMEOUT
     reuse_port: bool = False  # SO_REUSEPORT: one worker process per core on the same port
     udp_receive_buffer: int | None = DEFAULT_UDP_RECEIVE_BUFFER
+    guard: SourceGuard | None = None  # trust exemptions, bans, scanner filter (source_guard)
+    tcp_max_connections_per_source: int | None = None  # accepted ones per peer IP; None: no cap
 
 
 def _family(host: str) -> socket.AddressFamily:
@@ -259,6 +268,8 @@ class SipTransport:
             connect_timeout=cfg.tcp_connect_timeout,
             idle_timeout=cfg.tcp_idle_timeout,
             idle_check_interval=cfg.tcp_idle_check_interval,
+            max_per_source=cfg.tcp_max_connections_per_source,
+            exempt=cfg.guard.exempt if cfg.guard is not None else None,
         )
         self._started = False
         self._closed = False
@@ -385,6 +396,8 @@ class SipTransport:
         try:
             message = parse_message(data)
         except SipParseError as error:
+            if not _looks_like_response(data):
+                self._strike_malformed(remote[0])
             self._answer_udp_error(error, remote)
             return
         if message is None:
@@ -433,6 +446,7 @@ class SipTransport:
 
     def _tcp_invalid(self, connection: TcpConnection, event: InvalidMessage) -> None:
         if self._admit(connection.remote[0]):
+            self._strike_malformed(connection.remote[0])
             answer = answer_parse_error(event.error, to_tag=self._tag_factory())
             if answer is None:
                 self._stats["garbage_dropped"] += 1
@@ -448,13 +462,20 @@ class SipTransport:
     # -- shared --------------------------------------------------------------------------------
 
     def _admit(self, source: str) -> bool:
-        """Charge one request to ``source``'s bucket; count and (rarely) log a refusal."""
+        """Charge one request to ``source``'s bucket; count and (rarely) log a refusal.
+
+        A trusted source (the guard's) is never charged; a banned one is dropped uncharged.
+        """
         limiter = self._limiter
-        if limiter is None or source in self._exempt:
+        guard = self.config.guard
+        if source in self._exempt or (guard is not None and guard.exempt(source)):
             return True
         assert self._loop is not None
         now = self._loop.time()
-        if limiter.allow(source, now):
+        if guard is not None and guard.banned(source, now):
+            self._stats["banned_dropped"] += 1
+            return False
+        if limiter is None or limiter.allow(source, now):
             return True
         self._stats["rate_limited"] += 1
         if limiter.should_log(source, now):
@@ -466,6 +487,11 @@ class SipTransport:
             )
         return False
 
+    def _strike_malformed(self, source: str) -> None:
+        guard = self.config.guard
+        if guard is not None and self._loop is not None:
+            guard.strike(source, "malformed", self._loop.time())
+
     def _deliver(
         self,
         message: SipRequest | SipResponse,
@@ -473,6 +499,13 @@ class SipTransport:
         kind: TransportKind,
         local: SipAddress,
     ) -> None:
+        guard = self.config.guard
+        if isinstance(message, SipRequest) and guard is not None:
+            scanner = guard.scanner(message, remote[0])
+            if scanner is not None:
+                self._stats["scanner_dropped"] += 1
+                logger.debug("dropped a %s from %s: scanner %r", message.method, remote, scanner)
+                return
         self._stats["requests_in" if isinstance(message, SipRequest) else "responses_in"] += 1
         try:
             self._handler.on_message(message, remote, kind, local)

@@ -2,9 +2,11 @@
 
 It sits on `SipEndpoint` and receives the transaction layer's events. Out-of-dialog requests are
 checked in §8.2 order (`validate_request`), then: OPTIONS is answered with our capabilities,
-REGISTER goes to the registrar, an INVITE passes the source check and becomes a `SipCall`
-whose fate the router decides (an application such as echo, or a rejection), and anything
-else that needs a dialog gets 481. In-dialog requests go to their call by Call-ID and local
+REGISTER goes to the registrar, an INVITE passes the source check (a trusted source, else an
+extension's digest: both in `ua_extensions`, which reports failures to the `SourceGuard`) and
+becomes a `SipCall` whose fate the router decides (an application such as echo, or a
+rejection; a trunk source only reaches its own accounts' numbers), and anything else that
+needs a dialog gets 481. In-dialog requests go to their call by Call-ID and local
 tag (§12.2.2).
 
 Calls run their applications as tasks; the UA guarantees that every call it accepted ends,
@@ -29,17 +31,17 @@ from edge_media.sip.bindings import Aor, Binding
 from edge_media.sip.call import SipCall
 from edge_media.sip.call_state import SDP, CallState
 from edge_media.sip.causes import NORMAL_CLEARING, reason_header
-from edge_media.sip.digest import DigestError, parse_credentials
-from edge_media.sip.digest_server import AuthOk, AuthStale
 from edge_media.sip.endpoint import ClientTransaction, SipEndpoint, host_for_uri, new_tag
-from edge_media.sip.extensions import ExtensionDirectory
+from edge_media.sip.extensions import ExtensionDirectory, StaticDirectory
 from edge_media.sip.info_dtmf import InfoDtmfError, dtmf_of_info
 from edge_media.sip.media_timeout import MediaTimeoutSweep
 from edge_media.sip.message import SipRequest, make_response
 from edge_media.sip.message_policy import validate_request
-from edge_media.sip.registrar import ExtensionAuth, Registrar, lookup_username
+from edge_media.sip.negative_cache import UnknownUsers
+from edge_media.sip.registrar import ExtensionAuth, Registrar
 from edge_media.sip.sdp_offer_answer import LocalMedia
 from edge_media.sip.session_timer import SessionTimerPolicy
+from edge_media.sip.source_guard import SourceGuard
 from edge_media.sip.transaction import (
     AckReceived,
     CancelReceived,
@@ -54,6 +56,7 @@ from edge_media.sip.transaction import (
 )
 from edge_media.sip.transfer import follow_refer, on_refer_notify
 from edge_media.sip.transport import SipAddress
+from edge_media.sip.ua_extensions import ExtensionIntake
 from edge_media.sip.uri import SipUri
 
 __all__ = ["CallApp", "Reject", "Router", "UserAgent"]
@@ -68,11 +71,13 @@ DRAIN_RETRY_AFTER = "30"
 
 @dataclass(frozen=True, slots=True)
 class Reject:
-    """A routing decision not to take the call: the final status, its reason and the cause."""
+    """A routing decision not to take the call: the final status, its reason and the cause;
+    ``extra`` header fields go on the response (a Warning saying why, for the carrier)."""
 
     status: int
     reason: str
     cause: str
+    extra: tuple[tuple[str, str], ...] = ()
 
 
 CallApp = Callable[[SipCall], Awaitable[None]]
@@ -98,6 +103,8 @@ class UserAgent:
         registrar: Registrar | None = None,
         directory: ExtensionDirectory | None = None,
         rtp_timeout: float = 0.0,
+        guard: SourceGuard | None = None,
+        unknown_users: UnknownUsers | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.ports = ports
@@ -134,6 +141,22 @@ class UserAgent:
         self._idle.set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.stats = {"calls_in": 0, "calls_out": 0, "rejected": 0, "app_errors": 0}
+        self.guard = guard
+        self._extensions = (
+            ExtensionIntake(
+                registrar,
+                directory if directory is not None else StaticDirectory(),
+                send_response=endpoint.send_response,
+                reply=self._reply,
+                accept=self._accept_invite,
+                clock=endpoint.now,
+                guard=guard,
+                unknown_users=unknown_users,
+                stats=self.stats,
+            )
+            if registrar is not None
+            else None
+        )
         endpoint.attach(self)
 
     # -- helpers the calls use ----------------------------------------------------------------
@@ -290,8 +313,8 @@ class UserAgent:
             self._on_invite(event)
         elif method == "OPTIONS":
             self._reply(event.txn_id, request, 200, extra=self.capability_headers())
-        elif method == "REGISTER" and self.registrar is not None:
-            self._spawn(self._on_register(event, self.registrar))
+        elif method == "REGISTER" and self._extensions is not None:
+            self._spawn(self._extensions.on_register(event))
         else:
             # BYE, INFO, UPDATE, REFER, NOTIFY outside a dialog (§12.2.2).
             self._reply(event.txn_id, request, 481, "Call/Transaction Does Not Exist")
@@ -319,8 +342,8 @@ class UserAgent:
             return
         source = event.addr[0]
         if not self._source_allowed(source):
-            if self.registrar is not None and self.directory is not None:
-                self._spawn(self._authorize_invite(event, self.registrar, self.directory))
+            if self._extensions is not None and self.directory is not None:
+                self._spawn(self._extensions.authorize_invite(event))
                 return
             self.stats["rejected"] += 1
             logger.info("INVITE %s from %s refused: source not allowed", request.call_id, source)
@@ -366,7 +389,9 @@ class UserAgent:
             decision = await self._router(call)
             if isinstance(decision, Reject):
                 self.stats["rejected"] += 1
-                call.reject(decision.status, decision.reason, cause=decision.cause)
+                call.reject(
+                    decision.status, decision.reason, cause=decision.cause, extra=decision.extra
+                )
                 return
             if not call.is_ended:
                 call.app = decision
@@ -383,57 +408,7 @@ class UserAgent:
                 await call.hangup(NORMAL_CLEARING)
             asyncio.get_running_loop().call_later(DIALOG_LINGER, self._merged.pop, merge_key, None)
 
-    # -- extensions: REGISTER and authenticated INVITEs ---------------------------------------
-
-    async def _on_register(self, event: RequestReceived, registrar: Registrar) -> None:
-        request = event.request
-        username = lookup_username(request, registrar.realm)
-        auth = None
-        if username is not None and self.directory is not None:
-            auth = await self.directory.lookup(username)
-        outcome = registrar.handle(request, event.addr, event.transport.lower(), auth, time.time())
-        self.endpoint.send_response(event.txn_id, outcome.response)
-        if outcome.changed:
-            logger.info(
-                "REGISTER %s from %s:%d: %d contact(s) bound",
-                outcome.aor, event.addr[0], event.addr[1], len(outcome.bindings),
-            )  # fmt: skip
-        elif not outcome.accepted and outcome.response.status != 401:
-            logger.info(
-                "REGISTER from %s:%d refused: %d %s", event.addr[0], event.addr[1],
-                outcome.response.status, outcome.detail,
-            )  # fmt: skip
-
-    async def _authorize_invite(
-        self, event: RequestReceived, registrar: Registrar, directory: ExtensionDirectory
-    ) -> None:
-        """An INVITE from outside the trusted sources must come from an extension (407)."""
-        request = event.request
-        merge_key = (request.call_id, request.from_tag, request.cseq.number)
-        digest = registrar.digest
-        now = time.time()
-        header = request.headers.get("proxy-authorization")
-        if header is None:
-            challenge = [("Proxy-Authenticate", value) for value in digest.challenge(now)]
-            self._reply(event.txn_id, request, 407, "Proxy Authentication Required", challenge)
-            return
-        try:
-            username = parse_credentials(header).username
-        except DigestError:
-            self._reply(event.txn_id, request, 400, "Malformed Proxy-Authorization")
-            return
-        extension = await directory.lookup(username)
-        lookup = extension.ha1 if extension is not None else (lambda *_: None)
-        verdict = digest.verify(header, "INVITE", str(request.uri), now, lookup)
-        if isinstance(verdict, AuthOk) and extension is not None:
-            self._accept_invite(event, merge_key, extension)
-        elif isinstance(verdict, AuthStale):
-            challenge = [("Proxy-Authenticate", v) for v in digest.challenge(now, stale=True)]
-            self._reply(event.txn_id, request, 407, "Proxy Authentication Required", challenge)
-        else:
-            self.stats["rejected"] += 1
-            logger.info("INVITE %s from %s: bad credentials", request.call_id, event.addr[0])
-            self._reply(event.txn_id, request, 403, "Forbidden (bad credentials)")
+    # -- extensions (REGISTER and authenticated INVITEs: `ua_extensions`) ---------------------
 
     def contacts_for(self, account_id: str, extension: str) -> list[Binding]:
         """Live registrations of an extension, best first (for calls to it)."""

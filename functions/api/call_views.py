@@ -36,6 +36,10 @@ class CallView(BaseModel):
     ended_at: datetime | None = None
     duration: int | None = None
     hangup_cause: str | None = None
+    ended_by: str | None = Field(
+        None, description='"reaper" when the call\'s edge node died and the gateway ended it'
+    )
+    end_detail: str | None = Field(None, description="what hangup_cause means for this call")
     sip_status: int | None = None
     transferred_to: str | None = None
     media: list[MediaLeg] = Field(default_factory=list)

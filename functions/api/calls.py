@@ -38,7 +38,7 @@ from functions.api.errors import ApiError
 from functions.api.operations import Operation
 from functions.api.originate import originate
 from functions.api.routing import Endpoint, route
-from functions.api.url_guard import check_urls
+from functions.api.url_guard import check_transfer_destination, check_urls
 from functions.context import Context
 from shared.commands import Hangup, Redirect, Transfer
 from shared.dynamo import mapping
@@ -163,6 +163,10 @@ def calls_routes(ctx_provider: Callable[[], Context]) -> list[Route]:
             body = await read_model(request, model)
             if isinstance(body, RedirectRequest):
                 await to_thread.run_sync(check_urls, ctx, {"media_server": body.media_server})
+            elif isinstance(body, TransferRequest):  # a sip: URI's host (SSRF)
+                await to_thread.run_sync(
+                    check_transfer_destination, ctx, body.destination_number, "destination_number"
+                )
             run = functools.partial(
                 control, ctx, principal, action, body.call_uuid, functools.partial(build, body)
             )

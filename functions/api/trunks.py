@@ -8,6 +8,11 @@ show it masked.
 
 Trunk hosts are not passed through the SSRF guard: SIP peers on private addresses (a PBX over a
 VPN) are normal, and the edge only speaks SIP/RTP to them, not HTTP.
+
+Inbound sources are limited in width (`check_source_widths`): a source skips digest at the edge
+and is never rate limited or banned there, so an account key may name at most a /16 (IPv4) or a
+/48 (IPv6), which covers any carrier's published ranges; only an admin key may go wider. A
+source reaches only its own account's numbers either way (the edge checks ownership per call).
 """
 
 from __future__ import annotations
@@ -42,6 +47,9 @@ TRUNKS_PARTITION = "TRUNKS"
 MAX_HOST_LENGTH = 253
 MAX_INBOUND_SOURCES = 100
 MAX_ID_LENGTH = 64
+# The widest inbound source an account key may name, per IP version (prefix length).
+WIDEST_SOURCE_PREFIX = {4: 16, 6: 48}
+_V4_MAPPED = ipaddress.ip_network("::ffff:0:0/96")
 # RFC 1123 §2.1 host names: letters, digits and hyphens, labels of 1-63, no hyphen at the ends.
 _LABEL_RE = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 
@@ -69,7 +77,8 @@ Sources = Annotated[
     list[Cidr],
     Field(
         max_length=MAX_INBOUND_SOURCES,
-        description="IP addresses or CIDRs allowed to send inbound calls on this trunk.",
+        description="IP addresses or CIDRs allowed to send inbound calls on this trunk, to this "
+        "account's numbers only. At most /16 (IPv4) or /48 (IPv6) unless an admin key sets it.",
     ),
 ]
 
@@ -164,6 +173,40 @@ def check_credentials(values: dict[str, Any]) -> None:
         )
 
 
+def _source_width_error(cidr: str) -> str | None:
+    """Why ``cidr`` is too wide for an account key, or None. An IPv4-mapped IPv6 range
+    (``::ffff:0:0/96``) is judged as the IPv4 range it stands for."""
+    network = ipaddress.ip_network(cidr, strict=False)
+    version, length = network.version, network.prefixlen
+    if isinstance(network, ipaddress.IPv6Network) and network.subnet_of(_V4_MAPPED):
+        version, length = 4, length - 96
+    if length == 0:
+        return f"{cidr} matches every address"
+    widest = WIDEST_SOURCE_PREFIX[version]
+    if length < widest:
+        return f"{cidr} is wider than /{widest} (IPv{version})"
+    return None
+
+
+def check_source_widths(sources: list[str] | None, principal: Principal) -> None:
+    """422 naming ``inbound_sources[i]`` for a source wider than an account key may set.
+
+    Admin keys may set wider ranges (an operator vouching for a carrier's big block).
+    """
+    if not sources or principal.is_admin:
+        return
+    for index, cidr in enumerate(sources):
+        error = _source_width_error(cidr)
+        if error is not None:
+            raise ApiError(
+                422,
+                "validation_error",
+                f"inbound_sources[{index}]: {error}; name the carrier's own ranges "
+                "(at most /16 for IPv4, /48 for IPv6), or ask an admin",
+                f"inbound_sources.{index}",
+            )
+
+
 def _get(ctx: Context, principal: Principal, trunk_id: str, *, consistent: bool = False) -> Trunk:
     if len(trunk_id) > MAX_ID_LENGTH:
         raise not_found("trunk", trunk_id)
@@ -180,6 +223,7 @@ def _get(ctx: Context, principal: Principal, trunk_id: str, *, consistent: bool 
 
 def create_trunk(ctx: Context, principal: Principal, body: TrunkCreate) -> TrunkOut:
     check_credentials(body.model_dump())
+    check_source_widths(body.inbound_sources, principal)
     trunk = Trunk(account_id=principal.account_id, **body.model_dump())
     ctx.repo.put(trunk, create_only=True)
     return trunk_view(trunk)
@@ -187,6 +231,7 @@ def create_trunk(ctx: Context, principal: Principal, body: TrunkCreate) -> Trunk
 
 def update_trunk(ctx: Context, principal: Principal, trunk_id: str, body: TrunkUpdate) -> TrunkOut:
     changes = patch_changes(body, required=REQUIRED_ON_PATCH)
+    check_source_widths(changes.get("inbound_sources"), principal)
     trunk = _get(ctx, principal, trunk_id, consistent=True)
     check_credentials({**trunk.model_dump(), **changes})
     return trunk_view(apply_patch(ctx, trunk, changes, kind="trunk", ident=trunk_id))

@@ -3,6 +3,7 @@
 Only URLs the gateway itself will call are checked: ``webhook_url`` (routing webhook and status
 callbacks) and ``socket_url`` when it is a WebSocket URL. The native drivers (``elevenlabs``,
 ``vapi``) name services the gateway reaches at fixed public hosts, so there is nothing to check.
+A transfer's ``sip:`` URI is checked too (`check_transfer_destination`): the node may dial it.
 Checking may resolve a host name, so it runs in the request's worker thread, not on the loop.
 
 The resolver is ``Context.resolve_host`` when the context has one (tests inject a fake resolver
@@ -16,8 +17,8 @@ from collections.abc import Mapping
 from functions.api.errors import ApiError
 from functions.context import Context
 from shared.models import Route
-from shared.ssrf import Resolver, UnsafeUrlError, check_public_url, resolve_host
-from shared.validation import MediaKind, parse_media_target
+from shared.ssrf import Resolver, UnsafeUrlError, check_public_url, check_sip_uri, resolve_host
+from shared.validation import MediaKind, parse_media_target, parse_transfer_destination
 
 
 def resolver_of(ctx: Context) -> Resolver:
@@ -47,3 +48,21 @@ def route_urls(route: Route | None, prefix: str = "route") -> dict[str, str | No
     if route is None:
         return {}
     return {f"{prefix}.socket_url": route.socket_url, f"{prefix}.webhook_url": route.webhook_url}
+
+
+def check_transfer_destination(ctx: Context, destination: str, field: str) -> None:
+    """Refuse with a 422 naming ``field`` a SIP URI whose host is not public (or allowed).
+
+    Numbers and extensions go through the account's trunk or the node's own registrar, which
+    the customer does not choose, so only ``sip:``/``sips:`` destinations are checked.
+    """
+    try:
+        kind, value = parse_transfer_destination(destination)
+    except ValueError:
+        return  # the body's validation already refused it
+    if kind != "sip":
+        return
+    try:
+        check_sip_uri(value, field, ctx.settings, resolver_of(ctx))
+    except UnsafeUrlError as exc:
+        raise ApiError(422, "unsafe_url", str(exc), exc.field) from None

@@ -2,19 +2,36 @@
 
 Delivery follows the API guide: body = the canonical JSON the signature covers, headers
 ``Content-Type``, ``X-Call-UUID``, ``X-Signature: sha256=…``, ``User-Agent: VoiceAPI/1.0``, plus
-``X-Callback-ID`` so a receiver can drop the duplicate that at-least-once delivery can produce.
+``X-Callback-ID`` so a receiver can drop the duplicate that at-least-once delivery can produce,
+and the Standard Webhooks replay headers (``webhook-id`` = the callback id, ``webhook-timestamp``,
+``webhook-signature``; ``shared.signing``).
 A 2xx within the timeout is success. Anything else fails the record: SQS makes it visible again after
 a back-off we set on the message itself (``callback_backoff_seconds``: 10 s, 20 s, 40 s, …, capped
 at 15 minutes, SQS's visibility limit for us), and after ``callback_max_attempts``
-receives the redrive policy moves it to the DLQ. Every attempt is appended to the call record so a
-support engineer can see what the customer's server answered.
+receives the redrive policy moves it to the DLQ.
+
+SSRF: the URL is the customer's, and this worker runs inside our network. The POST goes through
+``shared.pinned_http.PinnedTransport``: the host is resolved once, every address is checked
+against the SSRF rule (``AGERA_SSRF_ALLOW_LIST`` opens private ranges), and the connection goes to
+a checked address, so a rebinding name cannot swap in a private one between check and connect. A
+refused target is recorded as ``refused by policy`` and not retried (no request was made, and a
+retry would be refused the same way); the message is then dropped.
+
+What is recorded: every attempt is appended to the call record, which the customer reads through
+the API, with only a status class (``2xx``, ``3xx``, ``4xx``, ``5xx``, ``timeout``, ``connection
+failed``, ``refused by policy``) and a fixed, generic reason. Never the target's answer (its body
+is not even read), its exact status or an exception's text: those would make the callback a
+scanner of whatever the URL points at (which ports answer, what a service says). Our own logs keep
+the exact HTTP status and the exception's type for support.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from aws_lambda_powertools.metrics import MetricUnit
@@ -32,7 +49,9 @@ from shared.clock import iso_z, utc_now
 from shared.dynamo import mapping
 from shared.events import CallbackMessage, parse_callback
 from shared.models import Account, Call
+from shared.pinned_http import PinnedTransport, refusal_of
 from shared.signing import signed_webhook
+from shared.ssrf import AddressPolicy, resolve_host
 
 BACKOFF_MAX_SECONDS = 900
 MAX_RECORDED_ATTEMPTS = 50
@@ -65,6 +84,73 @@ def _record_attempt(ctx: Context, message: CallbackMessage, attempt: dict[str, A
         )
 
 
+REFUSED = "refused by policy"
+TIMEOUT = "timeout"
+CONNECTION_FAILED = "connection failed"
+_CLASS_REASONS = {
+    "2xx": "delivered",
+    "3xx": "the webhook answered with a redirect, which is not followed",
+    "4xx": "the webhook answered with a client error",
+    "5xx": "the webhook answered with a server error",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One attempt as the customer may see it (``status`` class, generic ``reason``), plus what
+    only our logs get (``code``: the exact HTTP status, ``error``: an exception's type name)."""
+
+    status: str
+    reason: str
+    code: int | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "2xx"
+
+
+def status_outcome(code: int) -> Outcome:
+    """The class of an HTTP status (``404`` → ``4xx``) and its generic reason."""
+    status = f"{code // 100}xx"
+    return Outcome(
+        status, _CLASS_REASONS.get(status, "the webhook answered an unexpected status"), code
+    )
+
+
+def post(ctx: Context, url: str, body: bytes, headers: dict[str, str]) -> Outcome:
+    """POST ``body`` to ``url`` through a pinned, SSRF-checked connection; never raises.
+
+    The response is opened as a stream and closed unread: only its status line is used.
+    """
+    if urlsplit(url).scheme.lower() not in ("http", "https"):
+        return Outcome(REFUSED, "the webhook URL is not an http:// or https:// URL")
+    timeout = ctx.settings.callback_timeout_seconds
+    policy = AddressPolicy.from_settings(ctx.settings, ctx.resolve_host or resolve_host)
+    try:
+        with (
+            httpx.Client(
+                transport=PinnedTransport(policy), follow_redirects=False, trust_env=False
+            ) as client,
+            client.stream("POST", url, content=body, headers=headers, timeout=timeout) as answer,
+        ):
+            return status_outcome(answer.status_code)
+    except httpx.TimeoutException as exc:
+        return Outcome(TIMEOUT, f"no answer within {timeout:g} s", error=type(exc).__name__)
+    except httpx.HTTPError as exc:
+        if refusal_of(exc) is not None:
+            return Outcome(
+                REFUSED,
+                "the webhook URL points to an address the gateway does not call",
+                error="AddressRefused",
+            )
+        return Outcome(
+            CONNECTION_FAILED, "could not connect to the webhook", error=type(exc).__name__
+        )
+    except (httpx.InvalidURL, ValueError) as exc:
+        return Outcome(REFUSED, "the webhook URL is not a valid URL", error=type(exc).__name__)
+
+
 def deliver(ctx: Context, record: SQSRecord) -> None:
     message = parse_callback(record.body)
     attempt_no = int(record.attributes.approximate_receive_count or 1)
@@ -83,24 +169,12 @@ def deliver(ctx: Context, record: SQSRecord) -> None:
         account.webhook_secret,
         message.payload,
         str(message.call_uuid),
+        webhook_id=message.id,  # the same on every retry: the receiver's replay/dedupe key
         **{"X-Callback-ID": message.id},
     )
     started = time.perf_counter()
-    status: int | None = None
-    error: str | None = None
-    try:
-        response = httpx.post(
-            url,
-            content=body,
-            headers=headers,
-            timeout=ctx.settings.callback_timeout_seconds,
-            follow_redirects=False,
-        )
-        status = response.status_code
-    except httpx.HTTPError as exc:
-        error = f"{type(exc).__name__}: {exc}"[:200]
+    outcome = post(ctx, url, body, headers)
     elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
-    ok = status is not None and 200 <= status < 300
     _record_attempt(
         ctx,
         message,
@@ -109,20 +183,27 @@ def deliver(ctx: Context, record: SQSRecord) -> None:
             "event_type": message.payload.get("event_type"),
             "attempt": attempt_no,
             "at": iso_z(utc_now(), millis=True),
-            "status": status,
-            "error": error,
+            "status": outcome.status,
+            "reason": outcome.reason,
             "ms": elapsed_ms,
         },
     )
-    if ok:
+    logged = {
+        "status": outcome.status,
+        "http_status": outcome.code,
+        "error_type": outcome.error,
+        "attempt": attempt_no,
+        "ms": elapsed_ms,
+    }
+    if outcome.ok:
         metrics.add_metric("CallbackDeliveries", MetricUnit.Count, 1)
-        logger.info("callback delivered", extra={"status": status, "ms": elapsed_ms})
+        logger.info("callback delivered", extra=logged)
         return
     metrics.add_metric("CallbackFailures", MetricUnit.Count, 1)
-    logger.warning(
-        "callback delivery failed",
-        extra={"status": status, "error": error, "attempt": attempt_no},
-    )
+    if outcome.status == REFUSED:
+        logger.warning("callback refused by the SSRF policy; not retried", extra=logged)
+        return
+    logger.warning("callback delivery failed", extra=logged)
     if attempt_no < ctx.settings.callback_max_attempts and record.receipt_handle:
         try:
             ctx.sqs.change_message_visibility(
@@ -134,7 +215,7 @@ def deliver(ctx: Context, record: SQSRecord) -> None:
             )
         except Exception:  # the default visibility timeout still retries it
             logger.exception("could not set the retry back-off")
-    raise DeliveryFailed(f"webhook answered {status or error}")
+    raise DeliveryFailed(f"webhook delivery failed ({outcome.status})")
 
 
 def record_handler(record: SQSRecord) -> None:

@@ -27,6 +27,12 @@ CallSlot           ACCOUNT#<id>                      SLOT#<uuid>      -   (TTL)
 CallRateWindow     ACCOUNT#<id>                      CPS#<epoch s>    -   (TTL)
 =================  ================================  ===============  ===============================
 
+A second, sparse GSI (``live``, hash ``live_node``, projecting ``created_at`` and ``node_run``) holds
+only the calls a node owns that have not ended: ``live_node`` (the owning node's id) is written with
+the record when a node creates it (``to_item``) or claims it, and every terminal transition removes
+it (``call_transition_request``). The reaper (``functions/workers/reaper.py``) scans that index to
+find the calls of dead nodes; it reads only live calls, never the call history.
+
 Trunks are listed across accounts (``TRUNKS``) because an edge node builds its inbound source ACL
 from all of them. The SIP user index makes a username unique across accounts; it is written in the
 same transaction as its extension. The three call-slot items (an account's live-call count, one
@@ -68,6 +74,10 @@ AttributeValue = dict[str, Any]
 Item = dict[str, AttributeValue]
 
 GSI_NAME = "gsi1"
+# The sparse index of live calls (see the module docstring) and the bookkeeping attributes it uses.
+LIVE_INDEX = "live"
+LIVE_NODE_ATTRIBUTE = "live_node"
+NODE_RUN_ATTRIBUTE = "node_run"  # the owning node's run id (EdgeNode.run_id) when it took the call
 TTL_ATTRIBUTE = "expires_at"
 KEY_ATTRIBUTES = ("pk", "sk", "gsi1pk", "gsi1sk")
 ENTITY_ATTRIBUTE = "entity"
@@ -297,6 +307,8 @@ def to_item(entity: Entity) -> Item:
     if spec.ttl:
         expires: datetime = entity.expires_at  # type: ignore[attr-defined]
         item[TTL_ATTRIBUTE] = {"N": str(int(expires.timestamp()))}
+    if isinstance(entity, Call) and entity.node_id and not entity.status.terminal:
+        item[LIVE_NODE_ATTRIBUTE] = {"S": entity.node_id}
     return item
 
 
@@ -420,6 +432,7 @@ def call_transition_request(
     event_id: str | None = None,
     allow_same: bool = False,
     unclaimed: bool = False,
+    keep_live: bool = False,
     now: datetime,
 ) -> dict[str, Any]:
     """Move a call to ``status`` only if that is forward in its lifecycle.
@@ -433,6 +446,10 @@ def call_transition_request(
     ``unclaimed`` applies the change only to a call still ``queued`` that no node has taken
     (no ``node_id``): the API cancelling a queued call races a node claiming its originate command,
     and exactly one of the two conditional writes may win.
+
+    A terminal status takes the call out of the live index (removes ``live_node``), unless
+    ``keep_live``: the reaper keeps it there until the end's event is queued, so a reaper that
+    dies half-way finds the call again.
     """
     lower = [
         s.value
@@ -455,6 +472,7 @@ def call_transition_request(
         table,
         key(Call, call_uuid),
         set_fields,
+        remove=(LIVE_NODE_ATTRIBUTE,) if status.terminal and not keep_live else (),
         condition=condition,
         condition_values=placeholders,
         condition_names=names,

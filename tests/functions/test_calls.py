@@ -796,9 +796,9 @@ def test_cancel_event_is_kept_until_the_events_queue_takes_it(
         ),
         (
             "/api/calls/transfer",
-            {"destination_number": "sip:alice@example.com"},
+            {"destination_number": "sip:alice@my-api.com"},
             Transfer,
-            lambda c: c.destination == "sip:alice@example.com",
+            lambda c: c.destination == "sip:alice@my-api.com",
         ),
         (
             "/api/calls/redirect",
@@ -1013,6 +1013,18 @@ def test_a_node_past_its_heartbeat_gets_no_commands(front, ctx, tenant, sqs) -> 
             "media_server",
             "unsafe_url",
         ),
+        (
+            "/api/calls/transfer",
+            {"call_uuid": str(uuid.uuid4()), "destination_number": "sip:pbx@10.1.2.3:5060"},
+            "destination_number",
+            "unsafe_url",
+        ),
+        (
+            "/api/calls/transfer",
+            {"call_uuid": str(uuid.uuid4()), "destination_number": "sips:x@intranet.example.net"},
+            "destination_number",
+            "unsafe_url",
+        ),
     ],
     ids=[
         "hangup-missing",
@@ -1024,6 +1036,8 @@ def test_a_node_past_its_heartbeat_gets_no_commands(front, ctx, tenant, sqs) -> 
         "redirect-missing",
         "redirect-https",
         "redirect-metadata",
+        "transfer-sip-private",
+        "transfer-sip-private-name",
     ],
 )
 def test_command_validation_names_the_field(front, tenant, path, body, field, code) -> None:

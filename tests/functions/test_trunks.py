@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from shared.models import Trunk
+from shared.models import ApiKeyRole, Trunk
 
 SECRET = "trunk-secret-0123"
 
@@ -159,3 +159,65 @@ def test_sample_events_round_trip(run_sample, tenant) -> None:
     assert updated.status == 200
     assert (updated.json()["port"], updated.json()["transport"]) == (5080, "tcp")
     assert run_sample("trunks_delete.json", tenant.key, path=path).status == 204
+
+
+# --------------------------------------------------------------------------- source widths
+
+
+@pytest.mark.parametrize(
+    ("sources", "index", "why"),
+    [
+        (["203.0.113.0/24", "10.0.0.0/8"], 1, "wider than /16 (IPv4)"),
+        (["198.51.0.0/15"], 0, "wider than /16 (IPv4)"),
+        (["2001:db8::/47"], 0, "wider than /48 (IPv6)"),
+        (["0.0.0.0/0"], 0, "matches every address"),
+        (["198.51.100.7", "::/0"], 1, "matches every address"),
+        (["::ffff:0:0/96"], 0, "matches every address"),  # every IPv4 address, v4-mapped
+        (["::ffff:10.0.0.0/104"], 0, "wider than /16 (IPv4)"),
+    ],
+    ids=[
+        "v4-slash-8",
+        "v4-slash-15",
+        "v6-slash-47",
+        "v4-any",
+        "v6-any",
+        "v4-mapped-any",
+        "v4-mapped-8",
+    ],
+)
+def test_an_account_key_cannot_trust_wide_sources(front, tenant, sources, index, why) -> None:
+    reply = create(front, tenant, inbound_sources=sources)
+    assert reply.status == 422, reply.content
+    assert reply.error["field"] == f"inbound_sources.{index}"
+    assert reply.error["message"].startswith(f"inbound_sources[{index}]: ")
+    assert why in reply.error["message"]
+
+
+def test_the_widest_sources_an_account_key_may_set(front, tenant) -> None:
+    sources = ["198.51.0.0/16", "2001:db8:1::/48", "203.0.113.7"]
+    reply = create(front, tenant, inbound_sources=sources)
+    assert reply.status == 201, reply.content
+    assert reply.json()["inbound_sources"] == ["198.51.0.0/16", "2001:db8:1::/48", "203.0.113.7/32"]
+
+
+def test_a_wide_patch_is_refused_and_the_trunk_kept(front, tenant, api_ctx) -> None:
+    trunk_id = create(front, tenant, inbound_sources=["203.0.113.0/24"]).json()["trunk_id"]
+    for sources in (["10.0.0.0/8"], ["0.0.0.0/0"]):
+        reply = front.request(
+            "PATCH", f"/api/trunks/{trunk_id}", key=tenant.key, body={"inbound_sources": sources}
+        )
+        assert reply.status == 422 and reply.error["field"] == "inbound_sources.0"
+    trunk = api_ctx.repo.get(Trunk, tenant.account_id, trunk_id, consistent=True)
+    assert trunk is not None and trunk.inbound_sources == ["203.0.113.0/24"]
+
+
+def test_an_admin_key_may_trust_wide_sources(front, new_tenant) -> None:
+    admin = new_tenant(role=ApiKeyRole.ADMIN)
+    reply = create(front, admin, inbound_sources=["10.0.0.0/8", "2001:db8::/32"])
+    assert reply.status == 201, reply.content
+    trunk_id = reply.json()["trunk_id"]
+    patched = front.request(
+        "PATCH", f"/api/trunks/{trunk_id}", key=admin.key, body={"inbound_sources": ["0.0.0.0/0"]}
+    )
+    assert patched.status == 200, patched.content
+    assert patched.json()["inbound_sources"] == ["0.0.0.0/0"]

@@ -155,7 +155,7 @@ def test_answered_event_updates_record_and_delivers_signed_callback(world, queue
     assert headers["user-agent"] == "VoiceAPI/1.0"
     assert headers["content-type"] == "application/json"
     stored = repo.get(Call, world["call"].call_uuid, consistent=True)
-    assert [a["status"] for a in stored.callback_attempts] == [200]
+    assert [(a["status"], a["reason"]) for a in stored.callback_attempts] == [("2xx", "delivered")]
 
 
 def test_out_of_order_and_duplicate_events_are_harmless(world, queues, repo) -> None:
@@ -189,7 +189,7 @@ def test_failed_delivery_stays_queued_with_backoff_and_is_recorded(world, queues
     ]
     assert attrs["ApproximateNumberOfMessagesNotVisible"] == "1"  # not deleted: SQS retries it
     stored = repo.get(Call, world["call"].call_uuid, consistent=True)
-    assert [(a["status"], a["attempt"]) for a in stored.callback_attempts] == [(500, 1)]
+    assert [(a["status"], a["attempt"]) for a in stored.callback_attempts] == [("5xx", 1)]
 
 
 def test_event_for_unknown_call_is_retried(world, queues) -> None:
@@ -236,7 +236,7 @@ def test_failing_receiver_gets_every_attempt_then_the_dlq(
     assert len(ids) == 1  # the same callback each time, so a receiver can de-duplicate
     stored = repo.get(Call, world["call"].call_uuid, consistent=True)
     assert [(a["status"], a["attempt"]) for a in stored.callback_attempts] == [
-        (503, n) for n in range(1, 6)
+        ("5xx", n) for n in range(1, 6)
     ]
     parked = sqs.receive_message(QueueUrl=dlq, WaitTimeSeconds=0)["Messages"]
     assert json.loads(parked[0]["Body"])["id"] in ids

@@ -86,9 +86,9 @@ async def running_gateway(**overrides: Any) -> AsyncIterator[EdgeNode]:
         ws_port=0,
         rtp_port_min=low,
         rtp_port_max=high,
-        trust_loopback=True,
         node_id=f"test-{uuid.uuid4().hex[:12]}",
-        **{"originate_poll_seconds": 1, **overrides},  # stopping waits for the poll in flight
+        # Stopping waits for the poll in flight; loopback is trusted unless a test says not.
+        **{"originate_poll_seconds": 1, "trust_loopback": True, **overrides},
     )
     node = EdgeNode(settings)
     await node.start()

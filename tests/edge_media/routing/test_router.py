@@ -440,6 +440,32 @@ async def test_unknown_numbers_get_404(
 
 
 @pytest.mark.anyio
+async def test_a_trunk_sources_accounts_bound_the_numbers_it_reaches(
+    repo: Repository, lookups: tuple[CallRouter, FakeClock]
+) -> None:
+    router, _ = lookups
+    owner, other = an_account(), an_account()
+    number = a_number()
+    repo.put(owner)
+    repo.put(Number(number=number, account_id=owner.account_id, route=Route(socket_url="vapi")))
+    refused = await router.lookup_inbound(number, accounts=frozenset({other.account_id}))
+    assert isinstance(refused, Refuse)
+    assert (refused.status, refused.reason, refused.cause) == (
+        403,
+        "Forbidden (trunk does not own the number)",
+        "CALL_REJECTED",
+    )
+    assert refused.warning == "the source's trunk does not own this number"
+    assert owner.account_id in refused.detail  # for our logs; never sent to the caller
+    for accounts in (frozenset({other.account_id, owner.account_id}), None):
+        found = await router.lookup_inbound(number, accounts=accounts)
+        assert isinstance(found, CallRoute) and found.account == owner
+    # An unknown number is still 404 for a trunk source.
+    missing = await router.lookup_inbound("+15550000000", accounts=frozenset())
+    assert isinstance(missing, Refuse) and missing.status == 404
+
+
+@pytest.mark.anyio
 async def test_a_numbers_webhook_route_is_asked(
     repo: Repository,
     lookups: tuple[CallRouter, FakeClock],

@@ -282,3 +282,21 @@ def test_reached_marks_wait_for_take_and_a_clear_returns_them_first() -> None:
     assert queue.clear() == [M("reached", 20), M("pending", 0)]
     assert not queue.has_reached
     assert queue.take_reached() == []
+
+
+def test_pending_marks_counts_marks_until_taken_or_cleared() -> None:
+    """What a driver's mark cap bounds (PROTOCOL.md §6): marks held, reached or not."""
+    queue = PlayoutQueue()
+    queue.push_mark("a")  # nothing ahead: reached on the next tick
+    queue.push_media(frames(1))
+    queue.push_mark("b")
+    queue.push_media(frames(1, 1))
+    queue.push_mark("c")
+    assert queue.pending_marks == 3
+    assert queue.next_frame() == frames(1)  # reaches a and b
+    assert queue.pending_marks == 3  # reached, not yet taken: still held
+    assert queue.take_reached() == [M("a", 0), M("b", 20)]
+    assert queue.pending_marks == 1
+    queue.push_mark("d")
+    assert [m.name for m in queue.clear()] == ["c", "d"]
+    assert queue.pending_marks == 0
