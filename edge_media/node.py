@@ -30,6 +30,7 @@ from edge_media.agent_stream.ws_server import StreamListener
 from edge_media.apps.echo import ECHO_USER, echo_app
 from edge_media.bridge.live_call import BridgeServices, LiveCall
 from edge_media.control.identity import resolve_identity
+from edge_media.drivers.inbound_budget import BotLimits
 from edge_media.rtp.ports import PortAllocator
 from edge_media.rtp.transport import MediaClock, monotonic_clock_for
 from edge_media.sip.acl import TrustMap
@@ -176,6 +177,7 @@ class EdgeNode:
             health=self.health,
             accepting=self.accepting,
             reuse_port=self.settings.media_workers > 1,
+            limits=BotLimits.from_settings(self.settings),
         )
         await self.streams.start()
         self.clock.start()

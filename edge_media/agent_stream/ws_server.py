@@ -32,7 +32,8 @@ from websockets.http11 import Request, Response
 from websockets.server import ServerProtocol
 
 from edge_media.agent_stream.stream_path import StreamRoute, parse_stream_path
-from edge_media.drivers.ws_client import MAX_MESSAGE_BYTES, WRITE_BUFFER_LIMIT, WsConnection
+from edge_media.drivers.inbound_budget import DEFAULT_LIMITS, BotLimits, json_audio_wire_rate
+from edge_media.drivers.ws_client import WRITE_BUFFER_LIMIT, WsConnection
 
 __all__ = ["StreamConnection", "StreamListener"]
 
@@ -45,6 +46,9 @@ _WIRE_LOGGER.setLevel(logging.INFO)
 REQUEST_SECONDS = 10.0  # the HTTP request (upgrade or health) must be complete within this
 DRAIN_RETRY_AFTER = "30"
 PENDING_LIMIT = 64  # messages held while the handshake reads (a provider sends two)
+# A second of caller audio as a provider sends it: Twilio's media messages carry track, chunk,
+# timestamp and sequenceNumber besides the payload, about twice a bot's envelope.
+PROVIDER_REALTIME_WIRE_BYTES = json_audio_wire_rate(8000) + 50 * 200
 
 StreamHandler = Callable[["StreamConnection", StreamRoute], Awaitable[None]]
 Health = Callable[[], tuple[int, dict[str, Any]]]
@@ -81,7 +85,8 @@ class StreamConnection(WsConnection):
         *,
         write_buffer_limit: int = WRITE_BUFFER_LIMIT,
     ) -> None:
-        self._server_core = ServerProtocol(max_size=MAX_MESSAGE_BYTES, logger=_WIRE_LOGGER)
+        limits = listener.limits
+        self._server_core = ServerProtocol(max_size=limits.max_message_bytes, logger=_WIRE_LOGGER)
         super().__init__(
             loop,
             self._server_core,  # type: ignore[arg-type]  # same Protocol base, other side
@@ -92,6 +97,10 @@ class StreamConnection(WsConnection):
             extra_headers=None,
             write_buffer_limit=write_buffer_limit,
             ping_interval=None,  # the provider keeps its own connection alive
+            # A provider sends caller audio in real time; the bots' budget (4x, with a burst)
+            # keeps a flooding provider from taking the loop that paces every call.
+            budget=limits.budget(PROVIDER_REALTIME_WIRE_BYTES),
+            log_name="provider stream",
         )
         self._listener = listener
         self._pending: collections.deque[str | bytes] = collections.deque()
@@ -211,9 +220,11 @@ class StreamListener:
         health: Health,
         accepting: Callable[[], bool],
         reuse_port: bool = False,
+        limits: BotLimits = DEFAULT_LIMITS,
     ) -> None:
         self.host = host
         self.port = port
+        self.limits = limits  # message size and inbound budget, as for bots (AGERA_BOT_*)
         self._reuse_port = reuse_port  # media workers share the port, as they share SIP's
         self._handle = handle
         self._health = health

@@ -14,6 +14,7 @@ from edge_media.agent_stream.provider_protocol import (
     ProviderDtmf,
     ProviderMedia,
     ProviderStop,
+    _compact_media,
     clear_message,
     media_message,
     parse_connected,
@@ -178,3 +179,36 @@ def test_stream_tokens() -> None:
     assert stream_token_problem(secret, AGENT, forged, 1_000) == "Invalid token"
     assert stream_token_problem(secret, AGENT, "", 1_000) == "Token required"
     assert stream_token_problem(secret, AGENT, "x.y", 1_000) == "Malformed token"
+
+
+@pytest.mark.parametrize(
+    ("text", "shortcut"),
+    [
+        # Twilio's documented order: streamSid after media
+        (
+            '{"event":"media","sequenceNumber":"3","media":{"track":"inbound","chunk":"1",'
+            '"timestamp":"5","payload":"PAYLOAD"},"streamSid":"MZ1"}',
+            True,
+        ),
+        ('{"event":"media","streamSid":"MZ1","media":{"payload":"PAYLOAD"}}', True),
+        # not compact (spaces, payload not last, an escape): the full parse answers the same
+        ('{"event": "media", "media": {"payload": "PAYLOAD"}}', False),
+        ('{"event":"media","media":{"payload":"PAYLOAD","track":"inbound"}}', False),
+        ('{"event":"media","note":"a\\\\b","media":{"payload":"PAYLOAD"}}', False),
+    ],
+)
+def test_the_compact_media_shortcut_agrees_with_the_full_parse(text: str, shortcut: bool) -> None:
+    audio = bytes(range(160))
+    encoded = base64.b64encode(audio).decode()
+    message = text.replace("PAYLOAD", encoded)
+    assert json.loads(message)["media"]["payload"] == encoded
+    assert parse_event(message) == ProviderMedia(audio)
+    assert (_compact_media(message) is not None) is shortcut
+
+
+def test_the_shortcut_leaves_other_tracks_and_bad_payloads_to_the_full_parse() -> None:
+    payload = base64.b64encode(b"\xff" * 160).decode()
+    outbound = '{"event":"media","media":{"track":"outbound","payload":"' + payload + '"}}'
+    assert parse_event(outbound) is None
+    with pytest.raises(Malformed):
+        parse_event('{"event":"media","media":{"payload":"***"}}')
