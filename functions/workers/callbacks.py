@@ -44,7 +44,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.context import Context, default_context
-from functions.observability import logger, metrics
+from functions.observability import call_log_keys, logger, metrics
 from shared.clock import iso_z, utc_now
 from shared.dynamo import mapping
 from shared.events import CallbackMessage, parse_callback
@@ -153,10 +153,13 @@ def post(ctx: Context, url: str, body: bytes, headers: dict[str, str]) -> Outcom
 
 def deliver(ctx: Context, record: SQSRecord) -> None:
     message = parse_callback(record.body)
+    # This thread's (or task's) keys only, for this record only: functions/observability.py.
+    with call_log_keys(str(message.call_uuid), message.account_id):
+        _deliver(ctx, record, message)
+
+
+def _deliver(ctx: Context, record: SQSRecord, message: CallbackMessage) -> None:
     attempt_no = int(record.attributes.approximate_receive_count or 1)
-    # This thread's (or task's) keys only: functions/observability.py says why.
-    logger.thread_safe_clear_keys()
-    logger.thread_safe_append_keys(call_uuid=str(message.call_uuid), account_id=message.account_id)
     account = ctx.repo.get(Account, message.account_id)
     if account is None:
         logger.warning("callback dropped: account no longer exists")
