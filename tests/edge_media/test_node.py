@@ -230,6 +230,7 @@ async def test_untrusted_source_must_authenticate_as_an_extension(peer: Peer) ->
     settings = Settings.load(
         {},
         sip_port=0,
+        ws_port=0,
         rtp_port_min=base,
         rtp_port_max=base + 38,
         trust_loopback=False,
@@ -282,7 +283,7 @@ async def test_register_then_the_node_calls_the_extension(peer: Peer) -> None:
     from edge_media.sip.extensions import StaticDirectory, extension_auth
 
     base = next(_ports)
-    settings = Settings.load({}, sip_port=0, rtp_port_min=base, rtp_port_max=base + 38)
+    settings = Settings.load({}, sip_port=0, ws_port=0, rtp_port_min=base, rtp_port_max=base + 38)
     alice = extension_auth("acc_1", "201", "alice", "pw", settings.sip_realm)
     edge = EdgeNode(settings, directory=StaticDirectory([alice]))
     await edge.start()
