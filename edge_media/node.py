@@ -31,6 +31,7 @@ from edge_media.apps.echo import ECHO_USER, echo_app
 from edge_media.bridge.live_call import BridgeServices, LiveCall
 from edge_media.control.identity import resolve_identity
 from edge_media.drivers.inbound_budget import BotLimits
+from edge_media.node_capacity import NodeCapacity
 from edge_media.rtp.ports import PortAllocator
 from edge_media.rtp.transport import MediaClock, monotonic_clock_for
 from edge_media.sip.acl import TrustMap
@@ -130,6 +131,11 @@ class EdgeNode:
         self.streams: StreamListener | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopped = False
+        self.capacity = NodeCapacity(
+            max_calls=settings.max_calls,
+            max_loop_lag_ms=settings.max_loop_lag_ms,
+            calls=self.calls_in_progress,
+        )
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -166,6 +172,7 @@ class EdgeNode:
             rtp_timeout=self.settings.rtp_timeout_seconds,
             guard=self.guard,
             unknown_users=self.unknown_users,
+            admission=self._admit_invite,
         )
         await self.endpoint.start()
         if self._control is not None:
@@ -176,14 +183,16 @@ class EdgeNode:
             handle=self.intake.handle if self.intake is not None else None,
             health=self.health,
             accepting=self.accepting,
+            room=self.capacity.refuse,
             reuse_port=self.settings.media_workers > 1,
             limits=BotLimits.from_settings(self.settings),
         )
         await self.streams.start()
         self.clock.start()
         self.ua.start_media_sweep()
+        self.capacity.start()
         if self._control is not None:
-            await self._control.start(self.ua, self.endpoint)
+            await self._control.start(self.ua, self.endpoint, has_room=self.has_room)
         logger.info(
             "edge node %s up: SIP %s:%d, streams and health %s:%d, RTP %d-%d, echo %s, "
             "control plane %s",
@@ -200,17 +209,41 @@ class EdgeNode:
         """False once the node drains: new INVITEs get 503 and new streams HTTP 503."""
         return not self._stopped and (self.ua is None or self.ua.accepting)
 
+    def calls_in_progress(self) -> int:
+        """What the capacity counts: SIP calls from their INVITE, streams from their upgrade,
+        and originates from their claim until their INVITE exists (then they are SIP calls)."""
+        count = self.ua.active_calls if self.ua is not None else 0
+        if self.intake is not None:
+            count += self.intake.active
+        if self._control is not None and self._control.originator is not None:
+            count += self._control.originator.preparing
+        return count
+
+    def has_room(self) -> bool:
+        """Whether one more call may start (for the originate consumer: no count, no log)."""
+        return self.capacity.room() is None
+
+    def _admit_invite(self) -> tuple[str, int] | None:
+        full = self.capacity.refuse()
+        return (full.reason, full.retry_after) if full is not None else None
+
     def health(self) -> tuple[int, dict[str, Any]]:
-        """``GET /health`` on the stream port: 200 while the node takes calls, 503 draining."""
+        """``GET /health`` on the stream port: 200 while the node takes calls, 503 when it
+        drains or is full (a load balancer then sends new streams to another node)."""
         accepting = self.accepting()
+        full = self.capacity.room() if accepting else None
         body = {
-            "status": "ok" if accepting else "draining",
+            "status": "draining" if not accepting else ("full" if full else "ok"),
             "node_id": self.node_id,
             "sip_calls": self.ua.active_calls if self.ua is not None else 0,
             "streams": self.intake.active if self.intake is not None else 0,
+            "max_calls": self.capacity.max_calls,
+            "refused_for_capacity": self.capacity.refused,
             "control_plane": self._control is not None,
         }
-        return (200 if accepting else 503), body
+        if full is not None:
+            body["reason"] = full.reason
+        return (200 if accepting and full is None else 503), body
 
     def pacing_p99(self) -> float | None:
         """The node clock's wake-up lateness p99 (ms): what every call's RTP departures share."""
@@ -312,6 +345,7 @@ class EdgeNode:
             await ua.close()
         if self.clock is not None:
             self.clock.stop()
+        await self.capacity.stop()
         await self.endpoint.close()
         logger.info("edge node %s stopped", self.node_id)
 

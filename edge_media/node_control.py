@@ -98,6 +98,7 @@ class ControlPlane:
         self._stack = AsyncExitStack()
         self.consumers: list[CommandConsumer] = []
         self.registry: NodeRegistry | None = None
+        self.originator: Originator | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._originate_stopped: asyncio.Future[None] | None = None
         self.registrations: TrunkRegistrations | None = None
@@ -183,11 +184,17 @@ class ControlPlane:
         if self.registrations is not None:  # the SIP endpoint is up: follow the new set
             self._tasks.append(asyncio.ensure_future(self.registrations.sync(trunks)))
 
-    async def start(self, ua: UserAgent, endpoint: SipEndpoint) -> None:
-        """Once the SIP endpoint is up: registration, consumers, trunk registrations, metrics."""
+    async def start(
+        self, ua: UserAgent, endpoint: SipEndpoint, *, has_room: Callable[[], bool] = lambda: True
+    ) -> None:
+        """Once the SIP endpoint is up: registration, consumers, trunk registrations, metrics.
+
+        ``has_room`` is the node's capacity (edge_media/node_capacity.py): while it is False the
+        originate consumer does not receive, so queued calls wait for a node with room."""
         settings = self.settings
         self.originator = Originator(
             ua,
+            has_room=has_room,
             services=self.services,
             routing=self.routing,
             accounts=self.routing.account,
@@ -218,7 +225,7 @@ class ControlPlane:
                 settings.originate_queue_url,
                 self.originator.handle,
                 name="originate",
-                accepting=lambda: ua.accepting,
+                accepting=lambda: ua.accepting and has_room(),
                 wait_seconds=settings.originate_poll_seconds,
                 shared=True,
             ),

@@ -23,6 +23,7 @@ import sys
 import time
 
 from edge_media.loop import run
+from edge_media.node_capacity import worker_share
 from shared.settings import Settings, SettingsError
 
 logger = logging.getLogger("agera.edge")
@@ -66,7 +67,8 @@ SUPERVISOR_GRACE = 10.0  # seconds on top of the drain time before workers are k
 
 
 def worker_settings(settings: Settings, index: int) -> Settings:
-    """Worker ``index``'s share: an even-aligned slice of the RTP range, its own node id."""
+    """Worker ``index``'s share: an even-aligned slice of the RTP range, its part of the node's
+    ``max_calls``, its own node id."""
     count = settings.media_workers
     span = (settings.rtp_port_max - settings.rtp_port_min + 1) // count
     span -= span % 2
@@ -74,7 +76,12 @@ def worker_settings(settings: Settings, index: int) -> Settings:
     high = settings.rtp_port_max if index == count - 1 else low + span - 1
     node_id = f"{settings.node_id}-w{index}" if settings.node_id else ""
     return settings.model_copy(
-        update={"rtp_port_min": low, "rtp_port_max": high, "node_id": node_id}
+        update={
+            "rtp_port_min": low,
+            "rtp_port_max": high,
+            "node_id": node_id,
+            "max_calls": worker_share(settings.max_calls, count, index),
+        }
     )
 
 

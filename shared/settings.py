@@ -152,6 +152,20 @@ class Settings(BaseModel):
         description="Edge worker processes sharing the SIP port (SO_REUSEPORT); the RTP range "
         "is split between them. One per core.",
     )
+    max_calls: int = Field(
+        0,
+        ge=0,
+        le=100_000,
+        description="Calls this node takes at once (0: no limit but the RTP range); above it new "
+        "INVITEs get 503 + Retry-After, streams HTTP 503, and originates stay queued for another "
+        "node. Split evenly between media workers.",
+    )
+    max_loop_lag_ms: float = Field(
+        50.0,
+        ge=0,
+        description="Event-loop lag (90th percentile over 1 s) above which a worker takes no new "
+        "call until it is below half of it again (0: off).",
+    )
     rtp_timeout_seconds: float = Field(
         60.0, ge=0, description="Hang up an answered call after this long without RTP (0: never)."
     )

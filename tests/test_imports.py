@@ -33,6 +33,7 @@ ALLOWED: dict[str, set[str]] = {
     "phone": {"sip", "rtp"},
     "trunk_registrations": {"sip"},
     "loop": set(),
+    "node_capacity": set(),
     "node_control": {
         "agent_stream",
         "bridge",
@@ -57,6 +58,7 @@ ALLOWED: dict[str, set[str]] = {
         "node_control",
         "trunk_registrations",
         "loop",
+        "node_capacity",
     },
 }
 

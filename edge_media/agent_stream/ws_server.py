@@ -8,9 +8,9 @@ and comes in on the read path, where nothing may await. `StreamConnection` is th
 message assembly, one code path for both directions of the bridge.
 
 What the listener decides before any upgrade, on the request line alone: ``/health`` is
-answered (200 with the node's state, 503 while draining so the load balancer stops sending),
-a path that is no agent-stream route is 404, and while draining an upgrade is refused with
-503 and ``Retry-After`` (live streams keep running). Everything after the upgrade is the
+answered (200 with the node's state, 503 while draining or full so the load balancer stops
+sending), a path that is no agent-stream route is 404, and while draining or full an upgrade is
+refused with 503 and ``Retry-After`` (live streams keep running). Everything after the upgrade is the
 stream handler's, which ends a stream with a close code. A request line must arrive within
 `REQUEST_SECONDS`, and no request path or header is ever logged: the path holds the agent's
 UUID, which authorises a stream.
@@ -24,7 +24,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from websockets.datastructures import Headers
 from websockets.frames import Frame
@@ -34,6 +34,9 @@ from websockets.server import ServerProtocol
 from edge_media.agent_stream.stream_path import StreamRoute, parse_stream_path
 from edge_media.drivers.inbound_budget import DEFAULT_LIMITS, BotLimits, json_audio_wire_rate
 from edge_media.drivers.ws_client import WRITE_BUFFER_LIMIT, WsConnection
+
+if TYPE_CHECKING:  # the node passes its capacity check in; this module needs only the shape
+    from edge_media.node_capacity import Full
 
 __all__ = ["StreamConnection", "StreamListener"]
 
@@ -219,6 +222,7 @@ class StreamListener:
         handle: StreamHandler | None,
         health: Health,
         accepting: Callable[[], bool],
+        room: Callable[[], Full | None] = lambda: None,
         reuse_port: bool = False,
         limits: BotLimits = DEFAULT_LIMITS,
     ) -> None:
@@ -229,6 +233,7 @@ class StreamListener:
         self._handle = handle
         self._health = health
         self._accepting = accepting
+        self._room = room  # the node's capacity (edge_media/node_capacity.py)
         self._server: asyncio.Server | None = None
         self.connections: set[StreamConnection] = set()
         self.tasks: set[asyncio.Task[None]] = set()
@@ -252,7 +257,7 @@ class StreamListener:
     def answer(
         self, conn: StreamConnection, request: Request
     ) -> tuple[Response, StreamRoute | None]:
-        """The response to a request: health, 404, 503 while draining, or the upgrade."""
+        """The response to a request: health, 404, 503 while draining or full, or the upgrade."""
         path = request.path.split("?", 1)[0]
         if path == "/health":
             status, body = self._health()
@@ -265,6 +270,12 @@ class StreamListener:
         if not self._accepting():
             response = _text_response(503, "Service Unavailable", "node is draining\n")
             response.headers["Retry-After"] = DRAIN_RETRY_AFTER
+            return response, None
+        full = self._room()
+        if full is not None:
+            logger.info("agent stream from %s refused: %s", conn.peer, full.reason)
+            response = _text_response(503, "Service Unavailable", "node is full\n")
+            response.headers["Retry-After"] = str(full.retry_after)
             return response, None
         return conn._server_core.accept(request), route
 

@@ -83,31 +83,45 @@ class Originator:
         routing: CallRouter,
         accounts: Callable[[str], Awaitable[Account | None]],
         trunk_for: TrunkLookup,
+        has_room: Callable[[], bool] = lambda: True,
     ) -> None:
         self.ua = ua
         self.services = services
         self.routing = routing
         self.accounts = accounts
         self.trunk_for = trunk_for
+        self.has_room = has_room
         self.tasks: set[asyncio.Task[None]] = set()
+        # Originates this node took (from the claim) whose INVITE does not exist yet: the node's
+        # capacity counts them, or a batch of ten could pass a check made before any had dialed.
+        self.preparing = 0
 
     async def handle(self, command: Originate) -> None:
         """Claim the call; on success its work runs in the background and this returns."""
         if not self.ua.accepting:
             raise RetryLater("node draining", delay_seconds=0)  # another node takes it at once
+        if not self.has_room():  # the batch came while there was room; the rest waits
+            raise RetryLater("node full", delay_seconds=0)
+        self.preparing += 1
+        handed_on = False
         try:
-            claimed = await self.services.recorder.claim(command.call_uuid)
-        except RecordUnavailable as error:
-            raise RetryLater(f"claim failed: {error}") from None
-        if claimed is None:
-            logger.info(
-                "[call %s] originate dropped: canceled, or another node claimed it",
-                command.call_uuid,
-            )
-            return
-        task = asyncio.ensure_future(self._run(command, claimed))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+            try:
+                claimed = await self.services.recorder.claim(command.call_uuid)
+            except RecordUnavailable as error:
+                raise RetryLater(f"claim failed: {error}") from None
+            if claimed is None:
+                logger.info(
+                    "[call %s] originate dropped: canceled, or another node claimed it",
+                    command.call_uuid,
+                )
+                return
+            task = asyncio.ensure_future(self._run(command, claimed))
+            handed_on = True  # _run counts it down once its INVITE exists (or it ends)
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        finally:
+            if not handed_on:
+                self.preparing -= 1
 
     async def _run(self, command: Originate, record: Call) -> None:
         caller = command.caller_id_number or "anonymous"
@@ -122,6 +136,7 @@ class Originator:
         live.holds_slot = True  # the API took the call's slot; this node, its owner, gives it back
         live.register()
         cause: str | None = None
+        preparing = True
         try:
             account = await self.accounts(command.account_id)
             if account is None:
@@ -165,6 +180,8 @@ class Originator:
             )
             sip.call_uuid = command.call_uuid
             live.sip = sip
+            self.preparing -= 1  # a SIP call of the UA from now on
+            preparing = False
             await self._dial(live, sip, command, decision)
         except Exception:
             live.log.exception("originate failed")
@@ -172,6 +189,8 @@ class Originator:
             if live.sip is not None and not live.sip.is_ended:
                 await live.sip.hangup(cause)
         finally:
+            if preparing:
+                self.preparing -= 1
             await live.finish(cause=cause if live.sip is None else None)
 
     async def _dial(

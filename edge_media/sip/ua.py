@@ -105,8 +105,12 @@ class UserAgent:
         rtp_timeout: float = 0.0,
         guard: SourceGuard | None = None,
         unknown_users: UnknownUsers | None = None,
+        admission: Callable[[], tuple[str, int] | None] | None = None,
     ) -> None:
         self.endpoint = endpoint
+        # None while a new call may start, else (why not, Retry-After seconds): the node's
+        # capacity (edge_media/node_capacity.py), asked for every new INVITE.
+        self.admission = admission
         self.ports = ports
         self.pacer = pacer
         self.media_host = media_host
@@ -338,6 +342,23 @@ class UserAgent:
                 503,
                 "Node Draining",
                 [("Retry-After", DRAIN_RETRY_AFTER), reason_header("SYSTEM_SHUTDOWN")],
+            )
+            return
+        full = self.admission() if self.admission is not None else None
+        if full is not None:
+            self.stats["rejected"] += 1
+            reason, retry_after = full
+            logger.info("INVITE %s refused: %s", request.call_id, reason)
+            self._reply(
+                event.txn_id,
+                request,
+                503,
+                "Service Unavailable",
+                [
+                    ("Retry-After", str(retry_after)),
+                    reason_header("SWITCH_CONGESTION"),
+                    ("Warning", f'399 {self.agent_host} "{reason}"'),
+                ],
             )
             return
         source = event.addr[0]
