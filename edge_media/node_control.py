@@ -27,6 +27,7 @@ import httpx
 
 from edge_media.agent_stream.intake import StreamDirectory, StreamIntake
 from edge_media.agent_stream.provider_checks import ProviderApis
+from edge_media.bridge.bot_failover import ReconnectPolicy
 from edge_media.bridge.commands import CommandHandler
 from edge_media.bridge.live_call import BridgeServices, LiveCall
 from edge_media.bridge.outbound import Originator
@@ -141,6 +142,11 @@ class ControlPlane:
             pacing_p99=self.pacing_p99,
             live=self.live,
             slots=CallSlots(self.dynamodb, settings.table_name),
+            reconnect=ReconnectPolicy(
+                attempts=settings.bot_reconnect_attempts,
+                window_seconds=settings.bot_reconnect_window_seconds,
+                hold_tone=settings.bot_hold_tone,
+            ),
         )
         return ControlLinks(self.routing, directory or DynamoDirectory(repo), self.services)
 

@@ -73,6 +73,13 @@ class EchoCall:
                 params.get("to_number"),
                 params.get("direction"),
             )
+            if params.get("resumed_from"):  # the call survived our crash: pick up where it was
+                log.info(
+                    "[%s] resumed from %s after %s ms",
+                    self.call,
+                    params["resumed_from"],
+                    params.get("resume_gap_ms"),
+                )
         elif event == "media":
             await self.echo(message.get("media", {}).get("payload", ""))
         elif event == "mark":

@@ -13,6 +13,7 @@ from typing import Any
 from shared.clock import iso_z
 from shared.events import (
     CallAnswered,
+    CallBotReconnected,
     CallCompleted,
     CallEvent,
     CallFailed,
@@ -57,6 +58,6 @@ def fold(event: CallEvent) -> tuple[CallStatus, dict[str, Any], bool]:
         return CallStatus.FAILED, fields, False
     if isinstance(event, CallTransferred):
         return CallStatus.IN_PROGRESS, {"transferred_to": event.destination}, True
-    if isinstance(event, CallRedirected):
+    if isinstance(event, CallRedirected | CallBotReconnected):
         return CallStatus.IN_PROGRESS, {"socket_url": event.media_server}, True
     raise TypeError(f"no fold for {type(event).__name__}")

@@ -85,6 +85,20 @@ class CallRedirected(_Event):
     driver: str | None = Field(None, description="websocket, elevenlabs or vapi")
 
 
+class CallBotReconnected(_Event):
+    """The call's bot connection failed mid-call and the node connected a bot again: the same
+    target (``fallback`` False) or, once its attempts ran out, the account default."""
+
+    type: Literal["call.bot_reconnected"] = "call.bot_reconnected"
+    media_server: str = Field(description="the target now serving, without user info or query")
+    driver: str | None = Field(None, description="websocket, elevenlabs or vapi")
+    resumed_from: str | None = Field(None, description="the failed connection's stream SID")
+    gap_ms: int = Field(ge=0, description="how long the caller was without a bot")
+    attempts: int = Field(ge=1, description="connections tried to get here (this one included)")
+    fallback: bool = False
+    reason: str = Field("", max_length=512, description="how the failed connection ended")
+
+
 CallEvent = Annotated[
     CallCreated
     | CallRinging
@@ -92,7 +106,8 @@ CallEvent = Annotated[
     | CallCompleted
     | CallFailed
     | CallTransferred
-    | CallRedirected,
+    | CallRedirected
+    | CallBotReconnected,
     Field(discriminator="type"),
 ]
 
@@ -112,6 +127,7 @@ _CALLBACK_STATUS = {
     "call.answered": "in-progress",
     "call.transferred": "in-progress",
     "call.redirected": "in-progress",
+    "call.bot_reconnected": "in-progress",
 }
 
 
@@ -135,10 +151,14 @@ def callback_payload(event: CallEvent) -> dict[str, Any] | None:
         payload["call_status"] = _CALLBACK_STATUS[event.type]
     if isinstance(event, CallTransferred):
         payload["destination"] = event.destination
-    if isinstance(event, CallRedirected):
+    if isinstance(event, CallRedirected | CallBotReconnected):
         payload["media_server"] = event.media_server
         if event.driver is not None:
             payload["driver"] = event.driver
+    if isinstance(event, CallBotReconnected):
+        payload["resumed_from"] = event.resumed_from
+        payload["gap_ms"] = event.gap_ms
+        payload["fallback"] = event.fallback
     return payload
 
 

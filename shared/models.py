@@ -292,6 +292,9 @@ class MediaLeg(BaseModel):
     provider_ids: dict[str, str] = Field(default_factory=dict)
     end_reason: str | None = Field(None, max_length=512)
     failed_step: str | None = None
+    resumed_from: str | None = Field(
+        None, description="set on a reconnection: the failed connection's stream SID"
+    )
 
 
 class Call(Entity):

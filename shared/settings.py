@@ -169,6 +169,22 @@ class Settings(BaseModel):
     rtp_timeout_seconds: float = Field(
         60.0, ge=0, description="Hang up an answered call after this long without RTP (0: never)."
     )
+    bot_reconnect_attempts: int = Field(
+        3,
+        ge=0,
+        le=20,
+        description="When a bot connection fails mid-call (no closing handshake, or close 1001/"
+        "1011-1014), connections tried to the same target within the window before the account "
+        "default takes over (0: the call ends, as when the bot hangs up).",
+    )
+    bot_reconnect_window_seconds: float = Field(
+        60.0, gt=0, description="The sliding window bot_reconnect_attempts is counted in."
+    )
+    bot_hold_tone: bool = Field(
+        False,
+        description="While a failed bot reconnects the caller hears a soft beep every 2 s "
+        "instead of silence.",
+    )
     bot_connect_timeout_seconds: float = Field(
         5.0,
         gt=0,

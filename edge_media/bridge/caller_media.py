@@ -101,6 +101,12 @@ class CallerMedia:
         if self._wire is not None:
             self._wire.disconnect()
 
+    def hold(self, ulaw: bytes) -> None:
+        """Queue ``ulaw`` after what the current queue holds (the hold tone while no bot is
+        attached); the next `attach` replaces the queue and so ends it."""
+        if self._leg is not None:
+            self._leg.play(ulaw)
+
     def _cleared(self) -> None:
         if self._wire is not None:
             self._wire.playout_cleared()

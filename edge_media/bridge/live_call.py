@@ -19,10 +19,16 @@ import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
+from edge_media.bridge.bot_failover import (
+    HOLD_TONE_SECONDS,
+    ReconnectBudget,
+    ReconnectPolicy,
+    hold_tone,
+)
 from edge_media.bridge.caller_media import CallerMedia, CallerWire, PlayoutLeg
 from edge_media.drivers.base import (
     BotConnector,
@@ -35,7 +41,13 @@ from edge_media.drivers.registry import driver_name, public_target
 from edge_media.sip.call import SipCall
 from edge_media.sip.call_state import CallEnd
 from shared.call_slots import SlotRefused
-from shared.events import CallAnswered, CallCompleted, CallEvent, CallRinging
+from shared.events import (
+    CallAnswered,
+    CallBotReconnected,
+    CallCompleted,
+    CallEvent,
+    CallRinging,
+)
 from shared.models import Account, Call, CallStatus, MediaLeg
 
 __all__ = [
@@ -142,6 +154,8 @@ class BridgeServices:
     pacing_p99: Callable[[], float | None]
     live: dict[uuid.UUID, LiveCall]
     slots: CallLimits | None = None  # account call limits; None: not enforced (no control plane)
+    # What a call does when its bot connection fails mid-call (bridge/bot_failover.py).
+    reconnect: ReconnectPolicy = field(default_factory=ReconnectPolicy)
 
 
 class _Log(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -167,6 +181,8 @@ class LiveCall:
         self.caller = CallerMedia()  # the caller's wire, joined to the current bot
         self.driver: BotDriver | None = None
         self.target: str | None = None
+        self.fallback: str | None = None  # the account default, for a bot that does not come back
+        self.failover = ReconnectBudget(services.reconnect)
         self.answered_at: datetime | None = None
         self.started = time.monotonic()
         self.ended_cause: str | None = None
@@ -246,17 +262,26 @@ class LiveCall:
 
     # -- the bot ----------------------------------------------------------------------------
 
-    async def connect_bot(self, target: str, fallback: str | None = None) -> bool:
+    async def connect_bot(
+        self,
+        target: str,
+        fallback: str | None = None,
+        *,
+        info: CallInfo | None = None,
+        resumed_from: str | None = None,
+    ) -> bool:
         """Connect ``target`` (or ``fallback`` when it is unreachable) and make it the call's bot.
 
         Each bot gets a playout queue of its own: a new bot's greeting queues up while the old
         one still plays, and the swap makes the new queue the leg's, so the old bot's unplayed
         audio (and its marks) go with it. False, with the old driver untouched, when neither
-        target connects.
+        target connects. ``info`` and ``resumed_from`` are a reconnection's (`_recover`).
         """
         if self.driver is None and self.pending_target is not None:
             self.log.info("connecting the redirect target instead of %s", public_target(target))
-            target = self.pending_target
+            target, self.pending_target = self.pending_target, None
+        if fallback:
+            self.fallback = fallback
         for candidate in (target, fallback):
             if not candidate:
                 continue
@@ -266,11 +291,12 @@ class LiveCall:
                 driver=driver_name(candidate),
                 target=public_target(candidate),
                 started_at=datetime.now(UTC),
+                resumed_from=resumed_from,
             )
             self.media.append(entry)
             try:
                 driver = await self.services.connect(
-                    candidate, self.info, leg, self.services.bot_connect_timeout
+                    candidate, info or self.info, leg, self.services.bot_connect_timeout
                 )
             except BotUnavailable as error:
                 self.log.warning(
@@ -375,6 +401,15 @@ class LiveCall:
                 if closed in done and driver is self.driver and not self.transferring:
                     end: BotEnd = closed.result()
                     self._end_media(driver, end.reason)
+                    if end.failed and self.services.reconnect.attempts > 0:
+                        finished, back = await until_ended(leg, self._recover(driver, end))
+                        if not finished:
+                            break
+                        if back:
+                            continue
+                        self.log.info("no bot came back; hanging up")
+                        await leg.hangup("NORMAL_CLEARING")
+                        break
                     if end.by_bot:
                         self.log.info(
                             "bot ended the stream (%s%s); hanging up",
@@ -387,6 +422,72 @@ class LiveCall:
                     break
         finally:
             ended.cancel()
+
+    # -- failover (bridge/bot_failover.py) ---------------------------------------------------
+
+    async def _recover(self, failed: BotDriver, end: BotEnd) -> bool:
+        """The bot connection failed: reconnect to the same target within the budget, then the
+        account default. True once a bot serves the call again."""
+        target = self.target
+        gap_started = time.monotonic()
+        ids = self._provider_ids(failed)
+        resumed_from = ids.get("stream_sid") or next(iter(ids.values()), None)
+        self.driver = None
+        self.caller.detach()  # the failed bot's queued audio plays out, then comfort silence
+        await self._stop_driver(failed, end.reason)
+        if self.services.reconnect.hold_tone:
+            self.caller.hold(hold_tone() * int(HOLD_TONE_SECONDS / 2))
+        shown = public_target(target) if target is not None else "?"
+        self.log.warning("bot connection to %s failed (%s); reconnecting", shown, end.reason)
+        tried = 0
+        serving: str | None = None
+        while target is not None and serving is None:
+            pause = self.failover.next_pause(tried)
+            if pause is None:
+                break
+            await asyncio.sleep(pause)
+            if self.driver is not None:  # a redirect connected a bot meanwhile
+                return True
+            self.failover.spend()
+            tried += 1
+            if await self._reconnect(target, resumed_from, gap_started):
+                serving = target
+        is_fallback = serving is None
+        if serving is None:
+            fallback = self.fallback
+            if not fallback or fallback == target:
+                self.log.warning("bot %s did not come back (%d attempts)", shown, tried)
+                return False
+            tried += 1
+            self.log.warning("bot %s did not come back; the account default takes over", shown)
+            if not await self._reconnect(fallback, resumed_from, gap_started):
+                return False
+            serving = fallback
+        gap_ms = int((time.monotonic() - gap_started) * 1000)
+        self.failover.recovered(gap_ms)
+        self.add_stats(
+            bot_reconnects=self.failover.reconnects, bot_gap_ms=self.failover.gap_ms_total
+        )
+        self.log.info("bot back after %d ms (%d attempts)", gap_ms, tried)
+        await self.event(
+            CallBotReconnected(
+                **self._base(),
+                media_server=public_target(serving),
+                driver=driver_name(serving),
+                resumed_from=resumed_from,
+                gap_ms=gap_ms,
+                attempts=tried,
+                fallback=is_fallback,
+                reason=end.reason[:512],
+            )
+        )
+        await self.save_media()
+        return True
+
+    async def _reconnect(self, target: str, resumed_from: str | None, since: float) -> bool:
+        gap_ms = int((time.monotonic() - since) * 1000)
+        info = replace(self.info, resumed_from=resumed_from, resume_gap_ms=gap_ms)
+        return await self.connect_bot(target, info=info, resumed_from=resumed_from)
 
     # -- the end ----------------------------------------------------------------------------
 

@@ -38,6 +38,13 @@ class CallInfo:
     from_number: str
     to_number: str
     extra: dict[str, str] = field(default_factory=dict)
+    # Set on a reconnection after the previous bot connection failed (bridge/bot_failover.py):
+    # the failed connection's stream SID and how long the caller went without a bot.
+    resumed_from: str | None = None
+    resume_gap_ms: int | None = None
+
+
+FAILURE_CLOSE_CODES = frozenset({1001, 1006, 1011, 1012, 1013, 1014})
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +58,15 @@ class BotEnd:
     by_bot: bool
     reason: str
     code: int | None = None
+
+    @property
+    def failed(self) -> bool:
+        """The bot's side broke rather than hung up: the connection dropped without a closing
+        handshake (1006: reset, EOF, keepalive timeout) or closed with a server-side code
+        (1001 going away, 1011 internal error, 1012 restart, 1013 try again later, 1014 bad
+        gateway). The call survives these (bridge/bot_failover.py); a bot that closes with
+        1000 (or any other code) meant to end the call."""
+        return self.by_bot and self.code in FAILURE_CLOSE_CODES
 
 
 class ConnectStep(StrEnum):

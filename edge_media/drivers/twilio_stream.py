@@ -69,7 +69,15 @@ IGNORED_WRONG_STREAM = "wrong_stream"
 
 # Reserved customParameters: the bot must be able to trust these, so CallInfo.extra cannot
 # override them.
-_RESERVED_PARAMETERS = ("from_number", "to_number", "call_uuid", "direction", "account_id")
+_RESERVED_PARAMETERS = (
+    "from_number",
+    "to_number",
+    "call_uuid",
+    "direction",
+    "account_id",
+    "resumed_from",
+    "resume_gap_ms",
+)
 
 _NEW, _CONNECTED, _STREAMING, _STOPPED = range(4)
 _STAGE_NAMES = ("new", "connected", "streaming", "stopped")
@@ -181,6 +189,9 @@ class TwilioStreamProtocol:
             "direction": info.direction,
             "account_id": info.account_id,
         }
+        if info.resumed_from is not None:  # a reconnection after the last connection failed
+            parameters["resumed_from"] = info.resumed_from
+            parameters["resume_gap_ms"] = str(info.resume_gap_ms or 0)
         for name, value in info.extra.items():
             if name not in _RESERVED_PARAMETERS:
                 parameters[name] = value

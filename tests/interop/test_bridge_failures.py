@@ -470,7 +470,11 @@ async def test_bot_gone_mid_call_hangs_up_the_caller(
     async with StrictTwilioBot(echo=True) as bot:
         account = tenant(repo)
         number = add_number(repo, account, Route(socket_url=bot.url))
-        async with running_gateway() as node, anyio.create_task_group() as tasks:
+        # Failover off: a crashed bot then ends the call (failover: tests/interop/test_bot_failover.py).
+        async with (
+            running_gateway(bot_reconnect_attempts=0) as node,
+            anyio.create_task_group() as tasks,
+        ):
             run = caller(peers, node, "uac_talk_until_bye.xml", number)
             sipp = Background(run)
             tasks.start_soon(sipp._go)

@@ -190,6 +190,11 @@ class ScriptedBot:
         if not self._closed.done():
             self._closed.set_result(BotEnd(by_bot=True, reason=reason, code=1000))
 
+    def crash(self, code: int = 1006) -> None:
+        """The connection breaks (1006: no closing handshake; 1011/1012: a server error)."""
+        if not self._closed.done():
+            self._closed.set_result(BotEnd(by_bot=True, reason=f"bot dropped ({code})", code=code))
+
     # BotDriver
     def send_audio(self, ulaw: bytes) -> None:
         self.audio.append(ulaw)
@@ -223,6 +228,7 @@ class Bots:
         self.unreachable = dict(unreachable or {})
         self.connected: list[ScriptedBot] = []
         self.attempts: list[str] = []
+        self.infos: list[CallInfo] = []  # what each attempt was told about the call
         self.hold: dict[str, asyncio.Event] = {}
         self.changed = asyncio.Event()
 
@@ -230,6 +236,7 @@ class Bots:
         self, target: str, info: CallInfo, leg: CallerLeg, connect_timeout: float
     ) -> ScriptedBot:
         self.attempts.append(target)
+        self.infos.append(info)
         gate = self.hold.get(target)
         if gate is not None:
             await gate.wait()
