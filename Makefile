@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 PYTEST_WORKERS ?= -n 2 --dist loadgroup
 
 .DEFAULT_GOAL := help
-.PHONY: help dev test lint format install system-deps pipecat-venv bench clean
+.PHONY: help dev test lint format install system-deps pipecat-venv bench dist clean
 
 help:
 	@echo "make dev     run the whole gateway locally (API :8000, moto for DynamoDB and SQS)"
@@ -21,6 +21,7 @@ help:
 	@echo "make lint    ruff check and format check only"
 	@echo "make format  apply ruff format and safe fixes"
 	@echo "make bench   run the benchmarks under bench/"
+	@echo "make dist    build the wheel the edge fleet installs (dist/*.whl, docs/deploy-edge.md)"
 
 $(BIN)/.installed: pyproject.toml
 	@bash infra/setup/system-deps.sh
@@ -52,6 +53,13 @@ format: install
 
 test: install system-deps pipecat-venv lint
 	$(BIN)/pytest $(PYTEST_WORKERS) $(PYTEST_ARGS)
+
+# The wheel an edge instance installs at boot (infra/edge-fleet.yaml): upload it to the artifact
+# bucket and pass its key to the stack.
+dist: install
+	rm -rf build dist
+	$(BIN)/pip wheel --quiet --disable-pip-version-check --no-deps --wheel-dir dist .
+	@ls dist/*.whl
 
 bench: install
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

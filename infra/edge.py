@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import ipaddress
 import logging
 import os
 import signal
@@ -24,6 +25,7 @@ import time
 
 from edge_media.loop import run
 from edge_media.node_capacity import worker_share
+from infra.systemd_notify import PULSE_ENV, PULSE_SECONDS, notify, watchdog_seconds
 from shared.settings import Settings, SettingsError
 
 logger = logging.getLogger("agera.edge")
@@ -31,7 +33,9 @@ logger = logging.getLogger("agera.edge")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 
-async def serve(settings: Settings) -> int:
+async def serve(settings: Settings, *, lifecycle: bool = True) -> int:
+    """Run one node until a stop: SIGTERM, SIGINT, or (``lifecycle``) a scale-in."""
+    from edge_media.control.lifecycle import LifecycleWatcher
     from edge_media.node import EdgeNode
 
     node = EdgeNode(settings)
@@ -51,6 +55,15 @@ async def serve(settings: Settings) -> int:
         )
         await node.stop(drain_seconds=0)
         return 2
+    # A scale-in stops the node exactly as SIGTERM does: the watcher calls the same stop.set.
+    watcher = (
+        LifecycleWatcher.from_settings(settings, lambda: loop.call_soon_threadsafe(stop.set))
+        if lifecycle
+        else None
+    )
+    if watcher is not None:
+        watcher.start()
+    pulse = asyncio.ensure_future(_pulse())
     # What start-up built (modules, the SDK's service models, settings) lives as long as the
     # process; frozen, it is never walked again, so a full collection during calls looks at
     # per-call objects only: ~25 ms less in the RTP ticks it delays.
@@ -58,8 +71,33 @@ async def serve(settings: Settings) -> int:
     gc.freeze()
     await stop.wait()
     logger.info("stop requested")
+    notify("STOPPING=1")
     await node.stop()
+    pulse.cancel()
+    if watcher is not None:
+        await asyncio.to_thread(watcher.finish)
     return 0
+
+
+async def _pulse() -> None:
+    """Tell whoever watches this process that it serves and its loop turns: the supervisor
+    through the pulse pipe, else systemd (READY, then the watchdog) (infra/systemd_notify.py)."""
+    fd_text = os.environ.get(PULSE_ENV, "")
+    if fd_text.isdigit():
+        fd = int(fd_text)
+        beat = b"R"
+        while True:
+            try:
+                os.write(fd, beat)
+            except OSError:  # the supervisor is gone; it will not read again
+                return
+            beat = b"W"
+            await asyncio.sleep(PULSE_SECONDS)
+    notify("READY=1")
+    watchdog = watchdog_seconds()
+    while watchdog is not None:
+        notify("WATCHDOG=1")
+        await asyncio.sleep(watchdog / 2)
 
 
 WORKER_ENV = "AGERA_WORKER_INDEX"
@@ -108,18 +146,29 @@ def worker_environment(
 
 
 def supervise(settings: Settings, overrides: dict[str, object]) -> int:
-    """Start the workers, pass stop signals on, and exit 0 only if every worker did."""
+    """Start the workers, pass stop signals (and a scale-in) on, speak for them to systemd, and
+    exit 0 only if every worker did."""
+    from edge_media.control.lifecycle import LifecycleWatcher
+
     if settings.sip_port == 0:
         print("agera edge: several workers need a fixed AGERA_SIP_PORT", file=sys.stderr)
         return 2
     argv = [sys.executable, "-m", "infra.cli", "edge"]
     env = worker_environment(settings, overrides)
-    workers = [
-        subprocess.Popen(  # noqa: S603 - our own argv
-            argv, env={**env, WORKER_ENV: str(index)}, preexec_fn=_block_sigterm
+    env.pop("NOTIFY_SOCKET", None)  # the supervisor speaks for the workers
+    workers: list[subprocess.Popen[bytes]] = []
+    pulses = WorkerPulses()
+    for index in range(settings.media_workers):
+        write_end = pulses.add()
+        workers.append(
+            subprocess.Popen(  # noqa: S603 - our own argv
+                argv,
+                env={**env, WORKER_ENV: str(index), PULSE_ENV: str(write_end)},
+                preexec_fn=_block_sigterm,
+                pass_fds=(write_end,),
+            )
         )
-        for index in range(settings.media_workers)
-    ]
+        os.close(write_end)
     stopping = False
     signalled: set[int] = set()
 
@@ -127,6 +176,8 @@ def supervise(settings: Settings, overrides: dict[str, object]) -> int:
         # Once per worker: a second SIGTERM could land after the worker's loop let go of its
         # handler and kill it mid-exit.
         nonlocal stopping
+        if not stopping:
+            notify("STOPPING=1")
         stopping = True
         for worker in workers:
             if worker.poll() is None and worker.pid not in signalled:
@@ -135,8 +186,26 @@ def supervise(settings: Settings, overrides: dict[str, object]) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    # A scale-in stops the workers exactly as SIGTERM does (the watcher calls `forward`).
+    watcher = LifecycleWatcher.from_settings(settings, lambda: forward(signal.SIGTERM, None))
+    if watcher is not None:
+        watcher.start()
+    watchdog = watchdog_seconds()
+    ready = False
+    last_ping = 0.0
     while not stopping and all(worker.poll() is None for worker in workers):
         time.sleep(0.2)
+        now = time.monotonic()
+        pulses.read(now)
+        if not ready and pulses.all_ready():
+            notify("READY=1")
+            ready = True
+        if watchdog is not None and ready and now - last_ping >= watchdog / 2:
+            if pulses.all_alive(now, watchdog):
+                notify("WATCHDOG=1")
+                last_ping = now
+            else:
+                logger.error("a worker stopped pulsing: the watchdog is left to expire")
     forward(signal.SIGTERM, None)  # one worker died on its own: stop the others too
     deadline = time.monotonic() + settings.drain_seconds + SUPERVISOR_GRACE
     codes = []
@@ -146,7 +215,50 @@ def supervise(settings: Settings, overrides: dict[str, object]) -> int:
         except subprocess.TimeoutExpired:
             worker.kill()
             codes.append(worker.wait())
+    pulses.close()
+    if watcher is not None:
+        watcher.finish()
     return 0 if all(code == 0 for code in codes) else 1
+
+
+class WorkerPulses:
+    """The read ends of the workers' pulse pipes (infra/systemd_notify.py): who is serving, and
+    when each worker's loop last turned."""
+
+    def __init__(self) -> None:
+        self._fds: list[int] = []
+        self._ready: list[bool] = []
+        self._seen: list[float] = []
+
+    def add(self) -> int:
+        """A pipe for the next worker; returns the end the worker writes."""
+        read_end, write_end = os.pipe()
+        os.set_blocking(read_end, False)
+        self._fds.append(read_end)
+        self._ready.append(False)
+        self._seen.append(time.monotonic())
+        return write_end
+
+    def read(self, now: float) -> None:
+        for index, fd in enumerate(self._fds):
+            try:
+                data = os.read(fd, 4096)
+            except BlockingIOError:
+                continue
+            if data:
+                self._seen[index] = now
+                self._ready[index] = self._ready[index] or b"R" in data
+
+    def all_ready(self) -> bool:
+        return all(self._ready)
+
+    def all_alive(self, now: float, within: float) -> bool:
+        return all(now - seen < within for seen in self._seen)
+
+    def close(self) -> None:
+        for fd in self._fds:
+            os.close(fd)
+        self._fds.clear()
 
 
 def main(overrides: dict[str, object] | None = None) -> int:
@@ -158,8 +270,31 @@ def main(overrides: dict[str, object] | None = None) -> int:
         print(f"agera edge: {error}", file=sys.stderr)
         return 2
     index = os.environ.get(WORKER_ENV)
+    if index is None and settings.public_address_from_imds and not settings.public_address:
+        address = public_address(settings)
+        if address is None:
+            return 2
+        overrides = {**overrides, "public_address": address}  # the workers' too
+        settings = settings.model_copy(update={"public_address": address})
     if settings.media_workers > 1 and index is None:
         return supervise(settings, overrides)
     if index is not None:
         settings = worker_settings(settings, int(index))
-    return run(serve(settings))
+    return run(serve(settings, lifecycle=index is None))
+
+
+def public_address(settings: Settings) -> str | None:
+    """``public-ipv4`` from IMDSv2, read once at start: the boot script claims the instance's
+    Elastic IP before the node starts (infra/edge-fleet.yaml), so this is the address carriers
+    allowlist. None (with the reason printed) when IMDS has none: a node that would put a private
+    address in its SDP must not take calls."""
+    from edge_media.control.imds import ImdsError, imds_get
+
+    try:
+        address = imds_get(settings.imds_base_url, "public-ipv4")
+        ipaddress.ip_address(address)
+    except (ImdsError, ValueError) as error:
+        print(f"agera edge: no public address from instance metadata: {error}", file=sys.stderr)
+        return None
+    logger.info("public address %s (instance metadata)", address)
+    return address

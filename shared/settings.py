@@ -99,6 +99,29 @@ class Settings(BaseModel):
     public_address: str = Field(
         "", description="Address put in Contact/SDP for peers (NAT); defaults to sip_host."
     )
+    public_address_from_imds: bool = Field(
+        False,
+        description="On EC2: read public_address from IMDSv2 (public-ipv4) at start, unless "
+        "AGERA_PUBLIC_ADDRESS is set. A node that cannot learn it does not start.",
+    )
+    autoscaling_group_name: str = Field(
+        "",
+        max_length=255,
+        description="On EC2 in an Auto Scaling group: its name. With lifecycle_hook_name the "
+        "node drains when the group scales it in and then completes the lifecycle action.",
+    )
+    lifecycle_hook_name: str = Field(
+        "", max_length=255, description="The group's EC2_INSTANCE_TERMINATING lifecycle hook."
+    )
+    lifecycle_poll_seconds: float = Field(
+        5.0, gt=0, le=60, description="How often the node reads its target lifecycle state."
+    )
+    lifecycle_heartbeat_seconds: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="While draining for a scale-in, how often the lifecycle action is extended.",
+    )
     ws_host: str = Field("127.0.0.1", description="Address of the agent-stream/health listener.")
     ws_port: int = Field(
         8080, ge=0, le=65535, description="Agent-stream/health port (0: any free port, for tests)."

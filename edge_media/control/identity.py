@@ -28,7 +28,6 @@ once when the node is built, before it serves anything.
 
 from __future__ import annotations
 
-import http.client
 import logging
 import os
 import re
@@ -37,8 +36,8 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
 
+from edge_media.control.imds import IMDS_TIMEOUT_SECONDS, ImdsError, imds_get
 from shared.settings import Settings
 
 __all__ = [
@@ -52,8 +51,6 @@ __all__ = [
 
 logger = logging.getLogger("agera.control.identity")
 
-IMDS_TIMEOUT_SECONDS = 1.0  # IMDS answers in milliseconds on EC2; off EC2 nothing answers at all
-IMDS_TOKEN_TTL_SECONDS = 60  # the token is used once, right away
 # What a node id may be: it ends up in an SQS queue name (A-Z a-z 0-9 _ -), with room for the
 # prefix, "-w<index>" and "-dlq" in SQS's 80 characters.
 NODE_ID = re.compile(r"^[A-Za-z0-9_-]{1,48}$")
@@ -92,52 +89,17 @@ def state_directory(settings: Settings) -> Path:
 
 
 def instance_id_from_imds(base_url: str, *, timeout: float = IMDS_TIMEOUT_SECONDS) -> str | None:
-    """The EC2 instance id through IMDSv2, or None when IMDS does not answer or answers oddly.
-
-    http.client rather than urllib: urllib honours ``http_proxy``, and a proxy must never see a
-    request for instance metadata.
-    """
-    parts = urlsplit(base_url)
-    host, port = parts.hostname or "169.254.169.254", parts.port or 80
+    """The EC2 instance id through IMDSv2 (control/imds.py), or None when IMDS does not answer
+    or answers oddly."""
     try:
-        token = _request(
-            host,
-            port,
-            "PUT",
-            "/latest/api/token",
-            {"X-aws-ec2-metadata-token-ttl-seconds": str(IMDS_TOKEN_TTL_SECONDS)},
-            timeout,
-        )
-        instance_id = _request(
-            host,
-            port,
-            "GET",
-            "/latest/meta-data/instance-id",
-            {"X-aws-ec2-metadata-token": token},
-            timeout,
-        )
-    except (OSError, http.client.HTTPException, ValueError) as exc:
-        logger.warning("instance metadata at %s did not answer (%s)", base_url, exc)
+        instance_id = imds_get(base_url, "instance-id", timeout=timeout)
+    except ImdsError as exc:
+        logger.warning("%s", exc)
         return None
     if not NODE_ID.match(instance_id):
         logger.warning("instance metadata gave an unusable instance id %r", instance_id[:64])
         return None
     return instance_id
-
-
-def _request(
-    host: str, port: int, method: str, path: str, headers: dict[str, str], timeout: float
-) -> str:
-    connection = http.client.HTTPConnection(host, port, timeout=timeout)
-    try:
-        connection.request(method, path, headers=headers)
-        response = connection.getresponse()
-        body = response.read(1024).decode("ascii", "replace").strip()
-    finally:
-        connection.close()
-    if response.status != 200:
-        raise ValueError(f"{method} {path}: HTTP {response.status}")
-    return body
 
 
 def _state_file(settings: Settings) -> Path:
