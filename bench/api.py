@@ -112,20 +112,19 @@ def _start_stack() -> tuple[Any, Any, str, str]:
     real_stdout = sys.stdout
     sys.stdout = open(os.devnull, "w")  # noqa: SIM115
     try:
-        import boto3
         import uvicorn
 
         from functions.api.app import create_app
         from functions.context import reset_default_context
         from infra.bootstrap import bootstrap_default_account
-        from shared.dynamo.repository import Repository
+        from infra.local_aws import sealing_repository
         from shared.models import Account
         from shared.settings import Settings
     finally:
         sys.stdout = real_stdout
     reset_default_context()
     settings = Settings.load()
-    repo = Repository(boto3.session.Session().client("dynamodb"), settings.table_name)
+    repo = sealing_repository(settings)  # the account's webhook secret is stored sealed
     boot = bootstrap_default_account(repo)
     # The bench originates far past the default limits (10 calls/s, 100 live) and no node ever
     # takes its calls: lift them, so every request is measured doing the full work (slot included).

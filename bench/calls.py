@@ -124,8 +124,8 @@ def start_local_stack() -> tuple[Any, LocalStack]:
     """moto in this process with the template's table and queues (infra/local_aws.py)."""
     import boto3
 
-    from infra.local_aws import MotoServer, apply_env, aws_env, provision
-    from shared.dynamo.repository import Repository
+    from infra.local_aws import MotoServer, apply_env, aws_env, provision, sealing_repository
+    from shared.settings import Settings
 
     moto = MotoServer(HOST, 0)
     endpoint = moto.start()
@@ -141,7 +141,8 @@ def start_local_stack() -> tuple[Any, LocalStack]:
                 "POWERTOOLS_TRACE_DISABLED": "1",
             }
         )
-        repo = Repository(boto3.session.Session().client("dynamodb"), resources.table_name)
+        # Accounts' secrets are stored sealed with the stack's KMS key (docs/secrets.md).
+        repo = sealing_repository(Settings.load(env), boto3.session.Session())
     except BaseException:
         moto.stop()
         raise

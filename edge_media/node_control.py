@@ -50,6 +50,7 @@ from shared.dynamo import mapping
 from shared.dynamo.repository import AsyncRepository
 from shared.models import Agent, TelephonyConfig
 from shared.pinned_http import PinnedAsyncTransport, operator_origins
+from shared.secret_box import AsyncSecretBox
 from shared.settings import Settings
 from shared.ssrf import AddressPolicy
 
@@ -111,6 +112,8 @@ class ControlPlane:
         session = aioboto3.Session()
         self.dynamodb = await self._stack.enter_async_context(session.client("dynamodb"))
         self.sqs = await self._stack.enter_async_context(session.client("sqs"))
+        # Trunk passwords, provider tokens and webhook secrets are stored sealed (docs/secrets.md).
+        self.kms = await self._stack.enter_async_context(session.client("kms"))
         self.http = await self._stack.enter_async_context(
             httpx.AsyncClient(
                 follow_redirects=False,
@@ -122,7 +125,11 @@ class ControlPlane:
                 ),
             )
         )
-        repo = self.repo = AsyncRepository(self.dynamodb, settings.table_name)
+        repo = self.repo = AsyncRepository(
+            self.dynamodb,
+            settings.table_name,
+            secrets=AsyncSecretBox.from_settings(settings, self.kms),
+        )
         self.routing = CallRouter(repo, RoutingWebhook(self.http, settings))
         self.recorder = CallRecorder(
             self.dynamodb, self.sqs, settings, node_id=self.node_id, run_id=self.run_id

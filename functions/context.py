@@ -3,6 +3,10 @@
 Clients are created lazily on first use, not at import: Lambda's import time is cold-start time
 (docs/performance.md budget: 300 ms), and tests must be able to point ``AWS_ENDPOINT_URL`` at
 moto before any client exists. One ``Context`` is shared by a warm function's invocations.
+
+The repository seals and opens stored secrets with a box built from the settings
+(``shared/secret_box.py``); its KMS client too is built only when a secret is first met, so the
+events worker and the reaper, which never touch one, never create it.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any
 
 from functions.key_cache import KeyCache
 from shared.dynamo.repository import Repository
+from shared.secret_box import SecretBox
 from shared.settings import Settings
 
 
@@ -39,8 +44,16 @@ class Context:
         return self._session.client("sqs")
 
     @cached_property
+    def kms(self) -> Any:
+        return self._session.client("kms")
+
+    @cached_property
+    def secrets(self) -> SecretBox:
+        return SecretBox.from_settings(self.settings, lambda: self.kms)
+
+    @cached_property
     def repo(self) -> Repository:
-        return Repository(self.dynamodb, self.settings.table_name)
+        return Repository(self.dynamodb, self.settings.table_name, secrets=self.secrets)
 
     @cached_property
     def key_cache(self) -> KeyCache:

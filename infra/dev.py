@@ -1,7 +1,7 @@
 """``agera dev``: the whole gateway on one machine, on 127.0.0.1.
 
-What runs: moto (DynamoDB + SQS) in a child process on a free port with the template's table and
-queues (infra/moto_process.py says why a child: moto's store and its transactions, which copy the
+What runs: moto (DynamoDB, SQS and KMS) in a child process on a free port with the template's table
+and queues and a KMS key that seals stored secrets (infra/dev_kms.py; infra/moto_process.py says why a child: moto's store and its transactions, which copy the
 table, would otherwise hold this process's GIL and stall the node's 20 ms media clock); in this
 process, the REST API under uvicorn (same Starlette app as on Lambda); the two SQS workers, invoked by
 local pollers with Lambda-shaped events; the reaper, run every ``AGERA_REAPER_INTERVAL_SECONDS``
@@ -32,6 +32,7 @@ from infra.local_aws import (
     apply_env,
     aws_env,
     provision,
+    sealing_repository,
 )
 from infra.moto_process import MotoProcess
 from infra.scheduler import PeriodicRunner
@@ -126,7 +127,7 @@ def banner(
         "",
         "Agera Voice Gateway: the local stack is up",
         f"  REST API        {api}   (health: {api}/health)",
-        f"  moto (AWS)      {endpoint}   (DynamoDB + SQS, in memory)",
+        f"  moto (AWS)      {endpoint}   (DynamoDB + SQS + KMS, in memory)",
         f"  table           {resources.table_name}",
         f"  SIP (edge node) {options.host}:{options.sip_port} UDP+TCP   "
         f"(test line: sip:echo@{options.host}:{options.sip_port})",
@@ -159,7 +160,6 @@ async def run_dev(options: DevOptions) -> None:
     from functions.api.app import create_app
     from functions.context import reset_default_context
     from functions.workers import callbacks, events, reaper
-    from shared.dynamo.repository import Repository
     from shared.models import Agent, Number, Route
 
     Settings.load()  # a malformed AGERA_* variable fails here, before anything starts
@@ -174,11 +174,12 @@ async def run_dev(options: DevOptions) -> None:
     try:
         apply_env(_local_environment(options, endpoint))
         resources = provision(endpoint, options.template)
+        # settings_env carries the local KMS key: secrets are sealed locally too (docs/secrets.md).
         apply_env(resources.settings_env())
         reset_default_context()
         settings = Settings.load()
         session = boto3.session.Session()
-        repo = Repository(session.client("dynamodb"), settings.table_name)
+        repo = sealing_repository(settings, session)
         boot = bootstrap_default_account(
             repo,
             api_key=options.api_key,

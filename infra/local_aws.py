@@ -19,7 +19,11 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from shared.dynamo.repository import Repository
+    from shared.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TEMPLATE = REPO_ROOT / "template.yaml"
@@ -115,20 +119,30 @@ class LocalResources:
     stack_name: str
     table_name: str
     queue_urls: dict[str, str] = field(default_factory=dict)
+    kms_key_id: str = ""  # the key that seals stored secrets (infra/dev_kms.py)
 
     def settings_env(self) -> dict[str, str]:
         env = {"AGERA_TABLE_NAME": self.table_name}
         for logical, variable in QUEUE_SETTINGS.items():
             env[variable] = self.queue_urls[logical]
         env["AGERA_NODE_QUEUE_PREFIX"] = f"{self.stack_name}-node-"
+        if self.kms_key_id:
+            env["AGERA_KMS_KEY_ID"] = self.kms_key_id
         return env
 
 
 def provision(
-    endpoint: str, template_path: Path = DEFAULT_TEMPLATE, stack_name: str = "agera-local"
+    endpoint: str,
+    template_path: Path = DEFAULT_TEMPLATE,
+    stack_name: str = "agera-local",
+    *,
+    kms_key: bool = True,
 ) -> LocalResources:
-    """Create the template's table and queues in the moto server at ``endpoint``."""
+    """Create the template's table and queues in the moto server at ``endpoint``, and a KMS key
+    for stored secrets (``kms_key``: a stack that brings its own passes False)."""
     import boto3
+
+    from infra.dev_kms import create_local_key
 
     template = load_template(template_path)
     subset = local_subset(template)
@@ -154,6 +168,7 @@ def provision(
             for name, res in subset["Resources"].items()
             if res["Type"] == "AWS::SQS::Queue"
         },
+        kms_key_id=create_local_key(endpoint) if kms_key else "",
     )
     ttl = subset["Resources"][TABLE_LOGICAL_ID]["Properties"].get("TimeToLiveSpecification")
     if ttl and ttl.get("Enabled"):
@@ -220,3 +235,19 @@ def empty_local_data(
 def apply_env(values: dict[str, str]) -> None:
     """Export settings for this process and the children it starts."""
     os.environ.update(values)
+
+
+def sealing_repository(settings: Settings, session: Any = None) -> Repository:
+    """A repository that seals and opens stored secrets with ``AGERA_KMS_KEY_ID`` (docs/secrets.md),
+    as the deployed functions do: for local tools and benchmarks that write accounts or trunks."""
+    import boto3
+
+    from shared.dynamo.repository import Repository
+    from shared.secret_box import SecretBox
+
+    session = session or boto3.session.Session()
+    return Repository(
+        session.client("dynamodb"),
+        settings.table_name,
+        secrets=SecretBox.from_settings(settings, lambda: session.client("kms")),
+    )

@@ -19,6 +19,7 @@ import boto3
 
 from shared.dynamo.repository import Repository
 from shared.models import Account, Agent
+from shared.secret_box import SecretBox
 from shared.settings import Settings
 from shared.stream_tokens import MAX_TTL_SECONDS, make_stream_token
 
@@ -33,7 +34,12 @@ def main(agent: str, ttl: int, base_url: str | None) -> int:
         print(f"agera stream-token: --ttl must be 1..{MAX_TTL_SECONDS} seconds", file=sys.stderr)
         return 2
     settings = Settings.load()
-    repo = Repository(boto3.client("dynamodb"), settings.table_name)
+    # The account's webhook secret is stored sealed (docs/secrets.md): kms:Decrypt is needed.
+    repo = Repository(
+        boto3.client("dynamodb"),
+        settings.table_name,
+        secrets=SecretBox.from_settings(settings, lambda: boto3.client("kms")),
+    )
     found = repo.get(Agent, agent_uuid, consistent=True)
     account = repo.get(Account, found.account_id) if found is not None else None
     if found is None or account is None:

@@ -35,6 +35,27 @@ class Settings(BaseModel):
     callbacks_queue_url: str = Field("", description="SQS queue of status callbacks to deliver.")
     node_queue_prefix: str = Field("agera-node-", description="Name prefix of per-node queues.")
 
+    # --- stored secrets (docs/secrets.md) ---
+    kms_key_id: str = Field(
+        "",
+        max_length=2048,
+        description="KMS key (id, ARN or alias) that seals stored secrets (trunk passwords, "
+        "provider tokens, webhook secrets). Empty: secrets are still read, but none is written "
+        "unless AGERA_SECRETS_PLAINTEXT is set.",
+    )
+    secrets_plaintext: bool = Field(
+        False,
+        description="Local stacks only: with no AGERA_KMS_KEY_ID, store secrets unsealed instead "
+        "of refusing to. Ignored when a key is set.",
+    )
+    secret_key_cache_seconds: float = Field(
+        300.0,
+        gt=0,
+        le=3600,
+        description="How long one KMS data key seals new secrets, and an unwrapped one is kept "
+        "for reading (also how long a warm process still works after the key is disabled).",
+    )
+
     # --- control plane ---
     api_key_cache_seconds: float = Field(
         5.0, ge=0, le=60, description="How long a resolved API key is cached (revocation delay)."

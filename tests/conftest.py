@@ -5,6 +5,12 @@ garbage collections take seconds late in the suite, stalling the edge nodes the 
 
 Tests isolate by using fresh ids (uuid-based accounts, calls) rather than resetting moto, because
 provisioning the template's table and queues takes a few seconds and resetting would wipe them.
+
+Stored secrets: the environment carries a moto KMS key (``AGERA_KMS_KEY_ID``, infra/dev_kms.py), so
+everything built from settings (the API's and workers' Context, edge nodes) seals and opens secrets
+as deployed. The ``repo`` fixture instead writes them unsealed, as a table from before sealing
+holds them: every test that seeds with it and reads through the API or a node also proves that
+such legacy values still read (docs/secrets.md). ``sealed_repo`` seals.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from functions.context import Context, reset_default_context
 from infra.local_aws import LocalResources, aws_env, empty_local_data, provision
 from infra.moto_process import MotoProcess
 from shared.dynamo.repository import Repository
+from shared.secret_box import SecretBox
 from shared.settings import Settings
 
 _loaders: dict[str | None, Any] = {}
@@ -73,6 +80,13 @@ def local_resources(moto_endpoint: str) -> LocalResources:
     return provision(moto_endpoint, stack_name="agera-test")
 
 
+@pytest.fixture(scope="session")
+def kms_key_arn(local_resources: LocalResources) -> str:
+    """The moto KMS key that seals stored secrets (AGERA_KMS_KEY_ID in the ``aws`` env), made
+    by ``provision`` (infra/dev_kms.py)."""
+    return local_resources.kms_key_id
+
+
 _emptied_for: list[str] = []  # the test module the table was last emptied for
 
 
@@ -81,6 +95,7 @@ def aws(
     request: pytest.FixtureRequest,
     moto_endpoint: str,
     local_resources: LocalResources,
+    kms_key_arn: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[LocalResources]:
     """The process environment pointed at moto and the template's resources.
@@ -94,6 +109,7 @@ def aws(
         _emptied_for[:] = [module]
     for name, value in {**aws_env(moto_endpoint), **local_resources.settings_env()}.items():
         monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AGERA_KMS_KEY_ID", kms_key_arn)
     monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "1")
     monkeypatch.setenv("AGERA_SSRF_ALLOW_LIST", "127.0.0.0/8")
     reset_default_context()
@@ -108,7 +124,18 @@ def session(aws: LocalResources) -> Any:
 
 @pytest.fixture
 def repo(aws: LocalResources, session: Any) -> Repository:
-    return Repository(session.client("dynamodb"), aws.table_name)
+    """Writes secrets unsealed, like a table from before sealing (see the module docstring)."""
+    legacy = SecretBox(
+        lambda: session.client("kms"), key_id=None, table=aws.table_name, allow_plaintext=True
+    )
+    return Repository(session.client("dynamodb"), aws.table_name, secrets=legacy)
+
+
+@pytest.fixture
+def sealed_repo(aws: LocalResources, session: Any) -> Repository:
+    """Seals secrets with the moto key, as the deployed functions do."""
+    box = SecretBox.from_settings(Settings.load(), lambda: session.client("kms"))
+    return Repository(session.client("dynamodb"), aws.table_name, secrets=box)
 
 
 @pytest.fixture

@@ -59,6 +59,7 @@ EXPORTED_OUTPUTS = [
     "ApiUrl",
     "TableName",
     "TableArn",
+    "SecretsKeyArn",
     "OriginateQueueUrl",
     "EventsQueueUrl",
     "CallbacksQueueUrl",
@@ -400,8 +401,8 @@ def test_no_data_action_on_every_resource(cfn: dict[str, Any]) -> None:
         for statement in _statements(role):
             actions = _as_list(statement["Action"])
             resources = _as_list(statement.get("Resource", []))
-            data = [a for a in actions if a.split(":")[0] in {"dynamodb", "sqs"}]
-            wildcard = any(a in {"*", "dynamodb:*", "sqs:*"} for a in actions)
+            data = [a for a in actions if a.split(":")[0] in {"dynamodb", "sqs", "kms"}]
+            wildcard = any(a in {"*", "dynamodb:*", "sqs:*", "kms:*"} for a in actions)
             if wildcard or (data and "*" in resources):
                 offenders.append((name, statement))
     assert offenders == []
@@ -528,14 +529,122 @@ def test_dynamodb_access_is_scoped_to_the_table(cfn: dict[str, Any], name: str) 
         for s in _statements(role)
         if any(a.startswith("dynamodb:") for a in _as_list(s["Action"]))
     ]
-    # One policy template each, except the reaper's own two statements (table, indexes).
-    assert len(resources) == (2 if name == "ReaperFunction" else 1)
+    # The table, plus the indexes for the two that query them.
+    assert len(resources) == (2 if name in {"ApiFunction", "ReaperFunction"} else 1)
     for arn in (arn for statement in resources for arn in statement):
         template, variables = arn["Fn::Sub"]
         assert template.startswith(
             "arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${tableName}"
         )
         assert variables == {"tableName": {"Ref": "AgeraTable"}}
+
+
+TABLE_ARN = "arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${tableName}"
+# Each function's DynamoDB actions, by resource (table, or table/index/<name>): item actions only,
+# and only the ones its code makes (functions/workers/*.py, functions/api/*.py).
+TABLE_GRANTS = {
+    "ApiFunction": {
+        TABLE_ARN: {
+            "dynamodb:ConditionCheckItem",
+            "dynamodb:DeleteItem",
+            "dynamodb:DescribeTable",
+            "dynamodb:GetItem",
+            "dynamodb:PutItem",
+            "dynamodb:Query",
+            "dynamodb:UpdateItem",
+        },
+        f"{TABLE_ARN}/index/gsi1": {"dynamodb:Query"},
+    },
+    "EventsFunction": {
+        TABLE_ARN: {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"},
+    },
+    "CallbacksFunction": {TABLE_ARN: {"dynamodb:GetItem", "dynamodb:UpdateItem"}},
+    "ReaperFunction": {
+        TABLE_ARN: {
+            "dynamodb:BatchGetItem",
+            "dynamodb:ConditionCheckItem",
+            "dynamodb:DeleteItem",
+            "dynamodb:GetItem",
+            "dynamodb:Query",
+            "dynamodb:UpdateItem",
+        },
+        f"{TABLE_ARN}/index/live": {"dynamodb:Query", "dynamodb:Scan"},
+        f"{TABLE_ARN}/index/gsi1": {"dynamodb:Query", "dynamodb:Scan"},
+    },
+}
+# Who may use the secrets key: the API seals and opens, the callbacks worker opens the webhook
+# secret; the events worker and the reaper never see a secret and get nothing.
+KMS_GRANTS = {
+    "ApiFunction": {"kms:Decrypt", "kms:GenerateDataKey"},
+    "CallbacksFunction": {"kms:Decrypt"},
+    "EventsFunction": set(),
+    "ReaperFunction": set(),
+}
+SECRETS_CONTEXT = {
+    "kms:EncryptionContext:purpose": "agera-secret",
+    "kms:EncryptionContext:table": {"Ref": "AgeraTable"},
+}
+
+
+def _table_grants(cfn: dict[str, Any], function: str) -> dict[str, set[str]]:
+    grants: dict[str, set[str]] = {}
+    for statement in _statements(cfn["Resources"][f"{function}Role"]):
+        actions = {a for a in _as_list(statement["Action"]) if a.startswith("dynamodb:")}
+        for arn in _as_list(statement.get("Resource", [])) if actions else []:
+            grants.setdefault(arn["Fn::Sub"][0], set()).update(actions)
+    return grants
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTION_HANDLERS))
+def test_each_function_has_only_the_table_actions_it_makes(cfn: dict[str, Any], name: str) -> None:
+    """No CRUD policy template: it grants Scan and batch writes to functions that make neither."""
+    assert _table_grants(cfn, name) == TABLE_GRANTS[name]
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTION_HANDLERS))
+def test_kms_use_is_only_what_the_function_needs(cfn: dict[str, Any], name: str) -> None:
+    statements = [
+        s
+        for s in _statements(cfn["Resources"][f"{name}Role"])
+        if any(a.startswith("kms:") for a in _as_list(s["Action"]))
+    ]
+    actions = {a for s in statements for a in _as_list(s["Action"])}
+    assert actions == KMS_GRANTS[name]
+    for statement in statements:
+        assert statement["Resource"] == {"Fn::GetAtt": ["SecretsKey", "Arn"]}
+        assert statement["Condition"] == {"StringEquals": SECRETS_CONTEXT}
+
+
+def test_secrets_key_rotates_is_kept_and_serves_only_this_table(cfn: dict[str, Any]) -> None:
+    key = cfn["Resources"]["SecretsKey"]
+    assert (key["DeletionPolicy"], key["UpdateReplacePolicy"]) == ("Retain", "Retain")
+    props = key["Properties"]
+    assert props["EnableKeyRotation"] is True
+    assert (props["KeySpec"], props["KeyUsage"]) == ("SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT")
+    allow, deny = props["KeyPolicy"]["Statement"]
+    assert allow["Effect"] == "Allow"
+    assert allow["Principal"] == {
+        "AWS": {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}
+    }
+    assert deny["Effect"] == "Deny" and deny["Principal"] == "*"
+    assert {"kms:Decrypt", "kms:GenerateDataKey*"} <= set(deny["Action"])
+    assert deny["Condition"] == {
+        "StringNotEquals": {"kms:EncryptionContext:table": {"Ref": "AgeraTable"}}
+    }
+    alias = _props(cfn, "SecretsKeyAlias")
+    assert alias == {
+        "AliasName": {"Fn::Sub": "alias/${AWS::StackName}-secrets"},
+        "TargetKeyId": {"Ref": "SecretsKey"},
+    }
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTION_HANDLERS))
+def test_only_the_api_is_given_the_key_to_seal_with(cfn: dict[str, Any], name: str) -> None:
+    """Readers need no key id (a sealed value names its key); a function without one refuses to
+    write a secret (shared/secret_box.py)."""
+    env = _props(cfn, name)["Environment"]["Variables"]
+    expected = {"Fn::GetAtt": ["SecretsKey", "Arn"]} if name == "ApiFunction" else None
+    assert env.get("AGERA_KMS_KEY_ID") == expected
 
 
 # --- outputs -------------------------------------------------------------------------------------
@@ -554,6 +663,7 @@ def test_output_values(cfn: dict[str, Any]) -> None:
     }
     assert outputs["TableName"] == {"Ref": "AgeraTable"}
     assert outputs["TableArn"] == {"Fn::GetAtt": ["AgeraTable", "Arn"]}
+    assert outputs["SecretsKeyArn"] == {"Fn::GetAtt": ["SecretsKey", "Arn"]}
     for queue, dlq in QUEUE_DLQS.items():
         assert outputs[f"{queue}Url"] == {"Ref": queue}
         assert outputs[f"{dlq}Url"] == {"Ref": dlq}
@@ -655,6 +765,7 @@ def test_lambda_requirements_are_pinned_like_the_project() -> None:
         "pydantic",
         "aws-lambda-powertools",
         "httpx",
+        "cryptography",
         "boto3",
         "botocore",
     }

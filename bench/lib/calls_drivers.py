@@ -141,11 +141,21 @@ class BenchBot(BenchPeer):
     """bench/peers/echo_bot_fast.py as a process; its sessions are read back from JSON lines."""
 
     def __init__(
-        self, workdir: Path, *, clear_every: int, tone_at: float, clear_after: float
+        self,
+        workdir: Path,
+        *,
+        clear_every: int,
+        tone_at: float,
+        clear_after: float,
+        tone_per_call: bool = False,
     ) -> None:
+        """``tone_per_call``: ``tone_at`` counts from each clear call's start (bench/soak.py),
+        not from the first call's."""
         argv = [sys.executable, str(BOT_SCRIPT), "--clear-every", str(clear_every)]
         argv += ["--tone-at", f"{tone_at:.3f}", "--clear-after", f"{clear_after:g}"]
         argv += ["--tone-stagger", f"{TONE_STAGGER_S:g}"]
+        if tone_per_call:
+            argv.append("--tone-per-call")
         super().__init__("bot", workdir, argv, port=free_port(tcp=True))
 
     @property

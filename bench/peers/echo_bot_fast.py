@@ -21,7 +21,9 @@ Clear calls (``--clear-every K``: calls whose sipp call number is a multiple of 
 at ``--tone-at`` seconds after the first call's ``start`` (plus ``--tone-stagger`` per clear
 call) they queue 5 s of a 1 kHz tone with a mark behind it, and ``--clear-after`` seconds later
 send ``clear``: every tone packet the caller gets after that moment is stale (docs/performance.md:
-clear → last stale RTP packet ≤ 20 ms).
+clear → last stale RTP packet ≤ 20 ms). With ``--tone-per-call`` (bench/soak.py) ``--tone-at`` counts
+from each clear call's own ``start`` instead: calls start all through a soak, so the tone, mark
+and clear paths are exercised all through it, not only in its first minute.
 """
 
 from __future__ import annotations
@@ -84,6 +86,7 @@ class Bot:
         self.tone_at: float = args.tone_at
         self.tone_stagger: float = args.tone_stagger
         self.clear_after: float = args.clear_after
+        self.tone_per_call: bool = args.tone_per_call
         self.out = out
         self.first_start: float | None = None
         self.clear_calls = 0
@@ -214,7 +217,10 @@ class Session(asyncio.Protocol):
             bot.first_start = now
         number = from_number.removeprefix(CALLER_PREFIX)
         if bot.clear_every and number.isdigit() and int(number) % bot.clear_every == 0:
-            at = bot.first_start + bot.tone_at + bot.clear_calls * bot.tone_stagger
+            if bot.tone_per_call:
+                at = now + bot.tone_at
+            else:
+                at = bot.first_start + bot.tone_at + bot.clear_calls * bot.tone_stagger
             bot.clear_calls += 1
             self.record["clear_call"] = True
             self.loop.call_at(self.loop.time() + max(0.0, at - now), self.send_tone)
@@ -298,6 +304,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tone-at", type=float, default=5.0, help="s after the first start")
     parser.add_argument("--tone-stagger", type=float, default=0.137, help="s between clear calls")
     parser.add_argument("--clear-after", type=float, default=2.5, help="s of tone before clear")
+    parser.add_argument(
+        "--tone-per-call", action="store_true", help="--tone-at from each call's start"
+    )
     args = parser.parse_args(argv)
     with Path(args.out).open("a") as out:
         try:

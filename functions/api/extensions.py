@@ -236,10 +236,11 @@ def _rename(ctx: Context, extension: Extension, changes: dict[str, Any]) -> Exte
     merged = validate(Extension, {**extension.model_dump(), **changes, "updated_at": utc_now()})
     dump = merged.model_dump(mode="json")
     fields = {name: dump.get(name) for name in [*changes, "updated_at"]}
+    item_key = mapping.key(Extension, extension.account_id, extension.extension)
     update = mapping.update_request(
         table,
-        mapping.key(Extension, extension.account_id, extension.extension),
-        fields,
+        item_key,
+        ctx.repo.seal_fields(Extension, item_key, fields),  # the HA1 values are stored sealed
         **owner_condition(extension.account_id),
     )
     old_index = {

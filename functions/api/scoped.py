@@ -70,10 +70,11 @@ def apply_patch(
     dump = merged.model_dump(mode="json")
     fields = {name: dump.get(name) for name in [*changes, "updated_at"]}
     pk, sk = mapping.spec_for(model).key_of(current)
+    item_key = mapping.key_item(pk, sk)
     request = mapping.update_request(
         ctx.settings.table_name,
-        mapping.key_item(pk, sk),
-        fields,
+        item_key,
+        ctx.repo.seal_fields(model, item_key, fields),  # secrets are stored sealed
         return_new=True,
         **owner_condition(getattr(current, "account_id", "")),
     )
@@ -81,7 +82,7 @@ def apply_patch(
         attributes = ctx.repo.execute_update(request)
     except ConditionFailed:
         raise not_found(kind, ident) from None
-    return mapping.from_item(model, attributes)
+    return ctx.repo.from_item(model, attributes)
 
 
 def delete_owned(

@@ -38,6 +38,12 @@ from all of them. The SIP user index makes a username unique across accounts; it
 same transaction as its extension. The three call-slot items (an account's live-call count, one
 item per call holding a slot, calls started per rate window) are written only by
 ``shared.call_slots``, in transactions, and are not entities of this module.
+
+Secrets (``EntitySpec.secrets``): the fields the gateway must be able to use and nobody should read
+from the table: an account's webhook secret and provider API keys, a trunk's password, a telephony
+config's tokens, and an extension's digest HA1 values (password equivalents within the realm). The
+repositories store them sealed (``shared.dynamo.sealing``, ``shared.secret_box``); `from_item`
+refuses an item whose secrets are still sealed, so no path can mistake a sealed string for a key.
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ from typing import Any, Generic, TypeVar
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 from shared.clock import iso_z
+from shared.dynamo.sealing import item_secrets
 from shared.models import (
     Account,
     Agent,
@@ -68,6 +75,7 @@ from shared.models import (
     TelephonyConfig,
     Trunk,
 )
+from shared.secret_box import is_sealed
 
 T = TypeVar("T", bound=Entity)
 AttributeValue = dict[str, Any]
@@ -105,6 +113,7 @@ class EntitySpec(Generic[T]):
     key_of: Callable[[T], tuple[str, str]]
     gsi_of: Callable[[T], tuple[str, str]] | None = None
     ttl: bool = False
+    secrets: tuple[str, ...] = ()  # dotted paths of the fields stored sealed
 
 
 def _created(entity: Entity) -> str:
@@ -130,6 +139,7 @@ _register(
         key=lambda account_id: (f"ACCOUNT#{account_id}", "ACCOUNT"),
         key_of=lambda e: (f"ACCOUNT#{e.account_id}", "ACCOUNT"),
         gsi_of=lambda e: ("ACCOUNTS", f"{_created(e)}#{e.account_id}"),
+        secrets=("webhook_secret", "elevenlabs.api_key", "vapi.api_key"),
     )
 )
 _register(
@@ -157,6 +167,7 @@ _register(
         key=lambda account_id, ext: (f"EXT#{account_id}#{ext}", "EXT"),
         key_of=lambda e: (f"EXT#{e.account_id}#{e.extension}", "EXT"),
         gsi_of=lambda e: (account_partition(e.account_id, "EXTENSIONS"), e.extension),
+        secrets=("ha1_md5", "ha1_sha256"),
     )
 )
 _register(
@@ -175,6 +186,7 @@ _register(
         key=lambda account_id, trunk_id: (f"ACCOUNT#{account_id}", f"TRUNK#{trunk_id}"),
         key_of=lambda e: (f"ACCOUNT#{e.account_id}", f"TRUNK#{e.trunk_id}"),
         gsi_of=lambda e: ("TRUNKS", f"{e.account_id}#{e.trunk_id}"),
+        secrets=("password",),
     )
 )
 _register(
@@ -199,6 +211,7 @@ _register(
             account_partition(e.account_id, "TELCOS"),
             f"{_created(e)}#{e.config_id}",
         ),
+        secrets=("bearer_token", "auth_token"),
     )
 )
 _register(
@@ -318,6 +331,9 @@ def from_item(model: type[T], item: Mapping[str, AttributeValue]) -> T:
     kind = item.get(ENTITY_ATTRIBUTE, {}).get("S")
     if kind != spec.kind:
         raise MappingError(f"item {item.get('pk')} is a {kind!r}, not a {spec.kind!r}")
+    for ref, value in item_secrets(item, spec.secrets):
+        if is_sealed(value):
+            raise MappingError(f"{ref} is sealed: read it through a repository with a secret box")
     # Only the model's own fields: bookkeeping attributes (applied_events, ...) stay in the table.
     fields = model.model_fields
     data = {
@@ -563,6 +579,10 @@ class Page(Generic[T]):
 
 
 def parse_page(model: type[T], response: Mapping[str, Any]) -> Page[T]:
-    items = [from_item(model, item) for item in response.get("Items", [])]
+    return page_of([from_item(model, item) for item in response.get("Items", [])], response)
+
+
+def page_of(items: list[T], response: Mapping[str, Any]) -> Page[T]:
+    """A page of ``items`` (already read from ``response``) with the response's cursor."""
     last = response.get("LastEvaluatedKey")
     return Page(items, encode_cursor(last) if last else None)
