@@ -780,3 +780,105 @@ def test_samconfig_defaults() -> None:
     assert deploy["capabilities"] == "CAPABILITY_IAM"
     assert deploy["resolve_s3"] is True
     assert config["build"]["parameters"]["build_in_source"] is True
+
+
+# --- call-metric alarms and the operations dashboard ---------------------------------------------
+
+# Where each service's EMF metrics are recorded (the service dimension Powertools adds).
+_METRIC_SOURCES = {
+    "api": ["functions/api/originate.py", "functions/api/request_metrics.py"],
+    "events": ["functions/workers/events.py"],
+    "callbacks": ["functions/workers/callbacks.py"],
+    "reaper": ["functions/workers/reaper.py"],
+}
+
+
+def _emitted() -> set[tuple[str, str]]:
+    """(service, metric) pairs the code records: the functions' add_metric names and the edge
+    node's constants (edge_media/control/metrics.py), read from the source."""
+    import re
+
+    from edge_media.control import metrics as node_metrics
+
+    pairs = {
+        ("edge-node", value)
+        for name, value in vars(node_metrics).items()
+        if name.isupper() and isinstance(value, str) and value[:1].isupper()
+    }
+    for service, paths in _METRIC_SOURCES.items():
+        for path in paths:
+            text = (REPO / path).read_text()
+            for found in re.finditer(r'add_metric\(\s*(?:name=)?"(\w+)"', text):
+                pairs.add((service, found.group(1)))
+    return pairs
+
+
+def _alarm_metrics(alarm: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(namespace, service dimension, metric) of an alarm, single metric or metric math."""
+    stats = [q["MetricStat"]["Metric"] for q in alarm.get("Metrics", []) if "MetricStat" in q]
+    if not stats:
+        stats = [alarm]
+    found = []
+    for metric in stats:
+        dims = {d["Name"]: d["Value"] for d in metric.get("Dimensions", [])}
+        found.append((metric["Namespace"], dims.get("service", ""), metric["MetricName"]))
+    return found
+
+
+def test_every_call_metric_alarm_watches_a_metric_the_code_records(cfn: dict[str, Any]) -> None:
+    emitted = _emitted()
+    assert ("edge-node", "ActiveCalls") in emitted and ("reaper", "CallsReaped") in emitted
+    watched = []
+    for name, alarm in _resources(cfn, "AWS::CloudWatch::Alarm").items():
+        for namespace, service, metric in _alarm_metrics(alarm["Properties"]):
+            if namespace == "AgeraVoiceGateway":
+                assert (service, metric) in emitted, (name, service, metric)
+                watched.append(metric)
+        assert {"Ref": "AlarmTopic"} in alarm["Properties"]["AlarmActions"], name
+    for metric in ("ActiveCalls", "RtpLossPct", "PacingErrorMs", "CallSetupMs", "CallsReaped"):
+        assert metric in watched, metric
+    assert {"CallbackFailures", "CallbackDeliveries"} <= set(watched)
+
+
+def test_no_node_reporting_alarms_on_missing_data_unless_turned_off(cfn: dict[str, Any]) -> None:
+    alarm = _resources(cfn, "AWS::CloudWatch::Alarm")["EdgeNodesSilentAlarm"]
+    assert alarm["Condition"] == "MonitorEdge"
+    props = alarm["Properties"]
+    assert (props["Statistic"], props["TreatMissingData"]) == ("SampleCount", "breaching")
+    assert props["ComparisonOperator"] == "LessThanThreshold" and props["Threshold"] == 1
+
+
+def _dashboard_body(cfn: dict[str, Any]) -> dict[str, Any]:
+    import json
+    import re
+
+    body = _props(cfn, "OperationsDashboard")["DashboardBody"]["Fn::Sub"]
+    return dict(json.loads(re.sub(r"\$\{[^}]+\}", "x", body)))
+
+
+def test_the_dashboard_shows_the_fleet_calls_quality_and_callbacks(cfn: dict[str, Any]) -> None:
+    widgets = _dashboard_body(cfn)["widgets"]
+    emitted = _emitted()
+    shown = set()
+    for widget in widgets:
+        namespace = service = metric = ""
+        for row in widget["properties"].get("metrics", []):
+            names = [cell for cell in row if isinstance(cell, str)]
+            if names[0] not in (".", "..."):  # a full row: namespace, metric, dimensions
+                namespace, metric = names[0], names[1]
+                service = names[3] if len(names) > 3 else ""
+            elif names[0] == ".":  # "." repeats the cell above, position by position
+                metric = names[1] if names[1] != "." else metric
+                service = names[3] if len(names) > 3 and names[3] != "." else service
+            if namespace != "AgeraVoiceGateway":
+                continue
+            assert (service, metric) in emitted, (widget["properties"]["title"], metric)
+            shown.add(metric)
+    assert {"ActiveCalls", "CallSetupMs", "RtpLossPct", "PacingErrorMs"} <= shown
+    assert {"CallbackDeliveries", "CallbackFailures"} <= shown
+    (per_node,) = [w for w in widgets if w["type"] == "log"]
+    body = _props(cfn, "OperationsDashboard")["DashboardBody"]["Fn::Sub"]
+    assert (
+        "SOURCE '${EdgeLogGroupName}'" in body
+        and "by bin(1m), node_id" in per_node["properties"]["query"]
+    )
