@@ -16,6 +16,7 @@ from edge_media.sip.header_values import (
     check_name_addr,
     is_rfc1123_date,
     parse_call_id,
+    parse_content_type,
     parse_cseq,
     parse_max_forwards,
     parse_via,
@@ -254,6 +255,11 @@ def _check_message(
         contact_lines = index.get("contact")
         if contact_lines is not None:
             check_contacts(contact_lines)
+        content_type = index.get("content-type")
+        if content_type is not None:
+            # Parsed now, not when a layer first asks (message_policy does, for every request):
+            # a malformed one must be answered 400 here, not raise inside the UA.
+            cache["content_type"] = parse_content_type(content_type[0])
         date = index.get("date")
         if date is not None and not is_rfc1123_date(date[0]):
             raise SipParseError(400, "Date header is not an RFC 1123 date in GMT")
