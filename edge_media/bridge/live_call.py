@@ -160,7 +160,10 @@ class BridgeServices:
 
 class _Log(logging.LoggerAdapter):  # type: ignore[type-arg]
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
-        return f"[call {self.extra['call']}] {msg}", kwargs  # type: ignore[index]
+        # The call's name may hold "%" (a Call-ID may: RFC 3261 word); it is part of the format
+        # string here, so it is escaped, or every line of that call would fail to format.
+        name = str(self.extra["call"]).replace("%", "%%")  # type: ignore[index]
+        return f"[call {name}] {msg}", kwargs
 
 
 class LiveCall:

@@ -69,22 +69,20 @@ def response_address(via: Via, source: Address, transport: str) -> Address:
     """Where a response to a request with top ``via`` received from ``source`` goes (§18.2.2).
 
     Reliable transports answer on the connection the request came in on, i.e. to ``source``.
-    On UDP, "if the Via header field value contains a maddr parameter, the response MUST be
-    forwarded to the address listed there, using the port indicated in sent-by, or port 5060";
-    otherwise it goes to the address in ``received`` (the source address when the transport
-    did not stamp one) at the sent-by port, except that with RFC 3581 ``rport`` it goes back to
-    the source port (the port in a stamped ``rport=``), which is what gets through NAT.
+    On UDP the response goes to the source IP (what §18.2.1's ``received`` would say: we stamp
+    none, the source address is the fact) at the sent-by port, or with RFC 3581 ``rport`` at the
+    source port, which is what gets through NAT.
+
+    Deliberately not followed: a ``maddr`` or ``received`` the peer wrote into its own top Via.
+    §18.2.2 sends to ``maddr``, but both are the sender's word, and honouring them lets anyone
+    aim our responses (and their retransmissions) at a third party: a reflection amplifier.
+    No UA we serve uses multicast ``maddr``; proxies and carriers reach us directly.
     """
     if is_reliable(transport):
         return source
-    port = via.port if via.port is not None else DEFAULT_SIP_PORT
-    if via.maddr is not None:
-        return (via.maddr, port)
-    host = via.received if via.received is not None else source[0]
     if via.has_rport:
-        stamped = via.rport
-        return (host, stamped if stamped is not None else source[1])
-    return (host, port)
+        return source
+    return (source[0], via.port if via.port is not None else DEFAULT_SIP_PORT)
 
 
 @dataclass(frozen=True, slots=True)

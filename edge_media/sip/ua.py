@@ -334,6 +334,11 @@ class UserAgent:
         if request.max_forwards == 0:
             self._reply(event.txn_id, request, 483, "Too Many Hops")
             return
+        missing = _missing_dialog_field(request)
+        if missing is not None:  # refused before routing: a dialog cannot be built without it
+            self.stats["rejected"] += 1
+            self._reply(event.txn_id, request, 400, missing)
+            return
         if not self.accepting:
             self.stats["rejected"] += 1
             self._reply(
@@ -570,3 +575,21 @@ class UserAgent:
             task.cancel()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=2.0)
+
+
+def _missing_dialog_field(request: SipRequest) -> str | None:
+    """What an INVITE lacks to set up a dialog (RFC 3261 §12.1.1: the remote target is its
+    Contact, the remote tag its From tag), as a 400 reason phrase; None when nothing is missing.
+
+    The parser accepts such INVITEs (RFC 2543 peers sent them; RFC 4475 §3.4.3), so the check is
+    here, before routing, rather than in the dialog, where it would surface as a 500.
+    """
+    if request.from_tag is None:
+        return "Missing From tag"
+    try:
+        contacts = request.contacts
+    except ValueError:
+        return "Malformed Contact"
+    if contacts == "*" or not contacts:
+        return "Missing Contact"
+    return None

@@ -561,3 +561,44 @@ async def test_call_without_rtp_is_hung_up_after_the_media_timeout(peer: Peer) -
         bye = await peer.expect(lambda m: isinstance(m, SipRequest) and m.method == "BYE")
         assert isinstance(bye, SipRequest)
         assert bye.headers.get("reason", "").startswith("Q.850;cause=102")
+
+
+@pytest.mark.parametrize(
+    ("drop", "reason"),
+    [("contact", "Missing Contact"), ("from-tag", "Missing From tag")],
+)
+async def test_invite_without_dialog_fields_gets_400_before_routing(
+    node: EdgeNode, peer: Peer, drop: str, reason: str
+) -> None:
+    """RFC 2543-style INVITEs parse (RFC 4475 §3.4.3) but cannot set up a dialog: 400 with the
+    reason, before routing (found by the fuzz: they used to reach the call app and get 500)."""
+    request = invite(peer, sdp=OFFER.format(port=9, direction="sendrecv"))
+    text = request.serialize().decode()
+    if drop == "contact":
+        text = "".join(line for line in text.splitlines(True) if not line.startswith("Contact:"))
+    else:
+        text = text.replace(f";tag={request.from_tag}", "", 1)
+    assert node.ua is not None
+    routed = node.ua.stats.get("invites", 0)
+    assert peer.transport is not None
+    peer.transport.sendto(text.encode(), node.endpoint.local_addr)
+    refused = await peer.response(400)
+    assert refused.reason == reason
+    assert node.ua.stats.get("invites", 0) == routed and node.ua.active_calls == 0
+
+
+async def test_a_percent_in_the_call_id_does_not_break_the_call_log(
+    node: EdgeNode, peer: Peer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Call-ID may hold "%" (RFC 3261 word): the call's log lines must still format."""
+    request = invite(
+        peer, sdp=OFFER.format(port=peer.port + 2, direction="sendrecv"), call_id="ab%aa18%s@x"
+    )
+    with caplog.at_level("DEBUG", logger="agera"):
+        peer.send(request, node.endpoint.local_addr)
+        ok = await peer.response(200)
+        peer.send(ack_for(peer, request, ok), node.endpoint.local_addr)
+        peer.send(in_dialog(peer, "BYE", request, ok, 2), node.endpoint.local_addr)
+        await peer.response(200, "BYE")
+    lines = [record.getMessage() for record in caplog.records]  # raises if one cannot format
+    assert any(line.startswith("[call ab%aa18%s@x]") for line in lines), lines
