@@ -19,6 +19,7 @@ help:
 	@echo "make dev     run the whole gateway locally (API :8000, moto for DynamoDB and SQS)"
 	@echo "make test    lint + the full test suite (installs the venv and Debian tools first)"
 	@echo "make lint    ruff check and format check only"
+	@echo "make lint-infra  the edge fleet stack's offline checks (cfn-lint, checkov, cloud-init, systemd)"
 	@echo "make format  apply ruff format and safe fixes"
 	@echo "make bench   run the benchmarks under bench/"
 	@echo "make dist    build the wheel the edge fleet installs (dist/*.whl, docs/deploy-edge.md)"
@@ -49,7 +50,7 @@ checkov-venv:
 # The edge fleet stack's offline checks alone: cfn-lint, checkov, cloud-init schema,
 # systemd-analyze verify and shellcheck (tests/infra/test_edge_fleet_*.py, about 20 s).
 lint-infra: install system-deps checkov-venv
-	$(BIN)/pytest -q -n 0 tests/infra/test_edge_fleet_template.py tests/infra/test_edge_fleet_checks.py
+	$(BIN)/pytest -q -n 0 tests/infra/test_edge_fleet_*.py
 
 dev: install
 	$(BIN)/agera dev $(ARGS)
@@ -62,7 +63,7 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: install system-deps pipecat-venv lint
+test: install system-deps pipecat-venv checkov-venv lint
 	$(BIN)/pytest $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 # The wheel an edge instance installs at boot (infra/edge-fleet.yaml): upload it to the artifact
@@ -79,7 +80,7 @@ bench: install
 		echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) .venv-pipecat .pytest_cache .ruff_cache .aws-sam *.egg-info
+	rm -rf $(VENV) .venv-pipecat .venv-checkov .pytest_cache .ruff_cache .aws-sam *.egg-info
 
 # `sam build` targets (BuildMethod: makefile) for the Lambda functions.
 include infra/sam-build.mk

@@ -193,28 +193,38 @@ def supervise(settings: Settings, overrides: dict[str, object]) -> int:
     watchdog = watchdog_seconds()
     ready = False
     last_ping = 0.0
-    while not stopping and all(worker.poll() is None for worker in workers):
-        time.sleep(0.2)
+
+    def beat() -> None:
+        """READY once every worker serves; WATCHDOG while every live worker's loop turns."""
+        nonlocal ready, last_ping
         now = time.monotonic()
         pulses.read(now)
         if not ready and pulses.all_ready():
             notify("READY=1")
             ready = True
         if watchdog is not None and ready and now - last_ping >= watchdog / 2:
-            if pulses.all_alive(now, watchdog):
+            alive = [worker.poll() is None for worker in workers]
+            if pulses.all_alive(now, watchdog, alive):
                 notify("WATCHDOG=1")
                 last_ping = now
             else:
                 logger.error("a worker stopped pulsing: the watchdog is left to expire")
+
+    while not stopping and all(worker.poll() is None for worker in workers):
+        time.sleep(0.2)
+        beat()
     forward(signal.SIGTERM, None)  # one worker died on its own: stop the others too
+    # Workers drain for up to drain_seconds; the watchdog is fed meanwhile (a drain outlasts
+    # WatchdogSec), as long as the workers still draining keep pulsing.
     deadline = time.monotonic() + settings.drain_seconds + SUPERVISOR_GRACE
+    while time.monotonic() < deadline and any(worker.poll() is None for worker in workers):
+        time.sleep(0.2)
+        beat()
     codes = []
     for worker in workers:
-        try:
-            codes.append(worker.wait(max(0.1, deadline - time.monotonic())))
-        except subprocess.TimeoutExpired:
+        if worker.poll() is None:
             worker.kill()
-            codes.append(worker.wait())
+        codes.append(worker.wait())
     pulses.close()
     if watcher is not None:
         watcher.finish()
@@ -252,8 +262,10 @@ class WorkerPulses:
     def all_ready(self) -> bool:
         return all(self._ready)
 
-    def all_alive(self, now: float, within: float) -> bool:
-        return all(now - seen < within for seen in self._seen)
+    def all_alive(self, now: float, within: float, running: list[bool]) -> bool:
+        """Every worker still running has pulsed within ``within`` seconds (one that exited is
+        judged by its exit code, not here)."""
+        return all(now - seen < within for seen, up in zip(self._seen, running, strict=True) if up)
 
     def close(self) -> None:
         for fd in self._fds:

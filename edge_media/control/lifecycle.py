@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -39,6 +40,7 @@ __all__ = ["LifecycleWatcher"]
 logger = logging.getLogger("agera.control.lifecycle")
 
 TERMINATED = "Terminated"
+COMPLETE_RETRY_SECONDS = 3720.0  # the longest deregistration delay (3600 s), and 2 minutes
 
 
 class LifecycleWatcher:
@@ -64,6 +66,9 @@ class LifecycleWatcher:
         self.autoscaling = autoscaling
         self.poll_seconds = poll_seconds
         self.heartbeat_seconds = heartbeat_seconds
+        # Completing is retried (see `finish`) for longer than a deregistration can take.
+        self.retry_seconds = COMPLETE_RETRY_SECONDS
+        self.retry_pause = 2 * poll_seconds
         self.terminating = False  # the group scales this instance in
         self.heartbeats = 0
         self.completed = False
@@ -122,16 +127,31 @@ class LifecycleWatcher:
             self.heartbeats += 1
 
     def finish(self) -> None:
-        """The node has stopped: end the thread, and let the group go on if it was waiting."""
+        """The node has stopped: end the thread, and let the group go on if it was waiting.
+
+        The group deregisters the instance from the load balancer (up to its deregistration
+        delay) before the hook holds it, while the lifecycle state already reads ``Terminated``:
+        a drain can end before there is an action to complete. So completing is retried every
+        ``retry_pause`` seconds for up to ``retry_seconds``; after that the hook's own timeout
+        (``DefaultResult: CONTINUE``) ends the wait.
+        """
         self._done.set()
         if self._thread is not None:
             self._thread.join(timeout=self.poll_seconds + 5)
-        if self.terminating and not self.completed:
+        if not self.terminating or self.completed:
+            return
+        deadline = time.monotonic() + self.retry_seconds
+        while True:
             self.completed = self._call(
                 "complete_lifecycle_action", LifecycleActionResult="CONTINUE"
             )
             if self.completed:
                 logger.info("lifecycle action completed: the instance may terminate")
+                return
+            if time.monotonic() + self.retry_pause > deadline:
+                logger.warning("lifecycle action not completed; the hook's timeout will end it")
+                return
+            time.sleep(self.retry_pause)
 
     def _call(self, operation: str, **extra: str) -> bool:
         try:

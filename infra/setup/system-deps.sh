@@ -12,6 +12,8 @@ needs=(
   "tshark:tshark"            # RTP captures for pacing and audio checks
   "sox:sox"                  # audio fixtures
   "espeak-ng:espeak-ng"      # speech fixtures
+  "cloud-init:cloud-init"    # `cloud-init schema` on the edge fleet's user data (never run here)
+  "shellcheck:shellcheck"    # the edge fleet's boot scripts (infra/edge/*.sh)
 )
 
 missing=()
@@ -29,5 +31,18 @@ if [ "$(id -u)" -eq 0 ]; then SUDO=""; elif command -v sudo >/dev/null; then SUD
   echo "system-deps: need root or sudo to install: ${missing[*]}" >&2; exit 1
 fi
 echo "system-deps: installing ${missing[*]}"
+# cloud-init is installed for its schema check only: it must never configure this machine. Its
+# documented off switch goes in first (its systemd generator then never starts it), and the units
+# Debian enables on install are disabled again.
+cloud_init=false
+for pkg in "${missing[@]}"; do [ "$pkg" = cloud-init ] && cloud_init=true; done
+if $cloud_init; then
+  $SUDO mkdir -p /etc/cloud
+  $SUDO touch /etc/cloud/cloud-init.disabled
+fi
 $SUDO apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+if $cloud_init; then
+  $SUDO systemctl disable --quiet cloud-init-local.service cloud-init.service cloud-config.service \
+    cloud-final.service cloud-init-hotplugd.socket 2>/dev/null || true
+fi

@@ -98,6 +98,9 @@ class FakeAutoScaling(_Server):
     def __init__(self) -> None:
         super().__init__(_AutoScalingHandler)
         self.calls: list[tuple[float, str, dict[str, str]]] = []  # (monotonic, action, params)
+        # Answer this many CompleteLifecycleAction calls as AWS does before the hook holds the
+        # instance (the group still deregisters it from the load balancer).
+        self.no_action_yet = 0
 
     def actions(self) -> list[str]:
         return [action for _, action, _ in self.calls]
@@ -114,7 +117,17 @@ class _AutoScalingHandler(BaseHTTPRequestHandler):
         action = form.pop("Action", "")
         form.pop("Version", None)
         fake.calls.append((time.monotonic(), action, form))
-        if action not in ("RecordLifecycleActionHeartbeat", "CompleteLifecycleAction"):
+        if action == "CompleteLifecycleAction" and fake.no_action_yet > 0:
+            fake.no_action_yet -= 1
+            status, body = (
+                400,
+                (
+                    "<ErrorResponse><Error><Type>Sender</Type><Code>ValidationError</Code>"
+                    "<Message>No active Lifecycle Action found with instance ID "
+                    f"{form.get('InstanceId', '')}</Message></Error></ErrorResponse>"
+                ),
+            )
+        elif action not in ("RecordLifecycleActionHeartbeat", "CompleteLifecycleAction"):
             status, body = (
                 400,
                 "<ErrorResponse><Error><Code>InvalidAction</Code></Error></ErrorResponse>",
