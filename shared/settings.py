@@ -337,6 +337,31 @@ class Settings(BaseModel):
         "and counted.",
     )
 
+    # --- dashboard (functions/dashboard, docs/dashboard.md) ---
+    dashboard_session_secret: str = Field(
+        "",
+        description="Key that signs dashboard session cookies (32+ characters). Empty: a random "
+        "key per process, so sessions end on restart and do not span processes; set it wherever "
+        "more than one process serves the dashboard (Lambda).",
+    )
+    dashboard_session_seconds: int = Field(
+        28800, ge=300, le=604800, description="How long a dashboard sign-in lasts."
+    )
+    dashboard_sign_in_attempts: int = Field(
+        10,
+        ge=1,
+        le=1000,
+        description="Failed dashboard sign-ins one client address may make per window before "
+        "further attempts are refused (429).",
+    )
+    dashboard_sign_in_window_seconds: float = Field(
+        300.0, gt=0, le=86400, description="Window of AGERA_DASHBOARD_SIGN_IN_ATTEMPTS."
+    )
+    dashboard_browser: str = Field(
+        "/usr/bin/chromium",
+        description="Chromium binary the dashboard's browser tests drive through Playwright.",
+    )
+
     @field_validator("sip_digest_algorithms", mode="before")
     @classmethod
     def _split_algorithms(cls, value: Any) -> Any:

@@ -242,7 +242,7 @@ def test_http_api_routes_use_payload_format_2(cfn: dict[str, Any]) -> None:
     apis = _resources(cfn, "AWS::ApiGatewayV2::Api")
     assert list(apis) == ["HttpApi"]
     paths = apis["HttpApi"]["Properties"]["Body"]["paths"]
-    assert sorted(paths) == ["/api", "/api/{proxy+}"]
+    assert sorted(paths) == ["/api", "/api/{proxy+}", "/dashboard", "/dashboard/{proxy+}"]
     for path in paths.values():
         integration = path["x-amazon-apigateway-any-method"]["x-amazon-apigateway-integration"]
         assert integration["type"] == "aws_proxy"
@@ -766,6 +766,8 @@ def test_lambda_requirements_are_pinned_like_the_project() -> None:
         "aws-lambda-powertools",
         "httpx",
         "cryptography",
+        "jinja2",
+        "itsdangerous",
         "boto3",
         "botocore",
     }

@@ -26,6 +26,7 @@ from functions.api.request_metrics import RequestMetricsMiddleware
 from functions.api.telephony_configs import telephony_config_routes
 from functions.api.trunks import trunk_routes
 from functions.context import Context, default_context
+from functions.dashboard.app import DashboardMount
 
 
 def create_app(ctx_provider: Callable[[], Context] = default_context) -> Starlette:
@@ -46,5 +47,6 @@ def create_app(ctx_provider: Callable[[], Context] = default_context) -> Starlet
     middleware = [
         Middleware(RequestMetricsMiddleware),
         Middleware(BodyLimitMiddleware, max_bytes=lambda: ctx_provider().settings.max_body_bytes),
+        Middleware(DashboardMount, ctx_provider=ctx_provider),  # /dashboard (docs/dashboard.md)
     ]
     return Starlette(routes=routes, middleware=middleware, exception_handlers=EXCEPTION_HANDLERS)
