@@ -421,7 +421,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--warmup",
         type=float,
         help=f"seconds after N first live before RSS is judged ({DEFAULT_WARMUP_S:g}, at most "
-        f"{WARMUP_SHARE:.0%} of the run when not given)",
+        f"{WARMUP_SHARE * 100:.0f}%% of the run when not given)",
     )
     parser.add_argument(
         "--talk",
