@@ -23,7 +23,7 @@ import logging
 import subprocess
 import sys
 import threading
-from typing import IO
+from typing import IO, Any
 
 from infra.local_aws import REPO_ROOT, LocalStackError
 
@@ -89,6 +89,22 @@ def _freeze_survivors(stop: threading.Event) -> None:
         gc.freeze()
 
 
+def _one_dynamodb_request_at_a_time(app: Any) -> Any:
+    """moto's DynamoDB is not thread-safe: ``TransactWriteItems`` deep-copies the table while
+    other request threads write to it ("dictionary changed size during iteration", a 500 that
+    botocore retries, slowing every caller under load). DynamoDB requests are run one at a time;
+    the rest (SQS long polls above all) stay concurrent."""
+    lock = threading.Lock()
+
+    def serve(environ: dict[str, Any], start_response: Any) -> Any:
+        if not str(environ.get("HTTP_X_AMZ_TARGET", "")).startswith("DynamoDB_"):
+            return app(environ, start_response)
+        with lock:
+            return list(app(environ, start_response))  # the whole body, inside the lock
+
+    return serve
+
+
 def main(argv: list[str]) -> int:
     host, port = [*argv, "127.0.0.1", "0"][:2]
     from moto.server import ThreadedMotoServer
@@ -96,6 +112,9 @@ def main(argv: list[str]) -> int:
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # per-request access log: ~4x slower
     server = ThreadedMotoServer(ip_address=host, port=int(port), verbose=False)
     server.start()
+    wsgi = server._server  # the one handle on moto's WSGI server
+    assert wsgi is not None
+    wsgi.app = _one_dynamodb_request_at_a_time(wsgi.app)
     _, bound = server.get_host_and_port()
     gc.collect()
     gc.freeze()  # moto's own modules and models: never worth walking again
