@@ -120,14 +120,17 @@ class LocalStack:
     repo: Any  # shared.dynamo.repository.Repository
 
 
-def start_local_stack() -> tuple[Any, LocalStack]:
-    """moto in this process with the template's table and queues (infra/local_aws.py)."""
+def start_local_stack(*, child_process: bool = False) -> tuple[Any, LocalStack]:
+    """moto with the template's table and queues (infra/local_aws.py): in this process, or
+    (``child_process``) in its own, where its transactions' table copies cannot hold this
+    process's GIL (infra/moto_process.py: what a long, busy run needs)."""
     import boto3
 
     from infra.local_aws import MotoServer, apply_env, aws_env, provision, sealing_repository
+    from infra.moto_process import MotoProcess
     from shared.settings import Settings
 
-    moto = MotoServer(HOST, 0)
+    moto = MotoProcess(HOST, 0) if child_process else MotoServer(HOST, 0)
     endpoint = moto.start()
     try:
         env = aws_env(endpoint)

@@ -23,6 +23,7 @@ import logging
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from typing import IO, Any
 
 from infra.local_aws import REPO_ROOT, LocalStackError
@@ -89,17 +90,63 @@ def _freeze_survivors(stop: threading.Event) -> None:
         gc.freeze()
 
 
+# DynamoDB operations that only read moto's table: they may run together.
+_READS = frozenset(
+    {"GetItem", "BatchGetItem", "Query", "Scan", "TransactGetItems", "DescribeTable",
+     "DescribeTimeToLive", "ListTables"}
+)  # fmt: skip
+
+
+class _ReadWriteLock:
+    """Many readers or one writer; a waiting writer holds back new readers (no starvation)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writing = False
+        self._writers_waiting = 0
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._writing and not self._writers_waiting)
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        with self._cond:
+            self._writers_waiting += 1
+            self._cond.wait_for(lambda: not self._writing and not self._readers)
+            self._writers_waiting -= 1
+            self._writing = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writing = False
+                self._cond.notify_all()
+
+
 def _one_dynamodb_request_at_a_time(app: Any) -> Any:
-    """moto's DynamoDB is not thread-safe: ``TransactWriteItems`` deep-copies the table while
-    other request threads write to it ("dictionary changed size during iteration", a 500 that
-    botocore retries, slowing every caller under load). DynamoDB requests are run one at a time;
-    the rest (SQS long polls above all) stay concurrent."""
-    lock = threading.Lock()
+    """moto's DynamoDB is not thread-safe: ``TransactWriteItems`` deep-copies the table, and a
+    query walks it, while other request threads write to it ("dictionary changed size during
+    iteration", a 500 that botocore retries, slowing every caller under load). A DynamoDB write
+    runs alone; reads run together (a long query does not hold up a lookup). Everything else,
+    SQS long polls above all, stays concurrent."""
+    lock = _ReadWriteLock()
 
     def serve(environ: dict[str, Any], start_response: Any) -> Any:
-        if not str(environ.get("HTTP_X_AMZ_TARGET", "")).startswith("DynamoDB_"):
+        target = str(environ.get("HTTP_X_AMZ_TARGET", ""))
+        if not target.startswith("DynamoDB_"):
             return app(environ, start_response)
-        with lock:
+        guard = lock.reading() if target.partition(".")[2] in _READS else lock.writing()
+        with guard:
             return list(app(environ, start_response))  # the whole body, inside the lock
 
     return serve

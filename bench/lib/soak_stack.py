@@ -13,7 +13,6 @@ deleted: it is what the end of the run reports as stuck.
 
 from __future__ import annotations
 
-import secrets
 import threading
 import time
 from collections import Counter
@@ -21,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from bench.calls import LocalStack
+from bench.calls import LocalStack, start_local_stack
 
 JANITOR_EVERY_S = 15.0
 ENDED_AGE_S = 30.0  # a final record this old gets no more writes from the node
@@ -32,32 +31,7 @@ MAX_PAGES = 2000
 
 def start_stack() -> tuple[Any, LocalStack]:
     """bench/calls.py's `start_local_stack`, with moto in a child process."""
-    import boto3
-
-    from infra.local_aws import apply_env, aws_env, provision, sealing_repository
-    from infra.moto_process import MotoProcess
-    from shared.settings import Settings
-
-    moto = MotoProcess("127.0.0.1", 0)
-    endpoint = moto.start()
-    try:
-        env = aws_env(endpoint)
-        apply_env(env)
-        resources = provision(endpoint, stack_name=f"agera-soak-{secrets.token_hex(3)}")
-        env.update(resources.settings_env())
-        env.update(
-            {
-                "AGERA_SSRF_ALLOW_LIST": "127.0.0.0/8",
-                "POWERTOOLS_SERVICE_NAME": "agera-bench",
-                "POWERTOOLS_TRACE_DISABLED": "1",
-            }
-        )
-        # Accounts' secrets are stored sealed with the stack's KMS key (docs/secrets.md).
-        repo = sealing_repository(Settings.load(env), boto3.session.Session())
-    except BaseException:
-        moto.stop()
-        raise
-    return moto, LocalStack(endpoint, env, repo)
+    return start_local_stack(child_process=True)
 
 
 @dataclass
