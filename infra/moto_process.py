@@ -84,10 +84,21 @@ def _read_line(stream: IO[str], seconds: float) -> str:
     return box[0] if box else ""
 
 
-def _freeze_survivors(stop: threading.Event) -> None:
+def _housekeeping(stop: threading.Event, freeze: bool) -> None:
+    """Every few seconds: forget moto's instance tracking, collect, freeze what survived.
+
+    moto records every model object it ever made (``instances_tracked``, for its web dashboard,
+    which nothing here uses): every item, message and every deep copy of a table a
+    ``TransactWriteItems`` makes (about 200 KB each at a few hundred items), so a long run grew
+    by gigabytes. ``reset_model_data`` drops only those lists; the data stays in the backends.
+    """
+    from moto.core.model_instances import reset_model_data
+
     while not stop.wait(FREEZE_EVERY_SECONDS):
-        gc.collect()  # walks only what is not frozen yet: the last few seconds' objects
-        gc.freeze()
+        reset_model_data()
+        if freeze:
+            gc.collect()  # walks only what is not frozen yet: the last few seconds' objects
+            gc.freeze()
 
 
 # DynamoDB operations that only read moto's table: they may run together.
@@ -166,7 +177,7 @@ def main(argv: list[str]) -> int:
     gc.collect()
     gc.freeze()  # moto's own modules and models: never worth walking again
     stop = threading.Event()
-    threading.Thread(target=_freeze_survivors, args=(stop,), daemon=True).start()
+    threading.Thread(target=_housekeeping, args=(stop, True), daemon=True).start()
     print(f"port {bound}", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         sys.stdin.read()  # until the parent closes it or dies
