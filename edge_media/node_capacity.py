@@ -103,7 +103,7 @@ class NodeCapacity:
         self.calls = calls
         self.lag = LagWindow(max_loop_lag_ms) if max_loop_lag_ms > 0 else None
         self._clock = clock
-        self.refused = 0  # calls turned away for capacity (INVITEs, streams, originates held)
+        self.refused = 0  # INVITEs and stream upgrades turned away (held originates are not)
         self._task: asyncio.Task[None] | None = None
         self._state: str | None = None  # why the node was full at the last look
 

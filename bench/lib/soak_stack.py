@@ -25,6 +25,7 @@ from bench.calls import LocalStack, start_local_stack
 JANITOR_EVERY_S = 15.0
 ENDED_AGE_S = 30.0  # a final record this old gets no more writes from the node
 RATE_ITEM_AGE_S = 120.0  # CPS#<window> items: their TTL is a minute past the window
+DELETE_PAUSE_S = 0.02
 PAGE = 100  # the listing's largest page (shared/dynamo/mapping.py)
 MAX_PAGES = 2000
 
@@ -87,6 +88,10 @@ class Janitor:
         for call in done:
             client.delete_item(TableName=repo.table, Key=key(Call, call.call_uuid))
             self.deleted[str(call.status)] += 1
+            # Spread out: moto runs DynamoDB writes one at a time (infra/moto_process.py), and a
+            # burst of a few hundred deletes would hold up the node's lookups for seconds.
+            if self._stop.wait(DELETE_PAUSE_S):
+                return
         oldest = int(time.time() - RATE_ITEM_AGE_S)
         windows = client.query(
             TableName=repo.table,
