@@ -56,6 +56,9 @@ from shared.ssrf import AddressPolicy
 
 __all__ = ["ControlLinks", "ControlPlane"]
 
+DRAIN_MARK_SECONDS = 3.0  # how long a drain waits to record "draining" in the table
+DEREGISTER_SECONDS = 10.0  # how long a stopping node tries to delete its item and queues
+
 logger = logging.getLogger("agera.edge")
 
 METRICS_SECONDS = 60.0
@@ -268,9 +271,12 @@ class ControlPlane:
         """Stop taking new work: draining in the registry, originate consumer stopped."""
         if self.registry is not None:
             try:
-                await self.registry.set_draining()
+                # Bounded: a slow or unreachable table must not hold up the drain itself (the
+                # next heartbeat carries the status; live calls are what matters now).
+                async with asyncio.timeout(DRAIN_MARK_SECONDS):
+                    await self.registry.set_draining()
             except Exception as error:
-                logger.warning("could not mark the node draining: %s", error)
+                logger.warning("could not mark the node draining: %r", error)
         # The originate poll in flight may take its full wait to end (see CommandConsumer): it
         # ends while live calls drain, and close() waits for what is left of it.
         for consumer in self.consumers[:1]:
@@ -293,9 +299,10 @@ class ControlPlane:
             await asyncio.wait(pending, timeout=5.0)
         if self.registry is not None:
             try:
-                await self.registry.stop()
+                async with asyncio.timeout(DEREGISTER_SECONDS):  # the item's TTL is the backstop
+                    await self.registry.stop()
             except Exception as error:
-                logger.warning("could not deregister the node: %s", error)
+                logger.warning("could not deregister the node: %r", error)
         await self.recorder.spool.close()  # events still waiting get one more try
         await self.metrics.stop()
         await self._stack.aclose()
