@@ -379,7 +379,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-calls-") as scratch:
         root = args.keep or Path(scratch)
         try:
-            moto, stack = start_local_stack()
+            moto, stack = start_local_stack(child_process=True)  # moto off this GIL
             media = make_media(root / "media")
             sizes = list(args.calls)
             drivers = list(dict.fromkeys(args.drivers))
