@@ -32,6 +32,7 @@ from edge_media.sip.call import SipCall
 from edge_media.sip.call_state import SDP, CallState
 from edge_media.sip.causes import NORMAL_CLEARING, reason_header
 from edge_media.sip.endpoint import ClientTransaction, SipEndpoint, host_for_uri, new_tag
+from edge_media.sip.errors import SipParseError
 from edge_media.sip.extensions import ExtensionDirectory, StaticDirectory
 from edge_media.sip.info_dtmf import InfoDtmfError, dtmf_of_info
 from edge_media.sip.media_timeout import MediaTimeoutSweep
@@ -588,7 +589,7 @@ def _missing_dialog_field(request: SipRequest) -> str | None:
         return "Missing From tag"
     try:
         contacts = request.contacts
-    except ValueError:
+    except (SipParseError, ValueError):
         return "Malformed Contact"
     if contacts == "*" or not contacts:
         return "Missing Contact"

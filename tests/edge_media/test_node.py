@@ -565,7 +565,11 @@ async def test_call_without_rtp_is_hung_up_after_the_media_timeout(peer: Peer) -
 
 @pytest.mark.parametrize(
     ("drop", "reason"),
-    [("contact", "Missing Contact"), ("from-tag", "Missing From tag")],
+    [
+        ("contact", "Missing Contact"),
+        ("from-tag", "Missing From tag"),
+        ("contact-broken", "Malformed Contact header"),  # refused by the parser already
+    ],
 )
 async def test_invite_without_dialog_fields_gets_400_before_routing(
     node: EdgeNode, peer: Peer, drop: str, reason: str
@@ -576,6 +580,8 @@ async def test_invite_without_dialog_fields_gets_400_before_routing(
     text = request.serialize().decode()
     if drop == "contact":
         text = "".join(line for line in text.splitlines(True) if not line.startswith("Contact:"))
+    elif drop == "contact-broken":
+        text = text.replace(f"Contact: <sip:peer@127.0.0.1:{peer.port}>", "Contact: <sip:peer@", 1)
     else:
         text = text.replace(f";tag={request.from_tag}", "", 1)
     assert node.ua is not None
