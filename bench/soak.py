@@ -54,13 +54,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.calls import LocalStack, provision_number
+from bench.calls import LocalStack, provision_number, start_local_stack
 from bench.lib.calls_drivers import BenchBot
 from bench.lib.cpu_sampling import CLOCK_TICKS, wait_until_quiet
 from bench.lib.sipp_load import SIPP_TIMEOUT_MARGIN_S, interrupt
 from bench.lib.soak_report import NEAR_N, Records, SoakInputs, SoakReport, analyse, render
 from bench.lib.soak_sampling import KB, NodeSampler, read_health
-from bench.lib.soak_stack import Janitor, start_stack, table_kinds
+from bench.lib.soak_stack import Janitor, table_kinds
 from bench.lib.soak_trace import compare, request_snapshot
 from bench.streams import MotoErrors
 from tests.interop.edge import EdgeNode
@@ -483,7 +483,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         root = args.keep or Path(scratch)
         root.mkdir(parents=True, exist_ok=True)
         try:
-            moto, stack = start_stack()
+            moto, stack = start_local_stack(child_process=True)  # moto off our GIL
             report = run(args, stack, root)
         except PeerError as exc:
             print(f"bench/soak.py: {exc}", file=sys.stderr)

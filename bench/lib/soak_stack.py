@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from bench.calls import LocalStack, start_local_stack
+from bench.calls import LocalStack
 
 JANITOR_EVERY_S = 15.0
 ENDED_AGE_S = 30.0  # a final record this old gets no more writes from the node
@@ -28,11 +28,6 @@ RATE_ITEM_AGE_S = 120.0  # CPS#<window> items: their TTL is a minute past the wi
 DELETE_PAUSE_S = 0.02
 PAGE = 100  # the listing's largest page (shared/dynamo/mapping.py)
 MAX_PAGES = 2000
-
-
-def start_stack() -> tuple[Any, LocalStack]:
-    """bench/calls.py's `start_local_stack`, with moto in a child process."""
-    return start_local_stack(child_process=True)
 
 
 @dataclass

@@ -13,7 +13,6 @@ depends on how long the drain takes.
 from __future__ import annotations
 
 import asyncio
-import io
 import os
 import signal
 import socket
@@ -26,11 +25,9 @@ from pathlib import Path
 
 import pytest
 
-from edge_media.phone.phone_options import PhoneOptions
 from edge_media.phone.phone_result import PhoneResult
-from edge_media.phone.softphone import run_phone
 from tests.infra.test_edge_cli import free_port
-from tests.interop.ports import free_udp_range
+from tests.interop.gateway import phone_call
 from tests.support.fake_ec2 import FakeAutoScaling, FakeImds
 
 pytestmark = pytest.mark.anyio
@@ -127,14 +124,7 @@ async def wait_ready(sock: socket.socket, proc: subprocess.Popen[str], seen: lis
 
 
 async def call(port: int, hangup_after: float | None) -> PhoneResult:
-    options = PhoneOptions(
-        uri=f"sip:echo@127.0.0.1:{port}",
-        hangup_after=hangup_after,
-        answer_timeout=10,
-        local_host="127.0.0.1",
-        rtp_ports=free_udp_range(4),
-    )
-    return await run_phone(options, out=io.StringIO())
+    return await phone_call(f"sip:echo@127.0.0.1:{port}", hangup_after=hangup_after)
 
 
 async def exit_code(proc: subprocess.Popen[str], seconds: float = 20.0) -> int:

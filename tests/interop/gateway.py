@@ -9,6 +9,7 @@ the call record and the events the node published.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import math
 import secrets
@@ -24,6 +25,9 @@ import boto3
 from websockets.exceptions import ConnectionClosed
 
 from edge_media.node import EdgeNode
+from edge_media.phone.phone_options import PhoneOptions
+from edge_media.phone.phone_result import PhoneResult
+from edge_media.phone.softphone import run_phone
 from shared.commands import Command, Originate
 from shared.dynamo.repository import Repository
 from shared.models import Account, Call, Direction, Number, Route, Trunk
@@ -101,6 +105,20 @@ async def running_gateway(**overrides: Any) -> AsyncIterator[EdgeNode]:
 def node_address(node: EdgeNode) -> str:
     host, port = node.endpoint.local_addr[:2]
     return f"{host}:{port}"
+
+
+async def phone_call(
+    uri: str, *, hangup_after: float | None, answer_timeout: float = 10
+) -> PhoneResult:
+    """One call from the project's softphone on loopback (`agera call`), its output discarded."""
+    options = PhoneOptions(
+        uri=uri,
+        hangup_after=hangup_after,
+        answer_timeout=answer_timeout,
+        local_host=HOST,
+        rtp_ports=free_udp_range(4),
+    )
+    return await run_phone(options, out=io.StringIO())
 
 
 async def wait_record(

@@ -13,7 +13,6 @@ happened. The bot is examples/echo_bot.py, as a user runs it.
 from __future__ import annotations
 
 import asyncio
-import io
 import re
 import signal
 import sys
@@ -24,9 +23,7 @@ from typing import Any
 
 import pytest
 
-from edge_media.phone.phone_options import PhoneOptions
 from edge_media.phone.phone_result import PhoneResult
-from edge_media.phone.softphone import run_phone
 from shared.models import CallStatus, Route
 from tests.interop.gateway import (
     add_number,
@@ -35,11 +32,12 @@ from tests.interop.gateway import (
     events_for,
     make_tenant,
     node_address,
+    phone_call,
     running_gateway,
     started,
     wait_record,
 )
-from tests.interop.ports import free_port, free_udp_range
+from tests.interop.ports import free_port
 from tests.support.twilio_bot import StrictTwilioBot
 
 pytestmark = pytest.mark.anyio
@@ -111,15 +109,7 @@ async def echo_bot() -> AsyncIterator[EchoBot]:
 
 
 async def call_for(node: Any, number: str, seconds: float) -> PhoneResult:
-    low, high = free_udp_range(4)
-    options = PhoneOptions(
-        uri=f"sip:{number}@{node_address(node)}",
-        hangup_after=seconds,
-        answer_timeout=10,
-        local_host="127.0.0.1",
-        rtp_ports=(low, high),
-    )
-    return await run_phone(options, out=io.StringIO())
+    return await phone_call(f"sip:{number}@{node_address(node)}", hangup_after=seconds)
 
 
 def assert_caller_heard_no_gap(phone: PhoneResult) -> None:

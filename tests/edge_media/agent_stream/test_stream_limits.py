@@ -4,15 +4,12 @@ ends, both go through again."""
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 import httpx
 import pytest
 
 from edge_media.node import EdgeNode
-from edge_media.phone.phone_options import PhoneOptions
-from edge_media.phone.softphone import run_phone
 from functions.api.app import create_app
 from shared.dynamo.repository import Repository
 from shared.models import (
@@ -26,8 +23,7 @@ from shared.models import (
 )
 from shared.provisioning import create_account_with_key, new_account
 from tests.edge_media.agent_stream.test_stream_calls import v2_url
-from tests.interop.gateway import new_number, node_address, started
-from tests.interop.ports import free_udp_range
+from tests.interop.gateway import new_number, node_address, phone_call, started
 from tests.support.fake_cloudonix import DOMAIN, TOKEN, FakeCloudonix
 from tests.support.fake_provider import ProviderStream
 from tests.support.twilio_bot import StrictTwilioBot
@@ -36,15 +32,8 @@ pytestmark = pytest.mark.anyio
 
 
 async def dial(node: EdgeNode, number: str) -> Any:
-    low, high = free_udp_range(4)
-    options = PhoneOptions(
-        uri=f"sip:{number}@{node_address(node)}",
-        hangup_after=0.5,
-        answer_timeout=5,
-        local_host="127.0.0.1",
-        rtp_ports=(low, high),
-    )
-    return await run_phone(options, out=io.StringIO())
+    uri = f"sip:{number}@{node_address(node)}"
+    return await phone_call(uri, hangup_after=0.5, answer_timeout=5)
 
 
 async def originate(api: httpx.AsyncClient, key: str, to: str) -> httpx.Response:
