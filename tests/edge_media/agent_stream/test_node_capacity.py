@@ -140,7 +140,14 @@ async def test_a_full_node_refuses_sip_and_streams_and_leaves_originates_queued(
         with anyio.fail_after(15):  # room again: the queued originate is taken now
             while (taken := await record(repo, queued)).node_id is None:  # noqa: ASYNC110
                 await anyio.sleep(0.1)
-        after = await http.get(health_url)
+        # The originate holds the one slot while it is being placed; it fails (no trunk), and
+        # only then is the node empty again.
+        with anyio.fail_after(15):
+            while not (await record(repo, queued)).status.terminal:  # noqa: ASYNC110
+                await anyio.sleep(0.1)
+        with anyio.fail_after(5):
+            while (after := await http.get(health_url)).status_code != 200:  # noqa: ASYNC110
+                await anyio.sleep(0.1)
     assert (busy.answered, busy.status) == (False, 503), busy
     assert refused.value.status == 503
     assert (waiting.status, waiting.node_id) == (CallStatus.QUEUED, None)
