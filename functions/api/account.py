@@ -143,7 +143,8 @@ def _merged(current: BaseModel, update: BaseModel | None, empty: BaseModel) -> B
     )
 
 
-def _load(ctx: Context, principal: Principal) -> Account:
+def load_account(ctx: Context, principal: Principal) -> Account:
+    """The key's own account, read consistently (a settings page must show what was just saved)."""
     return get_owned(
         ctx,
         Account,
@@ -158,7 +159,7 @@ def _load(ctx: Context, principal: Principal) -> Account:
 def update_account(ctx: Context, principal: Principal, body: AccountUpdate) -> Account:
     changes = patch_changes(body, required={"name"})
     check_urls(ctx, {"webhook_url": body.webhook_url, "socket_url": body.socket_url})
-    account = _load(ctx, principal)
+    account = load_account(ctx, principal)
     if "elevenlabs" in changes:
         changes["elevenlabs"] = _merged(account.elevenlabs, body.elevenlabs, ElevenLabsSettings())
     if "vapi" in changes:
@@ -167,7 +168,7 @@ def update_account(ctx: Context, principal: Principal, body: AccountUpdate) -> A
 
 
 def rotate_webhook_secret(ctx: Context, principal: Principal) -> Account:
-    account = _load(ctx, principal)
+    account = load_account(ctx, principal)
     changes = {"webhook_secret": generate_webhook_secret()}
     return apply_patch(ctx, account, changes, kind="account", ident=account.account_id)
 
@@ -177,7 +178,7 @@ def account_routes(ctx_provider: Callable[[], Context]) -> list[Route]:
 
     @keyed
     async def get_account(request: Request, ctx: Context, principal: Principal) -> JSONResponse:
-        account = await to_thread.run_sync(_load, ctx, principal)
+        account = await to_thread.run_sync(load_account, ctx, principal)
         return JSONResponse(account_view(account))
 
     @keyed
@@ -190,7 +191,7 @@ def account_routes(ctx_provider: Callable[[], Context]) -> list[Route]:
     async def get_webhook_secret(
         request: Request, ctx: Context, principal: Principal
     ) -> JSONResponse:
-        account = await to_thread.run_sync(_load, ctx, principal)
+        account = await to_thread.run_sync(load_account, ctx, principal)
         return JSONResponse({"webhook_secret": account.webhook_secret})
 
     @keyed

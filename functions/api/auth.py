@@ -80,7 +80,14 @@ def resolve_key(ctx: Context, key: str) -> Principal | None:
     """The principal for a presented key, or None (unknown, revoked, malformed)."""
     if not looks_like_api_key(key):
         return None
-    key_hash = hash_api_key(key)
+    return principal_for_hash(ctx, hash_api_key(key))
+
+
+def principal_for_hash(ctx: Context, key_hash: str) -> Principal | None:
+    """The principal of a live key given its hash, through the key cache.
+
+    The dashboard's session keeps only the hash, so it resolves from here rather than the key.
+    """
     cache = ctx.key_cache
     hit, record = cache.get(key_hash)
     if not hit:

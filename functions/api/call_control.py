@@ -26,10 +26,11 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from functions.api.auth import Principal
-from functions.api.call_bodies import Action
+from functions.api.call_bodies import Action, HangupRequest, RedirectRequest, TransferRequest
 from functions.api.call_views import command_accepted, log_fields
 from functions.api.errors import RETRY_AFTER, ApiError, aws_reason
 from functions.api.originate import release_slot
+from functions.api.url_guard import check_transfer_destination, check_urls
 from functions.context import Context
 from functions.observability import logger
 from shared.clock import iso_z, utc_now
@@ -215,3 +216,37 @@ def control(
     raise ApiError(
         409, "conflict", f"call {call_uuid} changed while the request was handled; retry"
     )
+
+
+LiveRequest = HangupRequest | TransferRequest | RedirectRequest
+
+
+def command_for(body: LiveRequest, call: Call) -> LiveCommand:
+    """The node command a validated request body asks for, addressed to ``call``."""
+    if isinstance(body, TransferRequest):
+        return Transfer(
+            call_uuid=call.call_uuid,
+            account_id=call.account_id,
+            destination=body.destination_number,
+        )
+    if isinstance(body, RedirectRequest):
+        return Redirect(
+            call_uuid=call.call_uuid, account_id=call.account_id, media_server=body.media_server
+        )
+    return Hangup(call_uuid=call.call_uuid, account_id=call.account_id)
+
+
+def send_live_command(ctx: Context, principal: Principal, body: LiveRequest) -> dict[str, Any]:
+    """Check a live command's targets, then apply it: the one path of the REST API and the
+    dashboard. A redirect's URL and a transfer's sip: host are checked here (SSRF) before any
+    node is asked."""
+    action: Action
+    if isinstance(body, RedirectRequest):
+        check_urls(ctx, {"media_server": body.media_server})
+        action = "redirect"
+    elif isinstance(body, TransferRequest):
+        check_transfer_destination(ctx, body.destination_number, "destination_number")
+        action = "transfer"
+    else:
+        action = "hangup"
+    return control(ctx, principal, action, body.call_uuid, lambda call: command_for(body, call))

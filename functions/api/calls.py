@@ -25,22 +25,19 @@ from functions.api import idempotency
 from functions.api.auth import Principal, requires_key
 from functions.api.bodies import parse_json_object, read_model, read_query, validate
 from functions.api.call_bodies import (
-    Action,
     CallListQuery,
     CreateCallRequest,
     HangupRequest,
     RedirectRequest,
     TransferRequest,
 )
-from functions.api.call_control import LiveCommand, control, load_call
+from functions.api.call_control import LiveRequest, load_call, send_live_command
 from functions.api.call_views import CallPage, CallView, CommandAccepted, call_view
 from functions.api.errors import ApiError
 from functions.api.operations import Operation
 from functions.api.originate import originate
 from functions.api.routing import Endpoint, route
-from functions.api.url_guard import check_transfer_destination, check_urls
 from functions.context import Context
-from shared.commands import Hangup, Redirect, Transfer
 from shared.dynamo import mapping
 from shared.models import Call
 
@@ -108,22 +105,6 @@ def _path_uuid(request: Request) -> uuid.UUID:
         raise ApiError(404, "not_found", f"call {text} not found", "call_uuid") from None
 
 
-def _hangup_command(body: HangupRequest, call: Call) -> Hangup:
-    return Hangup(call_uuid=call.call_uuid, account_id=call.account_id)
-
-
-def _transfer_command(body: TransferRequest, call: Call) -> Transfer:
-    return Transfer(
-        call_uuid=call.call_uuid, account_id=call.account_id, destination=body.destination_number
-    )
-
-
-def _redirect_command(body: RedirectRequest, call: Call) -> Redirect:
-    return Redirect(
-        call_uuid=call.call_uuid, account_id=call.account_id, media_server=body.media_server
-    )
-
-
 def calls_routes(ctx_provider: Callable[[], Context]) -> list[Route]:
     """The call-control routes (URL hosts are resolved with ``url_guard.resolver_of(ctx)``)."""
     keyed = requires_key(ctx_provider)
@@ -153,23 +134,11 @@ def calls_routes(ctx_provider: Callable[[], Context]) -> list[Route]:
             headers["Idempotent-Replayed"] = "true"
         return JSONResponse(view, result["status"], headers=headers)
 
-    def command_endpoint(
-        action: Action,
-        model: type[HangupRequest | TransferRequest | RedirectRequest],
-        build: Callable[[Any, Call], LiveCommand],
-    ) -> Endpoint:
+    def command_endpoint(model: type[LiveRequest]) -> Endpoint:
         @keyed
         async def endpoint(request: Request, ctx: Context, principal: Principal) -> Response:
             body = await read_model(request, model)
-            if isinstance(body, RedirectRequest):
-                await to_thread.run_sync(check_urls, ctx, {"media_server": body.media_server})
-            elif isinstance(body, TransferRequest):  # a sip: URI's host (SSRF)
-                await to_thread.run_sync(
-                    check_transfer_destination, ctx, body.destination_number, "destination_number"
-                )
-            run = functools.partial(
-                control, ctx, principal, action, body.call_uuid, functools.partial(build, body)
-            )
+            run = functools.partial(send_live_command, ctx, principal, body)
             return JSONResponse(await to_thread.run_sync(run), 202)
 
         return endpoint
@@ -188,15 +157,15 @@ def calls_routes(ctx_provider: Callable[[], Context]) -> list[Route]:
         route("/api/calls", {"GET": list_route, "POST": create_call}),
         route(
             "/api/calls/hangup",
-            {"POST": command_endpoint("hangup", HangupRequest, _hangup_command)},
+            {"POST": command_endpoint(HangupRequest)},
         ),
         route(
             "/api/calls/transfer",
-            {"POST": command_endpoint("transfer", TransferRequest, _transfer_command)},
+            {"POST": command_endpoint(TransferRequest)},
         ),
         route(
             "/api/calls/redirect",
-            {"POST": command_endpoint("redirect", RedirectRequest, _redirect_command)},
+            {"POST": command_endpoint(RedirectRequest)},
         ),
         route("/api/calls/{call_uuid}", {"GET": read_call}),
     ]

@@ -21,12 +21,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from functions.api.account import AccountUpdate, account_view, rotate_webhook_secret, update_account
+from functions.api.account import (
+    AccountUpdate,
+    account_view,
+    load_account,
+    rotate_webhook_secret,
+    update_account,
+)
 from functions.api.auth import Principal
 from functions.api.bodies import validate
 from functions.api.errors import ApiError
 from functions.api.masking import mask
-from functions.api.scoped import get_owned
 from functions.context import Context
 from functions.dashboard import forms
 from functions.dashboard.render import field_errors, render
@@ -35,19 +40,6 @@ from shared.models import Account
 
 SECRET_FIELDS = ("elevenlabs.api_key", "vapi.api_key")
 PLAIN_FIELDS = ("webhook_url", "socket_url", "elevenlabs.agent_id", "vapi.assistant_id")
-
-
-def load_account(ctx: Context, principal: Principal) -> Account:
-    """The signed-in key's account, read like ``GET /api/account`` reads it."""
-    return get_owned(
-        ctx,
-        Account,
-        (principal.account_id,),
-        principal.account_id,
-        kind="account",
-        ident=principal.account_id,
-        consistent=True,
-    )
 
 
 def account_update(form: Any) -> dict[str, Any]:

@@ -1,10 +1,9 @@
 """Calls: live calls (refreshed every 2 s), history with filters and pages, a call's detail, CSV.
 
 Reads go through ``functions.api.calls`` (``list_calls``, ``get_call``), live commands through
-``functions.api.call_control.control``, the function behind ``POST /api/calls/hangup|transfer|
-redirect``: a call of another account is the same 404, an ended call the same 409, a node that
-cannot be reached the same 503. The URL and destination checks those endpoints run inline
-(``check_urls``, ``check_transfer_destination``) are called here the same way.
+``functions.api.call_control.send_live_command``, the function behind ``POST /api/calls/hangup|
+transfer|redirect``: a call of another account is the same 404, an ended call the same 409, a node
+that cannot be reached the same 503, a private redirect URL the same SSRF refusal.
 
 History filters the API cannot apply in the query (number, date range) are applied to the pages
 ``list_calls`` returns, newest first, stopping at the first call older than the range: at most
@@ -29,17 +28,20 @@ from starlette.routing import Route
 
 from functions.api.auth import Principal
 from functions.api.bodies import validate
-from functions.api.call_bodies import CallListQuery, RedirectRequest, TransferRequest
-from functions.api.call_control import control, load_call
+from functions.api.call_bodies import (
+    CallListQuery,
+    HangupRequest,
+    RedirectRequest,
+    TransferRequest,
+)
+from functions.api.call_control import LiveRequest, load_call, send_live_command
 from functions.api.calls import get_call, list_calls
 from functions.api.errors import ApiError
-from functions.api.url_guard import check_transfer_destination, check_urls
 from functions.context import Context
 from functions.dashboard import charts, forms
 from functions.dashboard.render import render
 from functions.dashboard.session import page
 from shared.clock import utc_now
-from shared.commands import Hangup, Redirect, Transfer
 from shared.models import CallStatus, Direction
 
 LIVE_STATUSES = (CallStatus.IN_PROGRESS, CallStatus.RINGING, CallStatus.QUEUED)
@@ -252,38 +254,23 @@ def detail_charts(view: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- routes
 
 
-def _command(action: str, form: dict[str, str], call_uuid: uuid.UUID) -> tuple[Any, Any]:
-    """The validated request body and the command builder, as the API endpoints make them."""
-    if action == "hangup":
-        return None, lambda call: Hangup(call_uuid=call.call_uuid, account_id=call.account_id)
-    if action == "transfer":
-        body = validate(
-            TransferRequest,
-            {"call_uuid": str(call_uuid), "destination_number": forms.text(form, "destination")},
-        )
-        return body, lambda call: Transfer(
-            call_uuid=call.call_uuid,
-            account_id=call.account_id,
-            destination=body.destination_number,
-        )
-    body = validate(
-        RedirectRequest,
-        {"call_uuid": str(call_uuid), "media_server": forms.text(form, "media_server")},
-    )
-    return body, lambda call: Redirect(
-        call_uuid=call.call_uuid, account_id=call.account_id, media_server=body.media_server
-    )
-
-
 def run_command(
     ctx: Context, principal: Principal, action: str, call_uuid: uuid.UUID, form: dict[str, str]
 ) -> dict[str, Any]:
-    body, build = _command(action, form, call_uuid)
-    if isinstance(body, RedirectRequest):
-        check_urls(ctx, {"media_server": body.media_server})
-    elif isinstance(body, TransferRequest):
-        check_transfer_destination(ctx, body.destination_number, "destination_number")
-    return control(ctx, principal, action, call_uuid, build)  # type: ignore[arg-type]
+    """A row's button as the API's request body, applied through the API's own function."""
+    body: LiveRequest
+    if action == "transfer":
+        fields = {
+            "call_uuid": str(call_uuid),
+            "destination_number": forms.text(form, "destination"),
+        }
+        body = validate(TransferRequest, fields)
+    elif action == "redirect":
+        fields = {"call_uuid": str(call_uuid), "media_server": forms.text(form, "media_server")}
+        body = validate(RedirectRequest, fields)
+    else:
+        body = HangupRequest(call_uuid=call_uuid)
+    return send_live_command(ctx, principal, body)
 
 
 def call_routes(ctx_provider: Callable[[], Context]) -> list[Route]:

@@ -26,37 +26,19 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from functions import observability
-from functions.api.auth import Principal, resolve_key, touch_last_used
+from functions.api.auth import Principal, principal_for_hash, resolve_key
 from functions.api.errors import ApiError
 from functions.context import Context
 from functions.dashboard import forms
 from functions.dashboard.render import error_page, render
 from functions.dashboard.security import SignInLimiter, csrf_ok
 from shared.apikeys import hash_api_key
-from shared.models import ApiKey
 
 logger = logging.getLogger("agera.dashboard")
 
 SAFE_METHODS = frozenset({"GET", "HEAD"})
 PageEndpoint = Callable[[Request, Context, Principal], Awaitable[Response]]
 Endpoint = Callable[[Request], Awaitable[Response]]
-
-
-def principal_for_hash(ctx: Context, key_hash: str) -> Principal | None:
-    """The principal of a live key given its hash, through the API's key cache.
-
-    ``resolve_key`` does the same from the key itself; the dashboard keeps only the hash.
-    """
-    cache = ctx.key_cache
-    hit, record = cache.get(key_hash)
-    if not hit:
-        record = ctx.repo.get(ApiKey, key_hash)
-        cache.put(key_hash, record)
-    if record is None or not record.active:
-        return None
-    if cache.touch_due(key_hash):
-        touch_last_used(ctx, record)
-    return Principal(record.account_id, record.role, record.key_id)
 
 
 async def current_principal(request: Request, ctx: Context) -> Principal | None:
