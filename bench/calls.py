@@ -85,6 +85,7 @@ from bench.lib.calls_drivers import (
 )
 from bench.lib.calls_report import passes, print_profile, render, table
 from bench.lib.cpu_sampling import CpuSampler, box_busy
+from bench.lib.naive_baseline import run_baseline
 from bench.lib.sipp_load import SCENARIO, SETTLE_S, SIPP_TIMEOUT_MARGIN_S, Plan, interrupt
 from tests.interop.capture import LOAD_SNAPLEN, Capture, CaptureSummary
 from tests.interop.edge import EdgeNode
@@ -341,6 +342,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="DRIVER",
         help=f"bots to run each N against, in order: {', '.join(DRIVERS)} (twilio)",
     )
+    parser.add_argument(
+        "--baseline",
+        choices=("asyncio", "uvloop", "none"),
+        default="asyncio",
+        help="run the naive bridge (bench/peers/naive_bridge.py) at each N on this loop, for "
+        "the node / naive CPU ratio (asyncio)",
+    )
     parser.add_argument("--find-max", action="store_true", help="raise N until a budget fails")
     parser.add_argument("--step", type=int, default=DEFAULT_STEP, help="--find-max step (50)")
     parser.add_argument(
@@ -403,6 +411,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                         driver=driver,
                     )
                     release_all()  # the run's peers are gone: their ports may be handed out again
+                    if driver == "twilio" and args.baseline != "none":
+                        print(f"[{calls} calls, naive bridge] {args.duration:g} s", flush=True)
+                        baseline = run_baseline(
+                            calls,
+                            args.duration,
+                            root / f"naive-{calls}",
+                            uvloop=args.baseline == "uvloop",
+                        )
+                        report.baseline = asdict(baseline)
+                        release_all()
                     print(render(report), flush=True)
                     if report.profile:
                         print_profile(report.profile)

@@ -91,6 +91,7 @@ class RunReport:
     profile: str | None = None
     driver: str = "twilio"  # bench/calls_drivers.py DRIVERS
     agent: dict[str, Any] = field(default_factory=dict)  # the ElevenLabs fake's own counts
+    baseline: dict[str, Any] | None = None  # bench/lib/naive_baseline.py's Baseline, same N
 
 
 def analyse(

@@ -22,6 +22,7 @@ from bench.lib.budget import (
 )
 from bench.lib.calls_analysis import BURST_HEAD, RunReport
 from bench.lib.calls_drivers import driver_label, driver_notes, el_format, ratio_lines
+from bench.lib.naive_baseline import GOAL_RATIO, Baseline, ratio_line
 from bench.lib.sipp_load import percentile_text
 
 
@@ -109,6 +110,8 @@ def render(r: RunReport) -> str:
         lines += [f"  {line}" for line in log.get("examples", [])]
     if r.bot_violations:
         lines.append(f"bot saw           {r.bot_violations}")
+    if r.baseline is not None:
+        lines.append(ratio_line(r.cpu_ms_per_call_s, Baseline(**r.baseline)))
     if r.profile:
         lines.append(f"profile            {r.profile}")
     lines += [f"note: {n}" for n in r.notes]
@@ -152,6 +155,16 @@ def table(reports: Sequence[RunReport]) -> str:
     def cpu_ms(r: RunReport) -> str:
         return "n/a" if r.cpu_ms_per_call_s is None else f"{r.cpu_ms_per_call_s:.2f}"
 
+    def naive(r: RunReport) -> str:
+        base = None if r.baseline is None else r.baseline.get("cpu_ms_per_call_s")
+        return "n/a" if base is None else f"{base:.2f}"
+
+    def ratio(r: RunReport) -> str:
+        base = None if r.baseline is None else r.baseline.get("cpu_ms_per_call_s")
+        if base is None or r.cpu_ms_per_call_s is None or base <= 0:
+            return "n/a"
+        return f"{r.cpu_ms_per_call_s / base:.2f}x"
+
     def tshark(r: RunReport) -> str:
         shares = r.cpu_percent or {}
         return f"{sum(v for k, v in shares.items() if k.startswith('capture')):.0f}"
@@ -160,6 +173,8 @@ def table(reports: Sequence[RunReport]) -> str:
         ("calls OK / failed", lambda r: f"{r.successful} / {r.failed}", "all OK"),
         ("calls at the bot", lambda r: str(r.bot_sessions), "= calls"),
         ("node CPU ms / call-s", cpu_ms, f"≤ {BUDGET_CPU_MS}"),
+        ("naive bridge ms/call-s", naive, "same N, same box"),
+        ("node / naive bridge", ratio, f"≤ {GOAL_RATIO:g}x"),
         ("node CPU % of a core", lambda r: _share(r.cpu_percent, "node"), ""),
         ("RTP lost node→caller", lambda r: f"{r.lost} of {r.packets}", "0"),
         ("pacing p50 / p99 ms", lambda r: _cell(r.pacing_ms), f"p99 ≤ {BUDGET_PACING_P99_MS:g}"),
