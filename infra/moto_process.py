@@ -7,8 +7,9 @@ pause of seconds, during which an edge node running in the same process misses i
 lookup deadline and its 20 ms RTP ticks. The same objects also hold the GIL while moto works. In a
 child process moto's heap is only moto's problem, and here it is kept cheap too: every few seconds
 what survived a collection is frozen (``gc.freeze``), so later collections walk only the objects
-made since, never the growing store. ``agera dev`` runs it this way too: its DynamoDB
-transactions (the account call slots, shared/call_slots.py) deep-copy moto's table per item.
+made since, never the growing store. ``agera dev`` runs it this way too. Two fixes of moto's
+own make it fit for long runs: DynamoDB requests are serialised where moto is not thread-safe,
+and a transaction backs up only the items it writes, not the whole table.
 
 The child reads its standard input until EOF, so it ends with its parent however that ends.
 
@@ -37,15 +38,21 @@ START_SECONDS = 60.0
 class MotoProcess:
     """A moto server in a child process on a loopback port (0 = pick a free one)."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, *, stock_transactions: bool = False
+    ) -> None:
+        """``stock_transactions``: moto's own whole-table backups (bench/moto_transactions.py
+        compares the two)."""
         self.host = host
         self.port = port
+        self.stock_transactions = stock_transactions
         self._child: subprocess.Popen[str] | None = None
 
     def start(self) -> str:
         """Start the child and wait until it serves; returns the endpoint URL."""
         child = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
-            [sys.executable, "-m", "infra.moto_process", self.host, str(self.port)],
+            [sys.executable, "-m", "infra.moto_process", self.host, str(self.port)]
+            + (["--stock-transactions"] if self.stock_transactions else []),
             cwd=REPO_ROOT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -163,7 +170,76 @@ def _one_dynamodb_request_at_a_time(app: Any) -> Any:
     return serve
 
 
+def _transactions_back_up_only_their_items() -> None:
+    """Make moto's ``TransactWriteItems`` back up the items it touches, not the whole table.
+
+    moto 5 deep-copies every table a transaction names, once per item of the transaction, so it
+    can put the copy back if a condition fails. The account call slots (shared/call_slots.py) run
+    a three-item transaction per call; with a few thousand call records in the table each one cost
+    tens of milliseconds of a lock every DynamoDB write waits on, and call setup on the local
+    stack crawled as a bench or a long ``agera dev`` session went on. Here the transaction runs
+    with the table copy turned into the table itself, and a failed one puts back just its own
+    items (deep copies taken before it ran). Safe because a DynamoDB write runs alone in this
+    process (``_one_dynamodb_request_at_a_time``).
+    """
+    import copy
+
+    from moto.dynamodb import models
+    from moto.dynamodb.models.table import Table
+
+    original = models.DynamoDBBackend.transact_write_items
+
+    class _TablesNotCopied:
+        @staticmethod
+        def deepcopy(value: Any, memo: dict[int, Any] | None = None) -> Any:
+            return value if isinstance(value, Table) else copy.deepcopy(value, memo)
+
+    def backup(backend: Any, entry: dict[str, Any]) -> tuple[Any, Any, Any, Any] | None:
+        op_type, op = next(iter(entry.items()), (None, None))
+        if not isinstance(op, dict) or op.get("TableName") not in backend.tables:
+            return None
+        table = backend.tables[op["TableName"]]
+        try:
+            keys = op.get("Key")
+            if op_type == "Put":
+                item = op["Item"]
+                keys = {table.hash_key_attr: item[table.hash_key_attr]}
+                if table.range_key_attr is not None:
+                    keys[table.range_key_attr] = item[table.range_key_attr]
+            hash_key, range_key = backend.get_keys_value(table, keys)
+            current = table.get_item(hash_key, range_key)
+        except Exception:  # a malformed item: moto's own code refuses it, with its own error
+            return None
+        return table, hash_key, range_key, copy.deepcopy(current)
+
+    def restore(table: Any, hash_key: Any, range_key: Any, item: Any) -> None:
+        if table.range_key_attr is None:
+            holder, key = table.items, hash_key
+        else:
+            holder, key = table.items[hash_key], range_key
+        if item is None:
+            holder.pop(key, None)
+        else:
+            holder[key] = item
+
+    def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> None:
+        saved = [b for entry in transact_items[:100] if (b := backup(self, entry)) is not None]
+        models.copy = _TablesNotCopied  # type: ignore[assignment]
+        try:
+            return original(self, transact_items)
+        except BaseException:
+            for table, hash_key, range_key, item in reversed(saved):
+                restore(table, hash_key, range_key, item)
+            raise
+        finally:
+            models.copy = copy  # type: ignore[assignment]
+
+    models.DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
+
+
 def main(argv: list[str]) -> int:
+    stock = "--stock-transactions" in argv
+    argv = [a for a in argv if a != "--stock-transactions"]
     host, port = [*argv, "127.0.0.1", "0"][:2]
     from moto.server import ThreadedMotoServer
 
@@ -173,6 +249,8 @@ def main(argv: list[str]) -> int:
     wsgi = server._server  # the one handle on moto's WSGI server
     assert wsgi is not None
     wsgi.app = _one_dynamodb_request_at_a_time(wsgi.app)
+    if not stock:
+        _transactions_back_up_only_their_items()
     _, bound = server.get_host_and_port()
     gc.collect()
     gc.freeze()  # moto's own modules and models: never worth walking again
