@@ -231,6 +231,8 @@ class ControlPlane:
             node_id=self.node_id,
             sip_address=f"{host}:{port}",
             active_calls=lambda: len(self.live),
+            # Read at each beat: the registrations are created after the registry starts.
+            trunk_registrations=lambda: self.registrations.states() if self.registrations else {},
             run_id=self.run_id,
             keep_queue=self.keep_queue,
         )

@@ -338,6 +338,27 @@ class NodeStatus(StrEnum):
     DRAINING = "draining"
 
 
+class TrunkRegistrationState(BaseModel):
+    """How one node's REGISTER with one trunk stands, as published in its heartbeat.
+
+    Only what a person needs to see why calls do or do not arrive: never the password, the
+    nonce or an Authorization header. ``state`` is ``registering``, ``registered`` or ``failed``
+    (a plain string, and unknown fields ignored, so a newer node's item never fails to load in
+    an older control plane: call control reads this item for the node's queue).
+    ``status_code`` is the last final answer (None: no answer), ``expires_at`` when the binding
+    lapses unless refreshed, ``since`` when this state began.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    account_id: str
+    state: str
+    status_code: int | None = None
+    reason: str = ""
+    expires_at: datetime | None = None
+    since: datetime
+
+
 class EdgeNode(Entity):
     """A live edge media process; the heartbeat refreshes expires_at (DynamoDB TTL)."""
 
@@ -351,3 +372,6 @@ class EdgeNode(Entity):
     # One per process start: a node restarted under the same id (stable identity) gets a new one,
     # so the reaper can tell the calls of the run that died from the calls of the live run.
     run_id: str | None = Field(None, max_length=64)
+    # Per trunk id, this node's registration with each trunk that wants REGISTER (the heartbeat
+    # refreshes it); empty for a node that registers with none or predates the field.
+    trunk_registrations: dict[str, TrunkRegistrationState] = Field(default_factory=dict)

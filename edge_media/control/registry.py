@@ -18,6 +18,11 @@ keeps both queues when it stops (``keep_queue``): SQS refuses to create a queue 
 less than 60 s ago, so a node that deleted its queue could not restart at once. The reaper
 (functions/workers/reaper.py) deletes the queues of nodes gone for a day. ``run_id`` names this
 process's run in the EdgeNode item, so the reaper can tell a restarted node's old calls apart.
+
+Each heartbeat also carries the node's trunk registrations (``trunk_registrations``, read from a
+callable like ``active_calls``): the control plane has no other view of them, and the dashboard's
+trunks page shows them per live node. At most ``MAX_PUBLISHED_REGISTRATIONS`` are written, so
+the item stays far below DynamoDB's 400 KB item limit.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from edge_media.control.backoff import backoff_delay
 from shared.clock import iso_z, utc_now
 from shared.dynamo import mapping
 from shared.dynamo.repository import ConditionFailed, translate
-from shared.models import EdgeNode, NodeStatus
+from shared.models import EdgeNode, NodeStatus, TrunkRegistrationState
 from shared.settings import Settings
 
 __all__ = ["NodeRegistry", "RegistryError", "queue_attributes"]
@@ -60,6 +65,8 @@ DLQ_MAX_RECEIVES = 5
 # than the source; 14 days is the SQS maximum (template.yaml uses the same for its DLQs).
 DLQ_RETENTION_SECONDS = 1_209_600
 HEARTBEAT_RETRY_BASE = 1.0  # first retry of a failed heartbeat; doubles up to the heartbeat period
+# About 200 bytes each: 500 is 100 KB, a quarter of the item limit.
+MAX_PUBLISHED_REGISTRATIONS = 500
 QUEUE_EXISTS_CODES = frozenset({"QueueAlreadyExists", "QueueNameExists"})
 QUEUE_DELETED_RECENTLY_CODES = frozenset(
     {"QueueDeletedRecently", "AWS.SimpleQueueService.QueueDeletedRecently"}
@@ -103,7 +110,8 @@ class NodeRegistry:
     """``queue_url = await start()``; ``await set_draining()``; ``await stop()``.
 
     ``dynamodb`` and ``sqs`` are aioboto3 clients the caller has entered. ``active_calls`` is read
-    at each heartbeat. ``clock`` gives the wall time written to the item (tests pass a fake one).
+    at each heartbeat, and so is ``trunk_registrations`` (per trunk id) when given. ``clock``
+    gives the wall time written to the item (tests pass a fake one).
     """
 
     def __init__(
@@ -115,6 +123,7 @@ class NodeRegistry:
         node_id: str,
         sip_address: str,
         active_calls: Callable[[], int],
+        trunk_registrations: Callable[[], dict[str, TrunkRegistrationState]] | None = None,
         heartbeat_seconds: float = 15.0,
         ttl_seconds: float = 60.0,
         clock: Callable[[], datetime] = utc_now,
@@ -142,6 +151,7 @@ class NodeRegistry:
         self.dlq_url: str | None = None
         self.sip_address = sip_address
         self.active_calls = active_calls
+        self.trunk_registrations = trunk_registrations
         self.heartbeat_seconds = heartbeat_seconds
         self.ttl_seconds = ttl_seconds
         self.clock = clock
@@ -232,6 +242,13 @@ class NodeRegistry:
             "status": self.status.value,
             "updated_at": iso_z(now, millis=True),
         }
+        registrations = self._registrations()
+        if registrations is not None:
+            # An empty map is written too: a trunk no longer registered must drop out.
+            fields["trunk_registrations"] = {
+                trunk_id: state.model_dump(mode="json", exclude_none=True)
+                for trunk_id, state in registrations.items()
+            }
         request = mapping.update_request(self.table, mapping.key(EdgeNode, self.node_id), fields)
         try:
             await self.dynamodb.update_item(**request)
@@ -272,6 +289,21 @@ class NodeRegistry:
     def _active_calls(self) -> int:
         return max(0, int(self.active_calls()))
 
+    def _registrations(self) -> dict[str, TrunkRegistrationState] | None:
+        """The node's registrations, bounded; None when there is no callable or it failed (a
+        failure must not stop the heartbeat, nor wipe what the last beat published)."""
+        if self.trunk_registrations is None:
+            return None
+        try:
+            states = self.trunk_registrations()
+        except Exception as exc:
+            logger.warning("node %s: trunk registrations not read (%r)", self.node_id, exc)
+            return None
+        if len(states) > MAX_PUBLISHED_REGISTRATIONS:
+            kept = sorted(states)[:MAX_PUBLISHED_REGISTRATIONS]
+            states = {trunk_id: states[trunk_id] for trunk_id in kept}
+        return states
+
     def _item(self) -> EdgeNode:
         now = self.clock()
         if self._created_at is None:
@@ -288,6 +320,7 @@ class NodeRegistry:
             created_at=self._created_at,
             updated_at=now,
             run_id=self.run_id,
+            trunk_registrations=self._registrations() or {},
         )
 
     async def _put(self) -> None:
