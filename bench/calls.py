@@ -87,6 +87,7 @@ from bench.lib.calls_report import passes, print_profile, render, table
 from bench.lib.cpu_sampling import CpuSampler, box_busy
 from bench.lib.naive_baseline import run_baseline
 from bench.lib.sipp_load import SCENARIO, SETTLE_S, SIPP_TIMEOUT_MARGIN_S, Plan, interrupt
+from bench.lib.soak_sampling import NodeSampler
 from tests.interop.capture import LOAD_SNAPLEN, Capture, CaptureSummary
 from tests.interop.edge import EdgeNode
 from tests.interop.media import MediaFiles, make_media
@@ -109,6 +110,7 @@ CLEAR_AFTER_S = 2.5  # seconds of tone played before the clear (2.5 s are still 
 IDLE_S = 5.0  # the node measured with no call before sipp starts
 BUSY_BOX_PERCENT = 20.0  # machine load (% of one core) before a run worth a note
 QUIET_POLL_S = 5.0
+MEMORY_PERIOD_S = 1.0  # node RSS/PSS samples (bench/lib/soak_sampling.py)
 
 
 # -- the node's control plane ------------------------------------------------------------------
@@ -217,6 +219,7 @@ def run_once(
     sipp: SippRun | None = None
     captures: list[Capture] = []
     sampler = CpuSampler()
+    memory: NodeSampler | None = None
     node_rc: int | None = None
     result: SippResult | None = None
     summaries: list[CaptureSummary] = []
@@ -278,6 +281,8 @@ def run_once(
         sampler.pids.update({"node": node.pid, "bot": bot.process.pid})
         sampler.pids.update({f"capture{i}": c.process.pid for i, c in enumerate(captures)})
         sampler.start()
+        memory = NodeSampler(node.pid, None, period=MEMORY_PERIOD_S)
+        memory.start()
         idle_from = time.time()
         time.sleep(IDLE_S)  # the node with no call: its fixed cost (heartbeat, queue polls)
         idle = (idle_from, time.time())
@@ -292,6 +297,8 @@ def run_once(
         time.sleep(HANGUP_SETTLE_S)
     finally:
         sampler.stop()
+        if memory is not None:
+            memory.stop()
         if sipp is not None:
             sipp.stop()
         if node is not None:
@@ -316,6 +323,7 @@ def run_once(
         profile=profile,
         idle=idle,
         driver=driver,
+        memory=memory,
     )
 
 

@@ -9,6 +9,7 @@ bench/calls.py's docstring.
 
 from __future__ import annotations
 
+import statistics
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from bench.lib.sipp_load import (
     percentile_dict,
     steady_window,
 )
+from bench.lib.soak_sampling import NodeSampler
 from tests.interop.capture import (
     AUDIO_PAYLOAD_TYPES,
     CaptureSummary,
@@ -92,6 +94,36 @@ class RunReport:
     driver: str = "twilio"  # bench/calls_drivers.py DRIVERS
     agent: dict[str, Any] = field(default_factory=dict)  # the ElevenLabs fake's own counts
     baseline: dict[str, Any] | None = None  # bench/lib/naive_baseline.py's Baseline, same N
+    memory: dict[str, float] | None = None  # node RSS/PSS idle and steady, MB per live call
+
+
+def memory_per_call(
+    memory: NodeSampler,
+    idle: tuple[float, float],
+    window: tuple[float, float],
+    calls: float,
+) -> dict[str, float] | None:
+    """The node tree's RSS (and PSS) with no call and over the steady window (medians of the
+    samples in each), and what each live call adds: (steady - idle) / calls. PSS counts the
+    pages media workers share once; RSS counts them in every worker (the conservative figure the
+    budget is stated in, docs/performance.md)."""
+    before = memory.between(*idle)
+    during = memory.between(*window)
+    if not before or not during or calls <= 0:
+        return None
+    idle_rss = statistics.median(s.rss_kb for s in before) / 1024
+    steady_rss = statistics.median(s.rss_kb for s in during) / 1024
+    out = {
+        "rss_idle_mb": round(idle_rss, 1),
+        "rss_steady_mb": round(steady_rss, 1),
+        "rss_mb_per_call": round((steady_rss - idle_rss) / calls, 3),
+    }
+    pss_before = [s.pss_kb for s in before if s.pss_kb is not None]
+    pss_during = [s.pss_kb for s in during if s.pss_kb is not None]
+    if pss_before and pss_during:
+        pss = (statistics.median(pss_during) - statistics.median(pss_before)) / 1024
+        out["pss_mb_per_call"] = round(pss / calls, 3)
+    return out
 
 
 def analyse(
@@ -109,6 +141,7 @@ def analyse(
     profile: str | None,
     idle: tuple[float, float] | None,
     driver: str = "twilio",
+    memory: NodeSampler | None = None,
 ) -> RunReport:
     out_path, in_path = captures
     print(
@@ -141,6 +174,10 @@ def analyse(
         if load > 0 and "node" in cpu_percent:
             cpu_ms = cpu_percent["node"] / 100 * (t1 - t0) * 1000 / load
             window_calls = load / (t1 - t0)
+
+    memory_figures = None
+    if memory is not None and idle is not None and window is not None:
+        memory_figures = memory_per_call(memory, idle, window, window_calls or plan.calls)
 
     # The node idle, and while calls were being set up (INVITEs to the last answer).
     idle_shares = None if idle is None else sampler.shares(*idle)
@@ -237,6 +274,7 @@ def analyse(
         clear_mark_ms=mark_ms,
         clear_calls=len(clear_sessions),
         node_rc=node_rc,
+        memory=memory_figures,
         node_log=node_log_summary(node.process.log_path),
         notes=notes,
         profile=profile,

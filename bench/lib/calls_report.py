@@ -17,6 +17,7 @@ from bench.lib.budget import (
     BUDGET_CLEAR_MS,
     BUDGET_CPU_MS,
     BUDGET_LATENCY_MS,
+    BUDGET_MB_PER_CALL,
     BUDGET_PACING_P99_MS,
     BUDGET_RINGING_P99_MS,
 )
@@ -80,6 +81,7 @@ def render(r: RunReport) -> str:
         f"captures           out {r.capture_out}  in {r.capture_in}",
         f"steady window      {'n/a' if r.window_s is None else f'{r.window_s:.1f} s'}",
         f"node CPU           {cpu_text}",
+        f"node memory        {_memory_text(r.memory)}",
         f"box CPU, % of one core: steady  {box or 'n/a'}",
         f"                        setup   {_shares_text(r.cpu_ramp_percent)}",
         f"                        idle    {_shares_text(r.cpu_idle_percent)}",
@@ -116,6 +118,18 @@ def render(r: RunReport) -> str:
         lines.append(f"profile            {r.profile}")
     lines += [f"note: {n}" for n in r.notes]
     return "\n".join(lines)
+
+
+def _memory_text(m: dict[str, float] | None) -> str:
+    if not m:
+        return "n/a"
+    text = (
+        f"RSS {m['rss_idle_mb']:.0f} MB idle, {m['rss_steady_mb']:.0f} MB steady: "
+        f"{m['rss_mb_per_call']:.3f} MB per live call"
+    )
+    if "pss_mb_per_call" in m:
+        text += f" ({m['pss_mb_per_call']:.3f} MB PSS)"
+    return text + f"  budget {BUDGET_MB_PER_CALL:g}"
 
 
 def _shares_text(shares: dict[str, float] | None) -> str:
@@ -165,6 +179,13 @@ def table(reports: Sequence[RunReport]) -> str:
             return "n/a"
         return f"{r.cpu_ms_per_call_s / base:.2f}x"
 
+    def memory(r: RunReport) -> str:
+        m = r.memory or {}
+        if "rss_mb_per_call" not in m:
+            return "n/a"
+        pss = m.get("pss_mb_per_call")
+        return f"{m['rss_mb_per_call']:.3f}" + ("" if pss is None else f" ({pss:.3f} PSS)")
+
     def tshark(r: RunReport) -> str:
         shares = r.cpu_percent or {}
         return f"{sum(v for k, v in shares.items() if k.startswith('capture')):.0f}"
@@ -176,6 +197,7 @@ def table(reports: Sequence[RunReport]) -> str:
         ("naive bridge ms/call-s", naive, "same N, same box"),
         ("node / naive bridge", ratio, f"≤ {GOAL_RATIO:g}x"),
         ("node CPU % of a core", lambda r: _share(r.cpu_percent, "node"), ""),
+        ("node MB / live call", memory, f"RSS ≤ {BUDGET_MB_PER_CALL:g}"),
         ("RTP lost node→caller", lambda r: f"{r.lost} of {r.packets}", "0"),
         ("pacing p50 / p99 ms", lambda r: _cell(r.pacing_ms), f"p99 ≤ {BUDGET_PACING_P99_MS:g}"),
         ("INVITE→180 p50/p99", lambda r: _cell(r.ringing_ms), f"p99 ≤ {BUDGET_RINGING_P99_MS:g}"),
