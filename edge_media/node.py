@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import secrets
 import time
 import uuid
@@ -44,6 +45,7 @@ from edge_media.sip.registrar import Registrar
 from edge_media.sip.source_guard import SourceBans, SourceGuard
 from edge_media.sip.transport import SipTransportConfig
 from edge_media.sip.ua import CallApp, Reject, UserAgent
+from edge_media.sip.worker_spread import WorkerSpread
 from shared.settings import Settings
 
 if TYPE_CHECKING:  # imported when the control plane is on (node_control's docstring: why)
@@ -58,6 +60,17 @@ logger = logging.getLogger("agera.edge")
 LOOKUP_SECONDS = 2.0  # a number/extension lookup slower than this gets 503, never a hang
 SETTLE_SECONDS = 10.0  # after the shutdown hangups, time for the records to be written
 METRICS_SECONDS = 60.0
+
+
+def worker_spread(settings: Settings) -> WorkerSpread | None:
+    """This worker's end of the SIP mesh between a node's media workers
+    (edge_media/sip/worker_spread.py); None for a node of one process. The mesh is named by the
+    SIP port and the supervisor's pid (the workers' common parent): two nodes on one machine
+    never share one."""
+    if settings.media_workers < 2 or settings.sip_port == 0:
+        return None
+    mesh = f"{settings.sip_port}-{os.getppid()}"
+    return WorkerSpread(settings.worker_index, settings.media_workers, mesh)
 
 
 class EdgeNode:
@@ -117,6 +130,7 @@ class EdgeNode:
             advertised_host=settings.advertised_address,
             transport_config=SipTransportConfig(
                 reuse_port=settings.media_workers > 1,
+                spread=worker_spread(settings),
                 guard=self.guard,
                 tcp_max_connections_per_source=settings.sip_tcp_max_connections_per_source or None,
             ),

@@ -78,7 +78,7 @@ class TrunkRegistrations:
             local_address=(host, port),
             new_branch=new_branch,
             new_tag=new_tag,
-            new_call_id=lambda: secrets.token_hex(12),
+            new_call_id=self.endpoint.new_call_id,
             new_cnonce=lambda: secrets.token_hex(6),
             transport=trunk.transport.value.upper(),
         )

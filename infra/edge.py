@@ -5,9 +5,10 @@ busy port fails in one line with exit code 2; a stop signal drains live calls fi
 ``AGERA_DRAIN_SECONDS``) and exits 0.
 
 With ``AGERA_MEDIA_WORKERS=N`` (one per core, docs/performance.md) this process supervises N
-worker processes. Each binds the SIP port with SO_REUSEPORT (the kernel keeps one peer's
-datagrams on one worker, so a dialog stays where it started) and takes its own slice of the RTP
-range; a stop signal is passed on to all of them. The supervisor resolves the node's id once
+worker processes. Each binds the SIP port with SO_REUSEPORT and takes its own slice of the RTP
+range; the kernel hands a datagram to the worker its source hashes to, which passes it on to
+the worker owning its Call-ID (edge_media/sip/worker_spread.py), so the calls of one carrier
+spread over every worker. A stop signal is passed on to all of them. The supervisor resolves the node's id once
 (edge_media/control/identity.py) and each worker is ``<node id>-w<index>``.
 """
 
@@ -118,6 +119,7 @@ def worker_settings(settings: Settings, index: int) -> Settings:
             "rtp_port_min": low,
             "rtp_port_max": high,
             "node_id": node_id,
+            "worker_index": index,
             "max_calls": worker_share(settings.max_calls, count, index),
         }
     )

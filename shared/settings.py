@@ -196,6 +196,13 @@ class Settings(BaseModel):
         description="Edge worker processes sharing the SIP port (SO_REUSEPORT); the RTP range "
         "is split between them. One per core.",
     )
+    worker_index: int = Field(
+        0,
+        ge=0,
+        le=63,
+        description="This process's index among the media workers (set by `agera edge` for "
+        "each worker it starts; not for users).",
+    )
     max_calls: int = Field(
         0,
         ge=0,
@@ -280,6 +287,29 @@ class Settings(BaseModel):
         le=300,
         description="How long a SIP username the directory did not know is answered without a "
         "lookup (a new extension works after at most this long; 0: no cache).",
+    )
+    # Route cache (edge_media/routing/cache.py): the API invalidates it on every routing write,
+    # so these only bound staleness when an invalidation is lost.
+    route_cache_seconds: float = Field(
+        30.0,
+        ge=0,
+        le=3600,
+        description="How long a node keeps a number, extension or agent it read (unknown ones "
+        "too); API writes invalidate them at once, this bounds a lost invalidation (0: no cache).",
+    )
+    account_cache_seconds: float = Field(
+        5.0,
+        ge=0,
+        le=3600,
+        description="How long a node keeps an account it read; changes (a suspension) invalidate "
+        "it at once, this bounds a lost invalidation (0: no cache).",
+    )
+    route_cache_size: int = Field(
+        10000,
+        ge=1,
+        le=1_000_000,
+        description="Most accounts, numbers, extensions and agents (each kind) a node keeps; the "
+        "least recently used go first.",
     )
     sip_scanner_user_agents: tuple[str, ...] = Field(
         ("friendly-scanner", "sipvicious", "sipcli", "VaxSIPUserAgent", "sundayddr", "iWar"),

@@ -58,6 +58,9 @@ def new_branch() -> str:
     return MAGIC_COOKIE + secrets.token_hex(BRANCH_BYTES)
 
 
+CALL_ID_BYTES = 16
+
+
 def new_tag() -> str:
     """A §19.3 tag: "at least 32 bits of randomness"; we use 64."""
     return secrets.token_hex(TAG_BYTES)
@@ -143,6 +146,14 @@ class SipEndpoint:
         self._tasks: set[asyncio.Task[None]] = set()
         self._pumping = False
         self.handler_errors = 0
+
+    def new_call_id(self) -> str:
+        """A Call-ID for a dialog or registration this node starts. With media workers sharing
+        the port it is one this worker owns, so the answers reach it (``worker_spread``)."""
+        spread = self.transport.config.spread
+        if spread is not None:
+            return spread.new_call_id()
+        return secrets.token_hex(CALL_ID_BYTES)
 
     # -- lifecycle -----------------------------------------------------------------------------
 

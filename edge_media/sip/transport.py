@@ -57,6 +57,7 @@ from edge_media.sip.tcp_connections import (
     TcpConnections,
     socket_address,
 )
+from edge_media.sip.worker_spread import WorkerSpread
 
 __all__ = [
     "DEFAULT_REQUEST_BURST",
@@ -88,6 +89,8 @@ CLOSE_TIMEOUT = 2.0  # seconds `close` waits for sockets to report closed
 STAT_NAMES = (
     "udp_datagrams_in",
     "udp_datagrams_out",
+    "udp_datagrams_forwarded_out",  # to the worker owning their Call-ID (worker_spread)
+    "udp_datagrams_forwarded_in",
     "udp_keepalives",
     "tcp_bytes_in",
     "tcp_messages_out",
@@ -142,6 +145,7 @@ class SipTransportConfig:
     udp_receive_buffer: int | None = DEFAULT_UDP_RECEIVE_BUFFER
     guard: SourceGuard | None = None  # trust exemptions, bans, scanner filter (source_guard)
     tcp_max_connections_per_source: int | None = None  # accepted ones per peer IP; None: no cap
+    spread: WorkerSpread | None = None  # UDP by Call-ID over the media workers (worker_spread)
 
 
 def _family(host: str) -> socket.AddressFamily:
@@ -298,6 +302,8 @@ class SipTransport:
             await self.close()
             raise
         self._tcp.start_idle_sweep()
+        if self.config.spread is not None:
+            await self.config.spread.start(self._from_worker)
         logger.info("SIP listening on %s:%d (UDP and TCP)", *self._local)
 
     async def close(self) -> None:
@@ -305,6 +311,8 @@ class SipTransport:
         if self._closed:
             return
         self._closed = True
+        if self.config.spread is not None:
+            self.config.spread.close()
         self._tcp.stop()
         if self._server is not None:
             self._server.close()
@@ -393,6 +401,19 @@ class SipTransport:
             return
         if not _looks_like_response(data) and not self._admit(remote[0]):
             return
+        spread = self.config.spread
+        if spread is not None and spread.forward(data, remote):
+            stats["udp_datagrams_forwarded_out"] += 1
+            return
+        self._handle_datagram(data, remote)
+
+    def _from_worker(self, data: bytes, remote: SipAddress) -> None:
+        """A datagram another worker received and forwarded here (admitted there already)."""
+        self._stats["udp_datagrams_forwarded_in"] += 1
+        if len(data) <= self.config.max_message_size:
+            self._handle_datagram(data, remote)
+
+    def _handle_datagram(self, data: bytes, remote: SipAddress) -> None:
         try:
             message = parse_message(data)
         except SipParseError as error:
@@ -401,7 +422,7 @@ class SipTransport:
             self._answer_udp_error(error, remote)
             return
         if message is None:
-            stats["udp_keepalives"] += 1
+            self._stats["udp_keepalives"] += 1
             return
         self._deliver(message, remote, "udp", self._local)
 

@@ -19,7 +19,6 @@ import asyncio
 import ipaddress
 import logging
 import random
-import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -476,7 +475,7 @@ class UserAgent:
             escaped = from_display.replace("\\", "\\\\").replace('"', '\\"')
             display = f'"{escaped}" '
         from_ = f"{display}<sip:{from_user}@{host_for_uri(host)}>;tag={local_tag}"
-        call_id = secrets.token_hex(16)
+        call_id = self.endpoint.new_call_id()
         headers = [
             ("Allow", ", ".join(self.allowed_methods)),
             *((("Supported", ", ".join(self.supported)),) if self.supported else ()),
