@@ -14,6 +14,7 @@ needs=(
   "espeak-ng:espeak-ng"      # speech fixtures
   "cloud-init:cloud-init"    # `cloud-init schema` on the edge fleet's user data (never run here)
   "shellcheck:shellcheck"    # the edge fleet's boot scripts (infra/edge/*.sh)
+  "chromium:chromium"        # the browser Playwright drives in tests/browser (AGERA_CHROMIUM)
 )
 
 missing=()

@@ -50,3 +50,13 @@ document.addEventListener("visibilitychange", function () {
     window.htmx.trigger(element, "refresh");
   });
 });
+
+// A page that answers a POST (a new key, a rotated secret, a refused form) replaces its history
+// entry with the page's GET address (<body data-get-url>): reloading it, or coming back to it,
+// then shows that page again instead of sending the form a second time.
+(function () {
+  var url = document.body && document.body.getAttribute("data-get-url");
+  if (url && window.history && window.history.replaceState) {
+    window.history.replaceState(null, "", url);
+  }
+})();
