@@ -3,12 +3,16 @@
 Kept apart from `node.py` so a standalone SIP node (no queues configured) imports none of
 aioboto3, httpx or powertools. Order matters at both ends:
 
-- open: clients, routing, recorder, trunk book (the ACL needs the trunks' CIDRs before the
-  first INVITE), then the UA is built by the node, then `start`: registration (the node's queue
-  exists before the API can send to it), then the consumers.
+- open: clients, routing (with its route cache), recorder, trunk book (the ACL needs the
+  trunks' CIDRs before the first INVITE), then the UA is built by the node, then `start`:
+  registration (the node's queue exists before the API can send to it), then the consumers.
 - drain: deregister as a target for new work first (status draining, originate consumer
   stopped), so calls keep arriving only for the live calls' commands.
 - close: command consumer, heartbeat and queue, metrics flush, clients.
+
+The node's own queue carries the live calls' commands and the API's ``invalidate`` commands,
+which go to the route cache (`_node_command`). A node that registers after a write was announced
+missed that invalidation, but its cache starts empty, so it holds nothing from before the write.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from edge_media.sip.endpoint import SipEndpoint
 from edge_media.sip.extensions import ExtensionDirectory
 from edge_media.sip.ua import UserAgent
 from edge_media.trunk_registrations import TrunkRegistrations
+from shared.commands import Invalidate, NodeCommand
 from shared.dynamo import mapping
 from shared.dynamo.repository import AsyncRepository
 from shared.models import Agent, TelephonyConfig
@@ -133,7 +138,13 @@ class ControlPlane:
             settings.table_name,
             secrets=AsyncSecretBox.from_settings(settings, self.kms),
         )
-        self.routing = CallRouter(repo, RoutingWebhook(self.http, settings))
+        self.routing = CallRouter(
+            repo,
+            RoutingWebhook(self.http, settings),
+            route_cache_seconds=settings.route_cache_seconds,
+            account_cache_seconds=settings.account_cache_seconds,
+            cache_size=settings.route_cache_size,
+        )
         self.recorder = CallRecorder(
             self.dynamodb, self.sqs, settings, node_id=self.node_id, run_id=self.run_id
         )
@@ -247,7 +258,7 @@ class ControlPlane:
                 wait_seconds=settings.originate_poll_seconds,
                 shared=True,
             ),
-            CommandConsumer(self.sqs, queue_url, self.commands.handle, name="commands"),
+            CommandConsumer(self.sqs, queue_url, self._node_command, name="commands"),
         ]
         for consumer in self.consumers:
             consumer.start()
@@ -258,6 +269,16 @@ class ControlPlane:
         self.metrics.start()
         self._tasks.append(asyncio.ensure_future(self._report()))
         logger.info("node %s registered; command queue %s", self.node_id, queue_url)
+
+    async def _node_command(self, command: NodeCommand) -> None:
+        """The node's own queue: an invalidation goes to the route cache, call commands to the
+        live calls."""
+        if isinstance(command, Invalidate):
+            self.routing.invalidate(
+                command.kind, command.account_id, command.keys, command_id=command.id
+            )
+            return
+        await self.commands.handle(command)
 
     async def _report(self) -> None:
         """ActiveCalls and PacingErrorMs once a minute (the per-call figures go at call end)."""

@@ -1,7 +1,8 @@
 """Long-poll one SQS command queue and hand each valid, new command to the node once.
 
-A node consumes two queues with this class: its own (hangup/transfer/redirect for calls it owns)
-and the shared originate queue. The rules come from SQS's contract:
+A node consumes two queues with this class: its own (hangup/transfer/redirect for calls it owns,
+and invalidations of its route cache, which name no call) and the shared originate queue. The
+rules come from SQS's contract:
 
 - Delivery is at least once, so a command id handled recently is dropped (``RecentIds``); across
   nodes, the call record's conditional claim is what makes an originate run once.
@@ -37,7 +38,7 @@ import pydantic
 from edge_media.control.backoff import backoff_delay
 from edge_media.control.recent_ids import DEFAULT_CAPACITY, DEFAULT_TTL_SECONDS, RecentIds
 from edge_media.errors import RetryLater
-from shared.commands import Command, parse_command
+from shared.commands import NodeCommand, parse_command
 
 __all__ = ["CommandConsumer", "describe_invalid"]
 
@@ -51,9 +52,9 @@ ERROR_BACKOFF_BASE = 0.5
 ERROR_BACKOFF_CAP = 20.0
 STOP_GRACE_SECONDS = 5.0  # how long stop() lets running handlers finish before cancelling them
 RECEIVE_MARGIN_SECONDS = 5.0  # beyond wait_seconds, for a stopping shared queue's last poll
-COMMAND_TAGS = frozenset({"originate", "hangup", "transfer", "redirect"})
+COMMAND_TAGS = frozenset({"originate", "hangup", "transfer", "redirect", "invalidate"})
 
-Handler = Callable[[Command], Awaitable[None]]
+Handler = Callable[[NodeCommand], Awaitable[None]]
 
 
 def describe_invalid(exc: pydantic.ValidationError) -> str:
@@ -246,7 +247,7 @@ class CommandConsumer:
         """
         jobs: list[Awaitable[None]] = []
         copies: dict[str, list[dict[str, Any]]] = {}
-        commands: dict[str, Command] = {}
+        commands: dict[str, NodeCommand] = {}
         for message in messages:
             command = self._parse(message)
             if command is None:
@@ -259,7 +260,7 @@ class CommandConsumer:
 
     # ----------------------------------------------------------------------- one command
 
-    def _parse(self, message: dict[str, Any]) -> Command | None:
+    def _parse(self, message: dict[str, Any]) -> NodeCommand | None:
         body = str(message.get("Body", ""))
         try:
             return parse_command(body)
@@ -274,7 +275,7 @@ class CommandConsumer:
             )
             return None
 
-    async def _handle_copies(self, command: Command, messages: list[dict[str, Any]]) -> None:
+    async def _handle_copies(self, command: NodeCommand, messages: list[dict[str, Any]]) -> None:
         first, *others = messages
         await self._handle(command, first)
         for other in others:
@@ -285,18 +286,16 @@ class CommandConsumer:
             else:  # handed back: this copy stays on the queue as a retry too
                 logger.debug("%s: command %s handed back; copy left", self.name, command.id)
 
-    async def _handle(self, command: Command, message: dict[str, Any]) -> None:
+    async def _handle(self, command: NodeCommand, message: dict[str, Any]) -> None:
         if self.recent.seen(command.id, self.clock()):
             self.duplicates += 1
             logger.debug("%s: command %s already handled; dropped", self.name, command.id)
             await self._delete(message, command.id)
             return
-        extra = {
-            "queue": self.name,
-            "command_id": command.id,
-            "command": command.type,
-            "call_uuid": str(command.call_uuid),
-        }
+        extra = {"queue": self.name, "command_id": command.id, "command": command.type}
+        call_uuid = getattr(command, "call_uuid", None)  # an invalidate is about no call
+        if call_uuid is not None:
+            extra["call_uuid"] = str(call_uuid)
         try:
             await self.handler(command)
         except RetryLater as retry:

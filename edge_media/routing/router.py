@@ -4,7 +4,9 @@ the account default, decided as `Connect` or `Refuse`.
 Why the split: the rules (what wins, what a webhook answer or failure turns into, which SIP status
 and Q.850 cause a refusal carries) are one pure function, `decide_route`, tested without I/O. The
 lookups (DynamoDB through an `AsyncRepository`) and the webhook (HTTP, `webhook.py`) are
-the I/O around it, in `CallRouter`.
+the I/O around it, in `CallRouter`. What the lookups read is cached (``cache.py``: accounts,
+numbers, extensions and agents, unknown ones too) and the API invalidates it on every write that
+changes routing, so a warm node answers an INVITE without a table read.
 
 Precedence, the same as the control plane's originate (``functions/api/originate.py``): the route's
 own target (a ``socket_url`` or an agent's) connects without any HTTP; else its ``webhook_url`` is
@@ -17,14 +19,25 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
+import uuid
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import unquote
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from edge_media.routing.cache import (
+    ACCOUNT_CACHE_SECONDS,
+    ACCOUNT_CACHE_SIZE,
+    MISSING,
+    ROUTE_CACHE_SECONDS,
+    ROUTE_CACHE_SIZE,
+    AccountCache,
+    CacheKind,
+    RouteCache,
+    TtlCache,
+)
 from edge_media.routing.webhook import (
     RoutingWebhook,
     WebhookConnect,
@@ -35,12 +48,14 @@ from edge_media.routing.webhook import (
 )
 from shared.dynamo.mapping import MappingError
 from shared.dynamo.repository import AsyncRepository
-from shared.models import Account, AccountStatus, Agent, Extension, Number, Route
+from shared.models import Account, AccountStatus, Agent, Entity, Extension, Number, Route
 from shared.validation import normalize_number
 
 __all__ = [
     "ACCOUNT_CACHE_SECONDS",
     "ACCOUNT_CACHE_SIZE",
+    "ROUTE_CACHE_SECONDS",
+    "ROUTE_CACHE_SIZE",
     "AccountCache",
     "CallRoute",
     "CallRouter",
@@ -53,9 +68,8 @@ __all__ = [
 
 logger = logging.getLogger("agera.routing")
 
-# Account reads are cached this long: a suspension or a new default reaches calls this late.
-ACCOUNT_CACHE_SECONDS = 5.0
-ACCOUNT_CACHE_SIZE = 1024
+K = TypeVar("K")
+T = TypeVar("T", bound=Entity)
 
 Source = Literal["static", "webhook", "default"]
 
@@ -178,48 +192,6 @@ def decide_route(
     return _default(route, "the routing webhook was not asked", webhook_ms)
 
 
-# --------------------------------------------------------------------------- account cache
-
-
-class AccountCache:
-    """A few seconds of account reads, bounded in size (least recently used goes first).
-
-    Why: every inbound call reads its account; a burst of calls to one number would read the same
-    item hundreds of times a second. Pure: ``now`` (monotonic seconds) is passed in.
-    """
-
-    def __init__(
-        self, *, ttl_seconds: float = ACCOUNT_CACHE_SECONDS, max_size: int = ACCOUNT_CACHE_SIZE
-    ) -> None:
-        if max_size < 1:
-            raise ValueError(f"cache size {max_size} must be at least 1")
-        self.ttl_seconds = ttl_seconds
-        self.max_size = max_size
-        self._items: OrderedDict[str, tuple[float, Account]] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def get(self, account_id: str, now: float) -> Account | None:
-        entry = self._items.get(account_id)
-        if entry is None:
-            return None
-        expires, account = entry
-        if now >= expires:
-            del self._items[account_id]
-            return None
-        self._items.move_to_end(account_id)
-        return account
-
-    def put(self, account: Account, now: float) -> None:
-        if self.ttl_seconds <= 0:
-            return
-        self._items[account.account_id] = (now + self.ttl_seconds, account)
-        self._items.move_to_end(account.account_id)
-        while len(self._items) > self.max_size:
-            self._items.popitem(last=False)
-
-
 # --------------------------------------------------------------------------- I/O
 
 
@@ -237,11 +209,15 @@ def _dialed_number(dialed: str) -> str | None:
 
 
 class CallRouter:
-    """Route lookups (DynamoDB) and routing decisions (webhook) for one node.
+    """Route lookups (DynamoDB, through a `RouteCache`) and routing decisions (webhook) for one
+    node.
 
-    Account reads are cached for ``account_cache_seconds`` (default 5 s, at most
-    ``account_cache_size`` accounts): a suspension or a changed default socket_url reaches new
-    calls that late. Numbers, extensions and agents are read fresh for every call.
+    Numbers, extensions and agents are kept ``route_cache_seconds`` (default 30 s), accounts
+    ``account_cache_seconds`` (default 5 s), each kind at most ``cache_size`` entries, unknown
+    items included (``cache.py`` says why and how the API's invalidations keep them current).
+    Storage errors are never cached. A fill reads consistently: an eventually consistent read
+    just after an API write (which is when an invalidation makes the node read) could return the
+    old item and keep it for a whole TTL; only misses pay for it, and they are rare.
     """
 
     def __init__(
@@ -250,24 +226,56 @@ class CallRouter:
         webhook: RoutingWebhook,
         *,
         account_cache_seconds: float = ACCOUNT_CACHE_SECONDS,
-        account_cache_size: int = ACCOUNT_CACHE_SIZE,
+        route_cache_seconds: float = ROUTE_CACHE_SECONDS,
+        cache_size: int = ROUTE_CACHE_SIZE,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.repo = repo
         self.webhook = webhook
-        self.accounts = AccountCache(ttl_seconds=account_cache_seconds, max_size=account_cache_size)
+        self.cache = RouteCache(
+            route_seconds=route_cache_seconds,
+            account_seconds=account_cache_seconds,
+            max_size=cache_size,
+        )
         self._clock = clock
 
-    async def account(self, account_id: str) -> Account | None:
-        """The account, from the cache when fresh; storage errors propagate."""
+    async def _cached(
+        self, cache: TtlCache[K, T | None], key: K, model: type[T], *ids: Any
+    ) -> T | None:
+        """``model`` at ``ids`` from ``cache`` under ``key``, else read (and kept, None too)."""
         now = self._clock()
-        cached = self.accounts.get(account_id, now)
-        if cached is not None:
-            return cached
-        account = await self.repo.get(Account, account_id)
-        if account is not None:
-            self.accounts.put(account, now)
-        return account
+        found = cache.get(key, now)
+        if found is not MISSING:
+            return found
+        generation = cache.generation  # an invalidation during the read must win (cache.py)
+        value = await self.repo.get(model, *ids, consistent=True)
+        cache.put(key, value, now, generation=generation)
+        return value
+
+    async def account(self, account_id: str) -> Account | None:
+        """The account (None: there is none), from the cache when fresh; storage errors
+        propagate."""
+        return await self._cached(self.cache.accounts, account_id, Account, account_id)
+
+    async def agent(self, agent_uuid: uuid.UUID) -> Agent | None:
+        """The agent (whatever its account), from the cache when fresh."""
+        return await self._cached(self.cache.agents, str(agent_uuid), Agent, agent_uuid)
+
+    def invalidate(
+        self, kind: CacheKind, account_id: str, keys: Collection[str], *, command_id: str = ""
+    ) -> int:
+        """Forget what an API write changed (the node's ``Invalidate`` command); how many
+        entries were cached."""
+        dropped = self.cache.invalidate(kind, account_id, keys)
+        logger.info(
+            "route cache: %s %s of account %s invalidated (%d cached) %s",
+            kind,
+            ", ".join(keys) or "-",
+            account_id,
+            dropped,
+            command_id,
+        )
+        return dropped
 
     async def lookup_inbound(
         self,
@@ -305,7 +313,7 @@ class CallRouter:
         number = _dialed_number(dialed)
         if number is None:
             return _not_found(f"{dialed!r} is not a phone number we route")
-        found = await self.repo.get(Number, number)
+        found = await self._cached(self.cache.numbers, number, Number, number)
         if found is None:
             return _not_found(f"number {number} is not provisioned")
         if accounts is not None and found.account_id not in accounts:
@@ -313,7 +321,8 @@ class CallRouter:
         return await self._route(found.account_id, found.route, f"number {number}")
 
     async def _for_extension(self, account_id: str, name: str) -> CallRoute | Refuse:
-        found = await self.repo.get(Extension, account_id, name)
+        key = (account_id, name)
+        found = await self._cached(self.cache.extensions, key, Extension, account_id, name)
         if found is None:
             return _not_found(f"extension {name} of account {account_id} does not exist")
         return await self._route(account_id, found.route, f"extension {name}")
@@ -330,7 +339,7 @@ class CallRouter:
             socket_url = route.socket_url
             webhook_url = route.webhook_url
             if route.agent_uuid is not None:
-                agent = await self.repo.get(Agent, route.agent_uuid)
+                agent = await self.agent(route.agent_uuid)
                 if agent is not None and agent.account_id == account_id:
                     agent_socket_url = agent.socket_url
                 else:

@@ -6,6 +6,9 @@ a customer must read, to verify ``X-Signature``; it has its own endpoint so that
 ordinary account reads, and rotating it takes effect for the next webhook sent (there is no overlap
 period: rotate, then update the receiver).
 
+Edge nodes cache the account they route by (its defaults, integrations and webhook secret): every
+change here is followed by an invalidation to the live nodes (``functions/api/node_notify.py``).
+
 PATCH follows JSON merge semantics per field: an absent field is left alone, ``null`` clears it,
 and inside ``elevenlabs``/``vapi`` each sub-field is merged the same way (``"elevenlabs": null``
 clears the whole integration).
@@ -26,6 +29,7 @@ from starlette.routing import Route
 from functions.api.auth import Principal, requires_key
 from functions.api.bodies import patch_changes, read_model
 from functions.api.masking import mask
+from functions.api.node_notify import invalidate_routes
 from functions.api.operations import Operation
 from functions.api.routing import route
 from functions.api.schemas import RequestBody, ResponseBody
@@ -164,13 +168,17 @@ def update_account(ctx: Context, principal: Principal, body: AccountUpdate) -> A
         changes["elevenlabs"] = _merged(account.elevenlabs, body.elevenlabs, ElevenLabsSettings())
     if "vapi" in changes:
         changes["vapi"] = _merged(account.vapi, body.vapi, VapiSettings())
-    return apply_patch(ctx, account, changes, kind="account", ident=account.account_id)
+    updated = apply_patch(ctx, account, changes, kind="account", ident=account.account_id)
+    invalidate_routes(ctx, account.account_id, "account")  # defaults, integrations
+    return updated
 
 
 def rotate_webhook_secret(ctx: Context, principal: Principal) -> Account:
     account = load_account(ctx, principal)
     changes = {"webhook_secret": generate_webhook_secret()}
-    return apply_patch(ctx, account, changes, kind="account", ident=account.account_id)
+    updated = apply_patch(ctx, account, changes, kind="account", ident=account.account_id)
+    invalidate_routes(ctx, account.account_id, "account")  # nodes sign routing webhooks with it
+    return updated
 
 
 def account_routes(ctx_provider: Callable[[], Context]) -> list[Route]:

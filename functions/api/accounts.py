@@ -10,8 +10,10 @@ never leaves an account nobody can use. The key is in the response once, like ev
 (``limits.max_concurrent_calls``, ``limits.calls_per_second``) and its ``status`` (``suspended``
 refuses new calls). Limits merge field by field, so an operator raising one limit cannot reset the
 other by leaving it out; neither may be null (a limit is always set). A change reaches the API at
-once and the edge nodes within their account cache (5 s); calls already live keep their slots, so
-lowering ``max_concurrent_calls`` below the live count refuses new calls until enough end.
+once and the edge nodes at once too: their cached account is invalidated
+(``functions/api/node_notify.py``; if that fails, within their account cache TTL, 5 s by default).
+Calls already live keep their slots, so lowering ``max_concurrent_calls`` below the live count
+refuses new calls until enough end.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from functions.api.auth import Principal, requires_key
 from functions.api.bodies import patch_changes, read_model, validate
 from functions.api.errors import ApiError
 from functions.api.keys import KeyCreated, key_view
+from functions.api.node_notify import invalidate_routes
 from functions.api.operations import Operation
 from functions.api.routing import route
 from functions.api.schemas import RequestBody, ResponseBody
@@ -132,6 +135,7 @@ def update_account(ctx: Context, account_id: str, body: AccountAdminUpdate) -> A
     if body.limits is not None:
         changes["limits"] = _merged_limits(account.limits, body.limits)
     updated = apply_patch(ctx, account, changes, kind="account", ident=account_id)
+    invalidate_routes(ctx, account_id, "account")  # a suspension refuses the next call
     logger.info(
         "account changed by an admin",
         extra={

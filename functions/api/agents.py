@@ -8,6 +8,10 @@ check the stream and to hang the call up.
 This module also holds the route checks shared by numbers and extensions: a route's URLs pass the
 SSRF guard and its ``agent_uuid`` must be an agent of the caller's account (a route may not send
 calls to another account's agent).
+
+Edge nodes cache the agents that numbers and extensions route to: an update or delete is followed
+by an invalidation to the live nodes (``functions/api/node_notify.py``). A create is not: its
+uuid is new, so no node can have cached it (a route may only name an agent that exists).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from starlette.routing import Route
 from functions.api.auth import Principal, requires_key
 from functions.api.bodies import patch_changes, read_model, read_query
 from functions.api.errors import ApiError
+from functions.api.node_notify import invalidate_routes
 from functions.api.operations import Operation
 from functions.api.pagination import ListQuery, page_body, page_model
 from functions.api.routing import route
@@ -175,6 +180,7 @@ def update_agent(ctx: Context, principal: Principal, raw: str, body: AgentUpdate
     if body.telephony_config_id is not None:
         _require_config(ctx, principal.account_id, body.telephony_config_id)
     updated = apply_patch(ctx, agent, changes, kind="agent", ident=agent.agent_uuid)
+    invalidate_routes(ctx, agent.account_id, "agent", [str(agent.agent_uuid)])
     return agent_view(updated)
 
 
@@ -187,6 +193,7 @@ def list_agents(ctx: Context, principal: Principal, query: ListQuery) -> dict[st
 def delete_agent(ctx: Context, principal: Principal, raw: str) -> None:
     agent_uuid = _agent_uuid(raw)
     delete_owned(ctx, Agent, (agent_uuid,), principal.account_id, kind="agent")
+    invalidate_routes(ctx, principal.account_id, "agent", [str(agent_uuid)])
 
 
 def agent_routes(ctx_provider: Callable[[], Context]) -> list[Route]:

@@ -13,6 +13,9 @@ stored HA1 covers both. Deleting an extension also drops its live registrations.
 
 Passwords must be at least ``MIN_PASSWORD_LENGTH`` characters: SIP registrars on the internet are
 brute-forced around the clock, and a registered extension can place calls.
+
+Edge nodes cache an extension's route (an unknown one too): every create, update and delete is
+followed by an invalidation to the live nodes (``functions/api/node_notify.py``).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from functions.api.agents import check_route
 from functions.api.auth import Principal, requires_key
 from functions.api.bodies import patch_changes, read_model, read_query, validate
 from functions.api.errors import ApiError
+from functions.api.node_notify import invalidate_routes
 from functions.api.operations import Operation
 from functions.api.pagination import ListQuery, page_body, page_model
 from functions.api.routing import route
@@ -201,6 +205,7 @@ def create_extension(ctx: Context, principal: Principal, body: ExtensionCreate) 
                 "extension",
             ) from None
         raise _username_taken() from None
+    invalidate_routes(ctx, extension.account_id, "extension", [extension.extension])
     return extension_view(extension)
 
 
@@ -225,9 +230,11 @@ def update_extension(
         changes.update(realm=realm, **digest_ha1(username, realm, password))
     if not renamed:
         updated = apply_patch(ctx, extension, changes, kind="extension", ident=raw)
-        return extension_view(updated)
-    changes["sip_username"] = username
-    return extension_view(_rename(ctx, extension, changes))
+    else:
+        changes["sip_username"] = username
+        updated = _rename(ctx, extension, changes)
+    invalidate_routes(ctx, extension.account_id, "extension", [extension.extension])
+    return extension_view(updated)
 
 
 def _rename(ctx: Context, extension: Extension, changes: dict[str, Any]) -> Extension:
@@ -277,6 +284,7 @@ def delete_extension(ctx: Context, principal: Principal, raw: str) -> None:
     except TransactionConflict:
         raise not_found("extension", extension.extension) from None
     _drop_registrations(ctx, extension)
+    invalidate_routes(ctx, extension.account_id, "extension", [extension.extension])
 
 
 def _drop_registrations(ctx: Context, extension: Extension) -> None:

@@ -7,6 +7,10 @@ account holds it (saying which would leak another account's data).
 
 The number in the path may be written with or without ``+`` (``/api/numbers/15551234567``) or
 URL-encoded (``%2B15551234567``); it is normalised to E.164 like the body's.
+
+Edge nodes cache numbers (unknown ones too): every create, update and delete is followed by an
+invalidation to the live nodes (``functions/api/node_notify.py``), so a change routes the next
+call.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from functions.api.agents import check_route
 from functions.api.auth import Principal, requires_key
 from functions.api.bodies import patch_changes, read_model, read_query
 from functions.api.errors import ApiError
+from functions.api.node_notify import invalidate_routes
 from functions.api.operations import Operation
 from functions.api.pagination import ListQuery, page_body, page_model
 from functions.api.routing import route
@@ -120,6 +125,7 @@ def create_number(ctx: Context, principal: Principal, body: NumberCreate) -> Num
         raise ApiError(
             409, "conflict", f"number {number.number} is already registered", "number"
         ) from None
+    invalidate_routes(ctx, number.account_id, "number", [number.number])  # nodes cache misses
     return number_view(number)
 
 
@@ -127,7 +133,9 @@ def update_number(ctx: Context, principal: Principal, raw: str, body: NumberUpda
     changes = patch_changes(body, required={"route"})
     number = _get(ctx, principal, raw, consistent=True)
     check_route(ctx, principal.account_id, body.route)
-    return number_view(apply_patch(ctx, number, changes, kind="number", ident=number.number))
+    updated = apply_patch(ctx, number, changes, kind="number", ident=number.number)
+    invalidate_routes(ctx, number.account_id, "number", [number.number])
+    return number_view(updated)
 
 
 def list_numbers(ctx: Context, principal: Principal, query: ListQuery) -> dict[str, object]:
@@ -139,6 +147,7 @@ def list_numbers(ctx: Context, principal: Principal, query: ListQuery) -> dict[s
 def delete_number(ctx: Context, principal: Principal, raw: str) -> None:
     number = _path_number(raw)
     delete_owned(ctx, Number, (number,), principal.account_id, kind="number")
+    invalidate_routes(ctx, principal.account_id, "number", [number])
 
 
 def number_routes(ctx_provider: Callable[[], Context]) -> list[Route]:
