@@ -3,7 +3,7 @@
 Two layers on purpose: an edge *event* is our internal record of what happened (versioned, with an
 id for de-duplication, the node and media stats); a *callback* is what the customer's webhook gets,
 field for field as the API guide shows (``event_type``, ``call_uuid``, ``timestamp``,
-``call_status``, and for ``call.completed`` also ``duration`` and ``hangup_cause``). The events worker
+``call_status``, and for ``call.completed`` also ``duration``, ``hangup_cause`` and ``slo``). The events worker
 turns the first into the second with ``callback_payload``.
 """
 
@@ -144,6 +144,9 @@ def callback_payload(event: CallEvent) -> dict[str, Any] | None:
         payload["call_status"] = event.status.value
         payload["duration"] = event.duration
         payload["hangup_cause"] = event.hangup_cause
+        # The call's media figures as the node measured them (PROTOCOL.md, "Call figures");
+        # null for a call the node did not end (the reaper's) or that had none.
+        payload["slo"] = event.stats.get("slo")
     elif isinstance(event, CallFailed):
         payload["call_status"] = "failed"
         payload["hangup_cause"] = event.hangup_cause

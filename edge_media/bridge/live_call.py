@@ -29,6 +29,7 @@ from edge_media.bridge.bot_failover import (
     ReconnectPolicy,
     hold_tone,
 )
+from edge_media.bridge.call_slo import SloMetrics, call_stats, report_media
 from edge_media.bridge.caller_media import CallerMedia, CallerWire, PlayoutLeg
 from edge_media.drivers.base import (
     BotConnector,
@@ -120,7 +121,7 @@ class CallRecords(Protocol):
     ) -> Call | None: ...
 
 
-class CallMetrics(Protocol):
+class CallMetrics(SloMetrics, Protocol):
     """The per-call figures a bridge reports (EMF metrics, `control/metrics.py`)."""
 
     def call_setup_ms(self, value: float) -> None: ...
@@ -128,8 +129,6 @@ class CallMetrics(Protocol):
     def routing_webhook_ms(self, value: float) -> None: ...
 
     def bot_connect_ms(self, value: float) -> None: ...
-
-    def rtp_loss_pct(self, value: float) -> None: ...
 
 
 class CallLimits(Protocol):
@@ -554,29 +553,18 @@ class LiveCall:
             self.log.exception("releasing the call slot failed")
 
     def _stats(self) -> dict[str, Any]:
-        stats: dict[str, Any] = {}
-        leg = self.leg
-        if leg is not None and leg.media is not None:
-            try:
-                stats.update(leg.media.stats())
-            except Exception:
-                self.log.exception("media stats failed")
-        pacing = self.services.pacing_p99()
-        if pacing is not None:
-            stats["pacing_error_p99_ms"] = round(pacing, 2)
-        rtts = [s["bot_rtt_ms"] for s in self._bot_stats if s.get("bot_rtt_ms") is not None]
-        if rtts:
-            stats["bot_rtt_ms"] = round(rtts[-1], 2)
-        if self._bot_stats:
-            stats["bot"] = self._bot_stats
-        stats.update(self._extra_stats)
-        return stats
+        media = self.leg.media if self.leg is not None else None
+        return call_stats(
+            media,
+            self.caller,
+            self._bot_stats,
+            self._extra_stats,
+            self.services.pacing_p99(),
+            self.log,
+        )
 
     def _report_media(self, stats: dict[str, Any]) -> None:
-        received = stats.get("packets_in")
-        lost = stats.get("lost")
-        if isinstance(received, int) and isinstance(lost, int) and received + lost > 0:
-            self.services.metrics.rtp_loss_pct(100.0 * max(lost, 0) / (received + max(lost, 0)))
+        report_media(self.services.metrics, stats)
 
 
 async def until_ended(leg: CallerCall, work: Awaitable[T]) -> tuple[bool, T | None]:

@@ -40,6 +40,16 @@ ROUTING_WEBHOOK_TIME = "RoutingWebhookMs"
 BOT_CONNECT_TIME = "BotConnectMs"
 RTP_LOSS = "RtpLossPct"  # per call, at its end
 PACING_ERROR = "PacingErrorMs"  # outbound RTP departure error against the 20 ms grid
+# Per call, at its end, from the record's ``stats.slo`` (bridge/call_slo.py): one value per call,
+# so a metric's percentiles are across calls. CallPacingErrorMs is each call's own p99, beside
+# the node-wide PacingErrorMs (a gauge) that EdgePacingAlarm watches.
+RTP_TO_BOT_TIME = "RtpToBotMs"  # the call's p99, caller packet → bot socket write
+BOT_TO_WIRE_TIME = "BotToWireMs"  # the call's p99, bot audio into an idle queue → first packet
+CALL_PACING_ERROR = "CallPacingErrorMs"  # the call's p99 departure error
+RTP_JITTER = "RtpJitterMs"  # the caller's RFC 3550 interarrival jitter at the end
+PLAYOUT_UNDERRUNS = "PlayoutUnderruns"  # gaps mid-utterance in the bot's audio
+BARGE_IN_STOP_TIME = "BargeInStopMs"  # the call's longest clear → first packet after it
+BOT_RTT = "BotRttMs"  # the bot connection's WebSocket ping round trip
 ACTIVE_CALLS = "ActiveCalls"
 EVENTS_UNSENT = "EventsUnsent"  # events waiting in the node's spool (control/event_spool.py)
 
@@ -87,6 +97,27 @@ class NodeMetrics:
 
     def pacing_error_ms(self, value: float) -> None:
         self._add(PACING_ERROR, MetricUnit.Milliseconds, value)
+
+    def rtp_to_bot_ms(self, value: float) -> None:
+        self._add(RTP_TO_BOT_TIME, MetricUnit.Milliseconds, value)
+
+    def bot_to_wire_ms(self, value: float) -> None:
+        self._add(BOT_TO_WIRE_TIME, MetricUnit.Milliseconds, value)
+
+    def call_pacing_error_ms(self, value: float) -> None:
+        self._add(CALL_PACING_ERROR, MetricUnit.Milliseconds, value)
+
+    def rtp_jitter_ms(self, value: float) -> None:
+        self._add(RTP_JITTER, MetricUnit.Milliseconds, value)
+
+    def playout_underruns(self, value: float) -> None:
+        self._add(PLAYOUT_UNDERRUNS, MetricUnit.Count, value)
+
+    def barge_in_stop_ms(self, value: float) -> None:
+        self._add(BARGE_IN_STOP_TIME, MetricUnit.Milliseconds, value)
+
+    def bot_rtt_ms(self, value: float) -> None:
+        self._add(BOT_RTT, MetricUnit.Milliseconds, value)
 
     def active_calls(self, count: int) -> None:
         """A gauge: record it on a schedule (the heartbeat), not per call."""

@@ -41,6 +41,7 @@ from typing import Any, TypeAlias
 
 from edge_media.rtp.dtmf import DEFAULT_SEND_MS, DtmfPacket, DtmfSender
 from edge_media.rtp.g711 import PAYLOAD_TYPE_PCMA, ULAW_SILENCE_FRAME, ULAW_TO_ALAW_TABLE
+from edge_media.rtp.latency import LatencyHistogram
 from edge_media.rtp.packet import RTP_HEADER, Address
 from edge_media.rtp.repacketize import Repacketizer, ptime_bytes
 
@@ -201,6 +202,7 @@ class Pacer:
         "_start",
         "_streams",
         "_ticks",
+        "departures",
     )
 
     def __init__(
@@ -225,6 +227,9 @@ class Pacer:
         self._next_id = 1
         self._dtmf_sender = DtmfSender(update_samples=self._samples)
         self._histogram = PacingHistogram()
+        # Departure error of each wake-up's last packet (its driver records it, `departed`): a
+        # call reads the window of it its stream was registered for (rtp/session.py).
+        self.departures = LatencyHistogram()
         self._ticks = 0
         self._catch_up_ticks = 0
         self._skipped_ticks = 0
@@ -336,6 +341,11 @@ class Pacer:
         self._next_index = last + 1
         self._packets_sent += len(out)
         return out
+
+    def departed(self, error: float) -> None:
+        """The driver sent a wake-up's packets: ``error`` seconds after the first tick's deadline
+        the last of them left. An upper bound on the departure error of every packet sent."""
+        self.departures.record(error)
 
     def stats(self) -> PacerStats:
         histogram = self._histogram

@@ -88,6 +88,7 @@ class PlayoutQueue:
         "_reached",
         "_reached_marks",
         "_starved",
+        "audio_since",
     )
 
     def __init__(self, *, capacity_seconds: float = DEFAULT_CAPACITY_SECONDS) -> None:
@@ -107,6 +108,17 @@ class PlayoutQueue:
         self._overflowed = False
         self._overflow_reported = False
         self._starved = True
+        # When audio was pushed into this queue while it was idle (`idle`), on the pusher's
+        # clock; 0.0 when none waits to be played. The queue has no clock: the bridge sets it,
+        # the RTP session reads and resets it when that audio starts playing (its bot → wire
+        # figure, rtp/session.py).
+        self.audio_since = 0.0
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued, and the last `next_frame` had no audio (or a clear came since):
+        audio pushed now starts a talkspurt on the wire."""
+        return self._starved and not self._frames and not self._partial
 
     @property
     def starved(self) -> bool:
@@ -205,6 +217,8 @@ class PlayoutQueue:
         self._marks = 0
         self._position = played
         self._partial.clear()
+        self._starved = True  # what comes next starts a new talkspurt
+        self.audio_since = 0.0
         return marks
 
     @property

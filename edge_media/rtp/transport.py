@@ -506,7 +506,9 @@ class MediaClock:
         if errors:
             self._send_errors += errors
             logger.debug("%d RTP packets could not be sent this tick", errors)
-        self._busy.record(clock() - woke)
+        sent = clock()
+        self._busy.record(sent - woke)
+        self._pacer.departed(sent - deadline)
         if self._handle is not None:
             self._arm()
 

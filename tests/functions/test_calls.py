@@ -744,6 +744,7 @@ def test_hangup_of_a_queued_call_cancels_it_and_produces_call_completed(
         "call_status": "canceled",
         "duration": 0,
         "hangup_cause": "ORIGINATOR_CANCEL",
+        "slo": None,  # never reached a node: no media figures
     }
     assert callback.webhook_url == "https://my-api.com/route-call"
 

@@ -367,6 +367,59 @@ async def test_clear_cuts_the_audio_and_returns_pending_marks(
         assert 0 <= lag <= CLEAR_MARKS_S, f"{name} echoed {lag * 1000:.2f} ms after the clear"
     stats = call.record.stats["bot"][0]
     assert stats["clears"] == 1 and stats["marks_echoed"] == len(PENDING_MARKS), stats
+    # The call's media figures (PROTOCOL.md, "Call figures"): the clear counted and timed, and
+    # no underrun (the bot queued its audio ahead; the silence after the clear is no gap).
+    slo = call.record.stats["slo"]
+    assert_plausible_slo(slo)
+    assert slo["barge_ins"] == 1 and slo["barge_in_stop_ms_max"] is not None, slo
+    assert slo["underruns"] == 0 and slo["underrun_ms"] == 0, slo
+
+
+def assert_plausible_slo(slo: dict[str, Any]) -> None:
+    """Figures a clean call over loopback has: measured, in range, and nothing lost. (The
+    record leaves a null figure out; these are all measured on such a call.)"""
+    assert 0 < slo["rtp_to_bot_ms_p50"] <= slo["rtp_to_bot_ms_p99"] < 100, slo
+    assert slo["pacing_error_ms_p99"] >= 0, slo
+    assert slo["loss_pct"] == 0, slo
+    assert slo["jitter_ms"] >= 0, slo
+    assert slo.get("bot_rtt_ms", 0) >= 0, slo
+
+
+# --------------------------------------------------------------------------- 2b. underruns
+
+
+GAP_AUDIO_S = 0.3  # the first half of the utterance, then the bot is late with the rest
+GAP_LATE_S = 0.45  # the queue runs dry ~0.15 s before the rest comes: under the 0.4 s cap
+
+
+async def test_a_bot_late_with_the_rest_of_its_utterance_is_an_underrun(
+    peers: Peers, aws: Any, repo: Any
+) -> None:
+    audio = sweep(2 * GAP_AUDIO_S)
+    half = len(audio) // 2
+
+    async def script(session: BotSession, notes: dict[str, Any]) -> None:
+        await send_audio(session, audio[:half])
+        await anyio.sleep(GAP_LATE_S)  # playout empties the queue meanwhile: silence goes out
+        await send_audio(session, audio[half:])
+        await session.send_mark("end")
+        await session.wait_for(lambda: bool(session.mark_echoes), "end", 5)
+        await close_after(session, 0.3)
+
+    call = await scripted_call(peers, repo, "underrun", script)
+
+    frames = split_frames(audio)
+    payloads = call.payloads()
+    first, second = payloads.index(frames[0]), payloads.index(frames[len(frames) // 2])
+    between = payloads[first : second + 1]
+    assert SILENCE_FRAME in between, "no silence mid-utterance: the bot was not late"
+    slo = call.record.stats["slo"]
+    assert_plausible_slo(slo)
+    assert slo["underruns"] >= 1 and slo["underrun_ms"] >= FRAME_MS, slo
+    # The rest of the utterance reached an idle queue: timed to its first packet. (The first
+    # half came before the answer, while nothing played the queue: not a sample.)
+    assert 0 < slo["bot_to_wire_ms_p50"] <= slo["bot_to_wire_ms_p99"] < 1000, slo
+    assert slo["barge_ins"] == 0 and "barge_in_stop_ms_max" not in slo, slo
 
 
 # --------------------------------------------------------------------------- 3. odd sizes

@@ -78,6 +78,7 @@ def test_callback_payloads_are_the_guides() -> None:
         "call_status": "completed",
         "duration": 45,
         "hangup_cause": "NORMAL_CLEARING",
+        "slo": None,  # the node measured nothing (a record the reaper ended has no stats)
     }
     ringing = CallRinging(call_uuid=CALL, account_id="a", node_id="n", occurred_at=AT)
     assert callback_payload(ringing)["call_status"] == "ringing"
@@ -90,6 +91,19 @@ def test_callback_payloads_are_the_guides() -> None:
         to_number="2",
     )
     assert callback_payload(created) is None
+
+
+def test_the_completed_callback_carries_the_records_slo_beside_the_guides_fields() -> None:
+    slo = {"rtp_to_bot_ms_p99": 0.42, "loss_pct": 0.0, "barge_in_stop_ms_max": None}
+    stats = {"packets_in": 10, "jitter_ms": 0.5, "slo": slo, "bot": [{"media_in": 3}]}
+    completed = CallCompleted(
+        call_uuid=CALL, account_id="a", node_id="n", occurred_at=AT, duration=3, stats=stats
+    )
+    payload = callback_payload(completed)
+    assert payload is not None
+    assert payload["slo"] == slo
+    assert payload["duration"] == 3 and payload["hangup_cause"] == "NORMAL_CLEARING"
+    assert "packets_in" not in payload and "bot" not in payload  # only the slo object goes out
 
 
 def test_a_redirect_callback_names_the_new_driver() -> None:

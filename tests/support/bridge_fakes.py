@@ -315,6 +315,27 @@ class MemoryMetrics:
     def rtp_loss_pct(self, value: float) -> None:
         self._add("rtp_loss_pct", value)
 
+    def rtp_to_bot_ms(self, value: float) -> None:
+        self._add("rtp_to_bot_ms", value)
+
+    def bot_to_wire_ms(self, value: float) -> None:
+        self._add("bot_to_wire_ms", value)
+
+    def call_pacing_error_ms(self, value: float) -> None:
+        self._add("call_pacing_error_ms", value)
+
+    def rtp_jitter_ms(self, value: float) -> None:
+        self._add("rtp_jitter_ms", value)
+
+    def playout_underruns(self, value: float) -> None:
+        self._add("playout_underruns", value)
+
+    def barge_in_stop_ms(self, value: float) -> None:
+        self._add("barge_in_stop_ms", value)
+
+    def bot_rtt_ms(self, value: float) -> None:
+        self._add("bot_rtt_ms", value)
+
 
 def services(bots: Bots, recorder: MemoryRecorder | None = None) -> BridgeServices:
     live: dict[uuid.UUID, LiveCall] = {}

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from edge_media.bridge.call_slo import SLO_FIELDS
 from edge_media.bridge.commands import CommandHandler
 from edge_media.bridge.inbound import inbound_app
 from edge_media.bridge.outbound import Originator
@@ -23,6 +24,7 @@ from edge_media.drivers.base import ConnectStep
 from edge_media.routing.router import CallRoute, Connect, Refuse
 from edge_media.rtp.playout import PlayedMark
 from shared.commands import Hangup, Originate, Redirect, Transfer
+from shared.events import callback_payload
 from shared.models import Account, Call, CallStatus, Direction, Trunk
 from tests.support.bridge_fakes import FRAME, Bots, FakeSipCall, MemoryRecorder, services
 
@@ -124,6 +126,35 @@ async def test_inbound_call_joins_caller_and_bot_both_ways_until_the_bot_hangs_u
     assert leg["driver"] == "websocket" and leg["end_reason"] == "bot closed"
     assert leg["provider_ids"] == {"stream_sid": f"MZ-{BOT}"}
     assert sip.call_uuid not in svc.live
+
+
+async def test_the_record_and_the_callback_carry_the_calls_slo_figures() -> None:
+    bots, recorder, sip = Bots(), MemoryRecorder(), FakeSipCall()
+    task, svc, _ = await inbound(bots, sip, connect(), recorder)
+    bot = await bots.wait_connected(1)
+    await until(lambda: sip.media is not None and "call.answered" in recorder.kinds())
+    wire = sip.media
+    assert wire is not None
+    for _ in range(5):
+        wire.caller_says(1)  # five caller packets, each timed to the bot's write
+    bot.hang_up()
+    done = await completed(recorder, task)
+    slo = done.stats["slo"]
+    assert set(slo) == set(SLO_FIELDS)
+    assert slo["rtp_to_bot_ms_p50"] is not None and slo["rtp_to_bot_ms_p99"] is not None
+    assert 0 < slo["rtp_to_bot_ms_p50"] <= slo["rtp_to_bot_ms_p99"]
+    assert slo["loss_pct"] == 0.0
+    # This wire measures nothing of its own (a provider's stream is such a wire): null, not 0.
+    for name in ("bot_to_wire_ms_p99", "pacing_error_ms_p99", "underruns", "barge_in_stop_ms_max"):
+        assert slo[name] is None, name
+    assert slo["jitter_ms"] is None and slo["bot_rtt_ms"] is None
+    assert done.stats["pacing_error_p99_ms"] == 0.4  # no per-call figure: the node's, as before
+    payload = callback_payload(done)
+    assert payload is not None and payload["slo"] == slo
+    metrics = svc.metrics.figures
+    assert metrics["rtp_loss_pct"] == [0.0]
+    assert metrics["rtp_to_bot_ms"] == [slo["rtp_to_bot_ms_p99"]]
+    assert "bot_to_wire_ms" not in metrics and "barge_in_stop_ms" not in metrics
 
 
 async def test_unreachable_bot_falls_back_and_the_record_keeps_both_attempts() -> None:

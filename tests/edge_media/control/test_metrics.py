@@ -146,3 +146,32 @@ async def test_the_flush_task_writes_periodically_and_stop_writes_the_rest(
     await metrics.stop()
     lines = emf_lines(capsys)
     assert [value for line in lines for value in line["ActiveCalls"]] == [3.0, 4.0]
+
+
+def test_each_calls_media_figures_are_one_value_per_call_of_their_own_metric(
+    enabled: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    metrics = NodeMetrics(node_id="node-7")
+    for call in range(3):  # three calls end: each adds one value to each distribution
+        metrics.rtp_to_bot_ms(0.1 + call)
+        metrics.bot_to_wire_ms(18.0)
+        metrics.call_pacing_error_ms(1.25)
+        metrics.rtp_jitter_ms(0.5)
+        metrics.playout_underruns(call)
+        metrics.barge_in_stop_ms(12.0)
+        metrics.bot_rtt_ms(30.0)
+    metrics.flush()
+    [line] = emf_lines(capsys)
+    _, _, units = definitions(line)
+    assert units == {
+        "RtpToBotMs": "Milliseconds",
+        "BotToWireMs": "Milliseconds",
+        "CallPacingErrorMs": "Milliseconds",  # the node-wide PacingErrorMs keeps its meaning
+        "RtpJitterMs": "Milliseconds",
+        "PlayoutUnderruns": "Count",
+        "BargeInStopMs": "Milliseconds",
+        "BotRttMs": "Milliseconds",
+    }
+    assert line["RtpToBotMs"] == [0.1, 1.1, 2.1]
+    assert line["PlayoutUnderruns"] == [0.0, 1.0, 2.0]
+    assert line["BargeInStopMs"] == [12.0, 12.0, 12.0]
