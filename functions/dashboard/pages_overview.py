@@ -21,6 +21,7 @@ from starlette.routing import Route
 from functions.api.auth import Principal
 from functions.api.call_bodies import CallListQuery
 from functions.api.calls import list_calls
+from functions.api.node_notify import NODES_PARTITION
 from functions.context import Context
 from functions.dashboard import charts
 from functions.dashboard.render import render
@@ -29,7 +30,6 @@ from shared.clock import utc_now
 from shared.models import EdgeNode
 
 MAX_PAGES = 10
-NODES_PARTITION = "NODES"
 MAX_NODES = 100
 
 

@@ -28,17 +28,14 @@ from functions.api import trunks as trunk_api
 from functions.api.auth import Principal
 from functions.api.bodies import validate
 from functions.api.errors import ApiError
+from functions.api.node_notify import live_nodes
 from functions.context import Context
 from functions.dashboard import forms
-from functions.dashboard.pages_overview import MAX_NODES, NODES_PARTITION
 from functions.dashboard.render import field_errors, render
 from functions.dashboard.session import page
-from shared.clock import utc_now
 from shared.models import EdgeNode, NodeStatus
 
 TRUNK_FIELDS = ("name", "host", "port", "transport", "username", "caller_id_number")
-# Pages of edge nodes read for registration states (MAX_NODES each): far above any fleet.
-MAX_NODE_PAGES = 10
 
 
 def trunk_body(form: dict[str, str], *, creating: bool) -> dict[str, Any]:
@@ -75,22 +72,6 @@ def _trunk_errors(exc: ApiError) -> dict[str, str]:
     return {key.split(".", 1)[0]: value for key, value in errors.items()}
 
 
-def live_nodes(ctx: Context) -> list[EdgeNode]:
-    """Edge nodes whose heartbeat has not lapsed, by node id."""
-    now = utc_now()
-    nodes: list[EdgeNode] = []
-    cursor: str | None = None
-    for _ in range(MAX_NODE_PAGES):
-        listing = ctx.repo.list(
-            NODES_PARTITION, EdgeNode, limit=MAX_NODES, cursor=cursor, newest_first=False
-        )
-        nodes += [node for node in listing.items if node.expires_at > now]
-        cursor = listing.next_cursor
-        if cursor is None:
-            break
-    return sorted(nodes, key=lambda node: node.node_id)
-
-
 def registrations(
     nodes: list[EdgeNode], principal: Principal, trunks: list[dict[str, Any]]
 ) -> dict[str, list[dict[str, Any]]]:
@@ -118,7 +99,9 @@ def _listing(ctx: Context, principal: Principal, request: Request) -> dict[str, 
     return {
         "trunks": items,
         "next_cursor": listing["next_cursor"],
-        "registrations": registrations(live_nodes(ctx), principal, items),
+        "registrations": registrations(
+            sorted(live_nodes(ctx), key=lambda node: node.node_id), principal, items
+        ),
     }
 
 
