@@ -16,6 +16,7 @@ the account. A call that took a slot gives it back in `LiveCall.finish`.
 from __future__ import annotations
 
 import asyncio
+import time
 
 from edge_media.bridge.live_call import BridgeServices, LiveCall, until_ended
 from edge_media.drivers.base import CallInfo
@@ -44,12 +45,14 @@ async def inbound_app(
         to_number=dialed,
     )
     slots = services.slots
+    began = time.monotonic()
     if slots is not None:
         refused = await slots.acquire(account, sip.call_uuid)
         if refused is not None:
             _refuse_over_limit(sip, refused)
             return
     live = LiveCall(services, sip, info, sip.call_uuid)
+    live.setup.step("slot", began)
     live.holds_slot = slots is not None
     live.register()
     sip.log.info(
@@ -69,6 +72,7 @@ async def inbound_app(
                 webhook_url=route.callback_url,
             )
         )
+        live.setup.step("record")
         # call.ringing is written while routing and the bot connection run (it must only come
         # before call.answered); the record itself exists before the webhook or the bot hear of it.
         ringing = asyncio.ensure_future(live.ringing())
@@ -84,6 +88,7 @@ async def inbound_app(
         )
         if not finished:
             return
+        live.setup.step("routing")
         if getattr(decision, "webhook_ms", None) is not None:
             services.metrics.routing_webhook_ms(decision.webhook_ms)
         if isinstance(decision, Refuse):
@@ -101,9 +106,12 @@ async def inbound_app(
         if not connected:
             sip.reject(480, "Temporarily Unavailable", cause="NORMAL_TEMPORARY_FAILURE")
             return
+        live.setup.step("bot")
         await ringing
+        live.setup.step("ringing event")
         if not await sip.answer():
             return
+        live.setup.step("200 OK")
         live.attach_media()
         await live.mark_answered()
         await live.run()

@@ -31,6 +31,7 @@ from edge_media.bridge.bot_failover import (
 )
 from edge_media.bridge.call_slo import SloMetrics, call_stats, report_media
 from edge_media.bridge.caller_media import CallerMedia, CallerWire, PlayoutLeg
+from edge_media.bridge.setup_steps import SetupSteps
 from edge_media.drivers.base import (
     BotConnector,
     BotDriver,
@@ -187,6 +188,7 @@ class LiveCall:
         self.failover = ReconnectBudget(services.reconnect)
         self.answered_at: datetime | None = None
         self.started = time.monotonic()
+        self.setup = SetupSteps(self.started)
         self.ended_cause: str | None = None
         self.sip_status: int | None = None
         self.max_seconds: int | None = None
@@ -249,6 +251,8 @@ class LiveCall:
     async def mark_answered(self) -> None:
         self.answered_at = datetime.now(UTC)
         self.services.metrics.call_setup_ms((time.monotonic() - self.started) * 1000)
+        if self.setup.steps:
+            self.log.info("set up in %s", self.setup)
         # Which bot took the call, for GET /api/calls/{id} and the callback; shown like every
         # target the edge writes, without user info or query (bot tokens live there).
         shown = public_target(self.target) if self.target is not None else None

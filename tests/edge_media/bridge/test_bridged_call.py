@@ -10,6 +10,8 @@ SIP peers and real WebSocket bots are in tests/interop (test_bridge_*.py, test_n
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -100,7 +102,10 @@ async def completed(recorder: MemoryRecorder, task: Awaitable[None]) -> Any:
 # --------------------------------------------------------------------------- inbound
 
 
-async def test_inbound_call_joins_caller_and_bot_both_ways_until_the_bot_hangs_up() -> None:
+async def test_inbound_call_joins_caller_and_bot_both_ways_until_the_bot_hangs_up(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="agera.bridge")
     bots, recorder, sip = Bots(), MemoryRecorder(), FakeSipCall()
     task, svc, _ = await inbound(bots, sip, connect(), recorder)
     bot = await bots.wait_connected(1)
@@ -126,6 +131,11 @@ async def test_inbound_call_joins_caller_and_bot_both_ways_until_the_bot_hangs_u
     assert leg["driver"] == "websocket" and leg["end_reason"] == "bot closed"
     assert leg["provider_ids"] == {"stream_sid": f"MZ-{BOT}"}
     assert sip.call_uuid not in svc.live
+    (setup,) = [r.getMessage() for r in caplog.records if "set up in" in r.getMessage()]
+    steps = re.findall(r"([A-Za-z0-9 ]+?) (\d+)(?:, |\))", setup.split("(", 1)[1])
+    assert [name for name, _ in steps] == [
+        "slot", "record", "routing", "bot", "ringing event", "200 OK"
+    ], setup  # fmt: skip
 
 
 async def test_the_record_and_the_callback_carry_the_calls_slo_figures() -> None:
