@@ -3,8 +3,9 @@
 Each step is raced against the caller hanging up (a CANCEL during a slow webhook must end the
 work, not leave it running): 180 Ringing at once (the node sends it before the route lookup), the
 call record, then the routing decision (static or webhook) and the bot connection (with the
-account default as fallback) while `call.ringing` is written, then 200 OK. A route that cannot
-be served is answered with a final SIP status and a reason, never left ringing.
+account default as fallback) while `call.ringing` is written, then 200 OK (which does not wait
+for `call.ringing` to be queued; `call.answered` does). A route that cannot be served is answered
+with a final SIP status and a reason, never left ringing.
 
 The account's call slot (``services.slots``: concurrency and calls-per-second limits counted
 across every node) is taken before anything else is written: a call over a limit gets 486 (too
@@ -107,12 +108,15 @@ async def inbound_app(
             sip.reject(480, "Temporarily Unavailable", cause="NORMAL_TEMPORARY_FAILURE")
             return
         live.setup.step("bot")
-        await ringing
-        live.setup.step("ringing event")
         if not await sip.answer():
             return
         live.setup.step("200 OK")
+        live.note_answered()
         live.attach_media()
+        # call.ringing is queued before call.answered, but the caller does not wait for it: the
+        # answer and the media go first (the events queue's round trip was the largest step of
+        # a call's setup).
+        await ringing
         await live.mark_answered()
         await live.run()
     except Exception:

@@ -248,11 +248,19 @@ class LiveCall:
     async def ringing(self) -> None:
         await self.event(CallRinging(**self._base()))
 
-    async def mark_answered(self) -> None:
+    def note_answered(self) -> None:
+        """The moment the call was answered (once): its time, the setup metric and log line.
+        Separate from `mark_answered` because the answer may go out before `call.ringing` has
+        been queued, and ``answered_at`` and the setup time are the answer's, not the event's."""
+        if self.answered_at is not None:
+            return
         self.answered_at = datetime.now(UTC)
         self.services.metrics.call_setup_ms((time.monotonic() - self.started) * 1000)
         if self.setup.steps:
             self.log.info("set up in %s", self.setup)
+
+    async def mark_answered(self) -> None:
+        self.note_answered()
         # Which bot took the call, for GET /api/calls/{id} and the callback; shown like every
         # target the edge writes, without user info or query (bot tokens live there).
         shown = public_target(self.target) if self.target is not None else None

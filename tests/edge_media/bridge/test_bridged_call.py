@@ -134,8 +134,34 @@ async def test_inbound_call_joins_caller_and_bot_both_ways_until_the_bot_hangs_u
     (setup,) = [r.getMessage() for r in caplog.records if "set up in" in r.getMessage()]
     steps = re.findall(r"([A-Za-z0-9 ]+?) (\d+)(?:, |\))", setup.split("(", 1)[1])
     assert [name for name, _ in steps] == [
-        "slot", "record", "routing", "bot", "ringing event", "200 OK"
+        "slot", "record", "routing", "bot", "200 OK"
     ], setup  # fmt: skip
+
+
+class SlowRingingRecorder(MemoryRecorder):
+    """The events queue slow to take `call.ringing` (until ``release`` is set)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+
+    async def record(self, event: Any) -> bool:
+        if event.type == "call.ringing":
+            await self.release.wait()
+        return await super().record(event)
+
+
+async def test_the_answer_does_not_wait_for_call_ringing_but_call_answered_does() -> None:
+    bots, recorder, sip = Bots(), SlowRingingRecorder(), FakeSipCall()
+    task, _, _ = await inbound(bots, sip, connect(), recorder)
+    bot = await bots.wait_connected(1)
+    await until(lambda: sip.media is not None)  # answered: 200 OK sent, media attached
+    assert recorder.kinds() == []  # call.ringing not queued yet, so no call.answered either
+    recorder.release.set()
+    await until(lambda: "call.answered" in recorder.kinds())
+    assert recorder.kinds() == ["call.ringing", "call.answered"]
+    bot.hang_up()
+    await completed(recorder, task)
 
 
 async def test_the_record_and_the_callback_carry_the_calls_slo_figures() -> None:
