@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +23,8 @@ import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, sync_playwright
 
 from functions.context import Context
-from shared.models import Account, ApiKeyRole
-from shared.provisioning import create_account_with_key, new_account
 from shared.settings import Settings
-from tests.browser.stack import LoopbackServer
+from tests.support.api_server import LoopbackApiServer, Tenant, make_tenant
 
 CHROMIUM_SETTING = "AGERA_CHROMIUM"
 WAIT_MS = 10_000  # Playwright's bound on any one wait (navigation, selector, expect)
@@ -76,17 +72,6 @@ def chromium(playwright: Playwright) -> Iterator[Browser]:
     browser.close()
 
 
-@dataclass
-class Tenant:
-    account: Account
-    key: str
-    key_id: str
-
-    @property
-    def account_id(self) -> str:
-        return self.account.account_id
-
-
 @pytest.fixture
 def ctx(aws: Any) -> Context:
     # No key cache: a revoked key is refused at once (the dashboard re-reads it on every request).
@@ -95,14 +80,12 @@ def ctx(aws: Any) -> Context:
 
 @pytest.fixture
 def tenant(ctx: Context) -> Tenant:
-    account = new_account(f"Browser {uuid.uuid4().hex[:8]}")
-    issued = create_account_with_key(ctx.repo, account, "default", ApiKeyRole.ACCOUNT)
-    return Tenant(account, issued.key, issued.record.key_id)
+    return make_tenant(ctx, name_prefix="Browser")
 
 
 @pytest.fixture
-def server(ctx: Context) -> Iterator[LoopbackServer]:
-    served = LoopbackServer(ctx)
+def server(ctx: Context) -> Iterator[LoopbackApiServer]:
+    served = LoopbackApiServer(lambda: ctx)
     yield served
     served.close()
 
@@ -165,7 +148,7 @@ class Ui:
 
 
 @pytest.fixture
-def ui(chromium: Browser, server: LoopbackServer, tmp_path: Path) -> Iterator[Ui]:
+def ui(chromium: Browser, server: LoopbackApiServer, tmp_path: Path) -> Iterator[Ui]:
     context = chromium.new_context(viewport={"width": 1280, "height": 900})
     context.set_default_timeout(WAIT_MS)
     shots = tmp_path / "screenshots"

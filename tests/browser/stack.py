@@ -1,7 +1,7 @@
 """The local stack the browser tests drive, on 127.0.0.1 only.
 
-``LoopbackServer`` serves the API's Starlette app (and so ``/dashboard``) with uvicorn on a free
-loopback port in a thread, a real HTTP server like ``agera dev``'s. For a call, the pieces that
+The API's app is served by ``tests/support/api_server.py`` (uvicorn on a free loopback port, a
+real HTTP server like ``agera dev``'s). For a call, the pieces that
 turn it into a record are wired as ``agera dev`` wires them (infra/dev.py): an edge node (``agera
 edge`` in a child process, ``tests.interop.edge.EdgeNode``), the events and callbacks workers
 behind local SQS pollers (``workers``), and ``examples/echo_bot.py`` as the bot (``EchoBot``).
@@ -22,9 +22,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import uvicorn
-
-from functions.api.app import create_app
 from functions.context import Context
 from infra.sqs_poller import SqsPoller
 
@@ -32,36 +29,6 @@ HOST = "127.0.0.1"
 REPO = Path(__file__).resolve().parents[2]
 ECHO_BOT = REPO / "examples" / "echo_bot.py"
 START_SECONDS = 15.0
-
-
-class LoopbackServer:
-    """``create_app(ctx)`` under uvicorn on a free 127.0.0.1 port, in a daemon thread."""
-
-    def __init__(self, ctx: Context) -> None:
-        config = uvicorn.Config(
-            create_app(lambda: ctx),
-            host=HOST,
-            port=0,
-            lifespan="off",
-            log_level="warning",
-            access_log=False,
-            loop="asyncio",
-            http="h11",
-            ws="none",
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + START_SECONDS
-        while not self.server.started and self.thread.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert self.server.started, "uvicorn did not start"
-        port = self.server.servers[0].sockets[0].getsockname()[1]
-        self.base_url = f"http://{HOST}:{port}"
-
-    def close(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(START_SECONDS)
 
 
 class EchoBot:

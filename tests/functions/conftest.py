@@ -12,9 +12,6 @@ from __future__ import annotations
 import base64
 import copy
 import json
-import threading
-import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,18 +20,17 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
-import uvicorn
 from mangum import Mangum
 
 from functions.api.app import create_app
 from functions.context import Context
 from infra.sqs_poller import LocalLambdaContext
-from shared.models import Account, ApiKeyRole
-from shared.provisioning import create_account_with_key, new_account, new_key_record
+from shared.models import ApiKeyRole
+from shared.provisioning import new_key_record
 from shared.settings import Settings
+from tests.support.api_server import LoopbackApiServer, Tenant, make_tenant
 
 API_EVENTS = Path(__file__).resolve().parents[2] / "events" / "api"
-SERVER_START_SECONDS = 10
 PUBLIC_DNS = {
     "my-bot-server.com": ["93.184.216.34"],
     "my-api.com": ["93.184.216.35"],
@@ -63,23 +59,6 @@ def api_ctx(aws: Any) -> Context:
 
 
 # --------------------------------------------------------------------------- tenants
-
-
-@dataclass
-class Tenant:
-    account: Account
-    key: str
-    key_id: str
-
-    @property
-    def account_id(self) -> str:
-        return self.account.account_id
-
-
-def make_tenant(ctx: Context, role: ApiKeyRole = ApiKeyRole.ACCOUNT, **fields: Any) -> Tenant:
-    account = new_account(f"Tenant {uuid.uuid4().hex[:8]}", **fields)
-    issued = create_account_with_key(ctx.repo, account, "default", role)
-    return Tenant(account, issued.key, issued.record.key_id)
 
 
 def add_key(ctx: Context, tenant: Tenant, role: ApiKeyRole = ApiKeyRole.ACCOUNT) -> Tenant:
@@ -152,40 +131,16 @@ def encode_body(body: Any, raw: bytes | str | None) -> bytes | None:
 # --------------------------------------------------------------------------- uvicorn
 
 
-class UvicornServer:
+class UvicornServer(LoopbackApiServer):
     """The app under uvicorn on a free loopback port; ``ctx`` is swapped per test."""
 
     def __init__(self) -> None:
         self.ctx: Context | None = None
-        app = create_app(self._context)
-        config = uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            port=0,
-            lifespan="off",
-            log_level="warning",
-            access_log=False,
-            loop="asyncio",
-            http="h11",
-            ws="none",
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + SERVER_START_SECONDS
-        while not self.server.started and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert self.server.started, "uvicorn did not start"
-        port = self.server.servers[0].sockets[0].getsockname()[1]
-        self.base_url = f"http://127.0.0.1:{port}"
+        super().__init__(self._context)
 
     def _context(self) -> Context:
         assert self.ctx is not None, "no test context set"
         return self.ctx
-
-    def close(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(SERVER_START_SECONDS)
 
 
 @pytest.fixture(scope="session")
