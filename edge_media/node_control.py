@@ -53,7 +53,7 @@ from edge_media.trunk_registrations import TrunkRegistrations
 from shared.commands import Invalidate, NodeCommand
 from shared.dynamo import mapping
 from shared.dynamo.repository import AsyncRepository
-from shared.models import Agent, TelephonyConfig
+from shared.models import TelephonyConfig
 from shared.pinned_http import PinnedAsyncTransport, operator_origins
 from shared.secret_box import AsyncSecretBox
 from shared.settings import Settings
@@ -175,7 +175,7 @@ class ControlPlane:
         """The agent-stream handler: streams become calls of this node like SIP calls."""
         settings = self.settings
         directory = StreamDirectory(
-            agent=self._agent, account=self.routing.account, configs=self._telephony_configs
+            agent=self.routing.agent, account=self.routing.account, configs=self._telephony_configs
         )
         apis = ProviderApis(
             self.http,
@@ -190,9 +190,6 @@ class ControlPlane:
             pacer,
             handshake_seconds=settings.stream_handshake_seconds,
         )
-
-    async def _agent(self, agent_uuid: uuid.UUID) -> Agent | None:
-        return await self.repo.get(Agent, agent_uuid)
 
     async def _telephony_configs(self, account_id: str) -> list[TelephonyConfig]:
         partition = mapping.account_partition(account_id, mapping.COLLECTIONS[TelephonyConfig])
