@@ -63,6 +63,7 @@ __all__ = [
     "acquire_async",
     "acquire_outcome",
     "acquire_request",
+    "acquire_with_async",
     "counter_key",
     "rate_key",
     "rate_window",
@@ -168,11 +169,13 @@ def acquire_request(
     call_uuid: uuid.UUID | str,
     limits: AccountLimits,
     now: float,
+    also: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
     """TransactWriteItems taking a slot for ``call_uuid``: the per-call item, the counter, the window.
 
     The per-call Put comes first so that a repeat acquire is recognised as such (its condition
-    fails) whatever the other two say.
+    fails) whatever the other two say. ``also`` are more transaction items written with the slot
+    or not at all (the call's record: `acquire_with_async`).
     """
     window = rate_window(limits.calls_per_second)
     start = window.start(now)
@@ -227,6 +230,7 @@ def acquire_request(
                     },
                 }
             },
+            *also,
         ]
     }
 
@@ -393,6 +397,46 @@ async def acquire_async(
                 return None
             if isinstance(outcome, SlotRefused):
                 return outcome
+            if not _conflicted(exc) or attempt + 1 == CONFLICT_ATTEMPTS:
+                raise
+        await asyncio.sleep(_pause(attempt))
+    raise AssertionError("not reached")  # pragma: no cover
+
+
+async def acquire_with_async(
+    client: Any,
+    table: str,
+    account_id: str,
+    call_uuid: uuid.UUID | str,
+    limits: AccountLimits,
+    also: Sequence[dict[str, Any]],
+    *,
+    now: float | None = None,
+) -> tuple[SlotRefused | None, bool]:
+    """`acquire_async` with ``also`` (e.g. the call record's create-only Put) in the same
+    transaction: one round trip instead of two, and a refused call still writes nothing.
+
+    Returns (refused, whether ``also`` was written). ``also`` is not written when the call held
+    its slot already, when the slot is refused, or when one of its own conditions failed (the
+    record exists): then the slot is taken alone, and the caller writes ``also`` its own way.
+    """
+    for attempt in range(CONFLICT_ATTEMPTS):
+        moment = time.time() if now is None else now
+        try:
+            await client.transact_write_items(
+                **acquire_request(table, account_id, call_uuid, limits, moment, also)
+            )
+            return None, True
+        except ClientError as exc:
+            reasons = _reasons(exc)
+            outcome = acquire_outcome(reasons, limits, moment)
+            if outcome == HELD:
+                return None, False
+            if isinstance(outcome, SlotRefused):
+                return outcome, False
+            if any(_failed(reasons, RATE_ITEM + 1 + i) for i in range(len(also))):
+                refused = await acquire_async(client, table, account_id, call_uuid, limits, now=now)
+                return refused, False
             if not _conflicted(exc) or attempt + 1 == CONFLICT_ATTEMPTS:
                 raise
         await asyncio.sleep(_pause(attempt))

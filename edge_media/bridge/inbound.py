@@ -8,10 +8,11 @@ for `call.ringing` to be queued; `call.answered` does). A route that cannot be s
 with a final SIP status and a reason, never left ringing.
 
 The account's call slot (``services.slots``: concurrency and calls-per-second limits counted
-across every node) is taken before anything else is written: a call over a limit gets 486 (too
-many live calls: the account is busy) or 503 with Retry-After (too many calls this second: try
-again shortly), and leaves no record, no event and no `LiveCall` behind, as if it never reached
-the account. A call that took a slot gives it back in `LiveCall.finish`.
+across every node) is taken before anything else is written, in the same DynamoDB transaction as
+the call's record when the recorder can give its write as one (one round trip for both). A call
+over a limit gets 486 (too many live calls: the account is busy) or 503 with Retry-After (too
+many calls this second: try again shortly), and leaves no record, no event and no `LiveCall`
+behind, as if it never reached the account. A call that took a slot gives it back in `LiveCall.finish`.
 """
 
 from __future__ import annotations
@@ -47,8 +48,22 @@ async def inbound_app(
     )
     slots = services.slots
     began = time.monotonic()
+    record = Call(
+        call_uuid=sip.call_uuid,
+        account_id=account.account_id,
+        direction=Direction.INBOUND,
+        from_number=caller[:256],
+        to_number=dialed[:256],
+        node_id=services.node_id,
+        webhook_url=route.callback_url,
+    )
+    recorded = False  # the record went with the slot, in one transaction
     if slots is not None:
-        refused = await slots.acquire(account, sip.call_uuid)
+        item = services.recorder.create_item(record)
+        if item is None:
+            refused = await slots.acquire(account, sip.call_uuid)
+        else:
+            refused, recorded = await slots.acquire_with(account, sip.call_uuid, [item])
         if refused is not None:
             _refuse_over_limit(sip, refused)
             return
@@ -62,17 +77,8 @@ async def inbound_app(
     ringing: asyncio.Future[None] | None = None
     try:
         sip.ring()
-        await services.recorder.create(
-            Call(
-                call_uuid=sip.call_uuid,
-                account_id=account.account_id,
-                direction=Direction.INBOUND,
-                from_number=caller[:256],
-                to_number=dialed[:256],
-                node_id=services.node_id,
-                webhook_url=route.callback_url,
-            )
-        )
+        if not recorded:
+            await services.recorder.create(record)
         live.setup.step("record")
         # call.ringing is written while routing and the bot connection run (it must only come
         # before call.answered); the record itself exists before the webhook or the bot hear of it.

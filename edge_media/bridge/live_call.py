@@ -18,22 +18,27 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from edge_media.bridge.bot_failover import (
     HOLD_TONE_SECONDS,
     ReconnectBudget,
-    ReconnectPolicy,
     hold_tone,
 )
-from edge_media.bridge.call_slo import SloMetrics, call_stats, report_media
-from edge_media.bridge.caller_media import CallerMedia, CallerWire, PlayoutLeg
+from edge_media.bridge.call_slo import call_stats, report_media
+from edge_media.bridge.caller_media import CallerMedia, PlayoutLeg
+from edge_media.bridge.services import (
+    BridgeServices,
+    CallerCall,
+    CallLimits,
+    CallMetrics,
+    CallRecords,
+)
 from edge_media.bridge.setup_steps import SetupSteps
 from edge_media.drivers.base import (
-    BotConnector,
     BotDriver,
     BotEnd,
     BotUnavailable,
@@ -41,8 +46,6 @@ from edge_media.drivers.base import (
 )
 from edge_media.drivers.registry import driver_name, public_target
 from edge_media.sip.call import SipCall
-from edge_media.sip.call_state import CallEnd
-from shared.call_slots import SlotRefused
 from shared.events import (
     CallAnswered,
     CallBotReconnected,
@@ -50,7 +53,7 @@ from shared.events import (
     CallEvent,
     CallRinging,
 )
-from shared.models import Account, Call, CallStatus, MediaLeg
+from shared.models import CallStatus, MediaLeg
 
 __all__ = [
     "BridgeServices",
@@ -82,80 +85,6 @@ def status_for_end(answered: bool, cause: str) -> CallStatus:
     if answered:
         return CallStatus.COMPLETED
     return _UNANSWERED_STATUS.get(cause, CallStatus.FAILED)
-
-
-class CallerMediaWire(CallerWire, Protocol):
-    """A caller wire with figures for the call record (an `RtpSession`, a provider stream)."""
-
-    def stats(self) -> dict[str, Any]: ...
-
-
-class CallerCall(Protocol):
-    """The caller side of a call as `LiveCall` drives it: a `SipCall`, or a provider's stream
-    (agent_stream/provider_leg.py). Its media is bound once it exists; it ends once."""
-
-    @property
-    def media(self) -> CallerMediaWire | None: ...
-
-    @property
-    def end(self) -> CallEnd | None: ...
-
-    @property
-    def is_ended(self) -> bool: ...
-
-    async def ended(self) -> CallEnd: ...
-
-    async def hangup(self, cause: str = "NORMAL_CLEARING") -> None: ...
-
-
-class CallRecords(Protocol):
-    """The call records a bridge writes (the node's DynamoDB recorder, `control/records.py`)."""
-
-    async def create(self, call: Call) -> bool: ...
-
-    async def claim(self, call_uuid: uuid.UUID | str) -> Call | None: ...
-
-    async def record(self, event: CallEvent) -> bool: ...
-
-    async def update(
-        self, call_uuid: uuid.UUID | str, fields: Mapping[str, Any]
-    ) -> Call | None: ...
-
-
-class CallMetrics(SloMetrics, Protocol):
-    """The per-call figures a bridge reports (EMF metrics, `control/metrics.py`)."""
-
-    def call_setup_ms(self, value: float) -> None: ...
-
-    def routing_webhook_ms(self, value: float) -> None: ...
-
-    def bot_connect_ms(self, value: float) -> None: ...
-
-
-class CallLimits(Protocol):
-    """The account call slots a bridge takes and gives back (`control/slots.py`, over
-    ``shared.call_slots``): a call holds one from its start until its ``call.completed``."""
-
-    async def acquire(self, account: Account, call_uuid: uuid.UUID) -> SlotRefused | None: ...
-
-    async def release(self, account_id: str, call_uuid: uuid.UUID) -> None: ...
-
-
-@dataclass
-class BridgeServices:
-    """What every call of a node shares: the node hands one of these to each call application."""
-
-    node_id: str
-    recorder: CallRecords
-    metrics: CallMetrics
-    connect: BotConnector
-    bot_connect_timeout: float
-    playout_seconds: float
-    pacing_p99: Callable[[], float | None]
-    live: dict[uuid.UUID, LiveCall]
-    slots: CallLimits | None = None  # account call limits; None: not enforced (no control plane)
-    # What a call does when its bot connection fails mid-call (bridge/bot_failover.py).
-    reconnect: ReconnectPolicy = field(default_factory=ReconnectPolicy)
 
 
 class _Log(logging.LoggerAdapter):  # type: ignore[type-arg]

@@ -152,12 +152,7 @@ class CallRecorder:
         False if a record with that uuid exists already (nothing is changed). Raises
         RecordUnavailable if DynamoDB cannot be reached, so the caller can refuse the call.
         """
-        if call.node_id not in (None, self.node_id):
-            raise ValueError(f"call {call.call_uuid} belongs to node {call.node_id}")
-        owned = call if call.node_id else call.model_copy(update={"node_id": self.node_id})
-        request = mapping.put_request(self.table, owned, create_only=True)
-        if self.run_id:  # live_node itself comes with the item (mapping.to_item)
-            request["Item"][mapping.NODE_RUN_ATTRIBUTE] = {"S": self.run_id}
+        request = self._create_request(call)
         try:
             await self.dynamodb.put_item(**request)
         except AWS_ERRORS as exc:
@@ -166,6 +161,20 @@ class CallRecorder:
                 return False
             raise RecordUnavailable(f"call {call.call_uuid}: record not created: {exc}") from exc
         return True
+
+    def _create_request(self, call: Call) -> dict[str, Any]:
+        if call.node_id not in (None, self.node_id):
+            raise ValueError(f"call {call.call_uuid} belongs to node {call.node_id}")
+        owned = call if call.node_id else call.model_copy(update={"node_id": self.node_id})
+        request = mapping.put_request(self.table, owned, create_only=True)
+        if self.run_id:  # live_node itself comes with the item (mapping.to_item)
+            request["Item"][mapping.NODE_RUN_ATTRIBUTE] = {"S": self.run_id}
+        return request
+
+    def create_item(self, call: Call) -> dict[str, Any]:
+        """`create`'s write as a transaction item, for the account-slot acquire to carry
+        (one round trip for both; ``shared.call_slots.acquire_with_async``)."""
+        return {"Put": self._create_request(call)}
 
     async def claim(self, call_uuid: uuid.UUID | str) -> Call | None:
         """Take a queued call for this node: one conditional write, the call as stored or None.

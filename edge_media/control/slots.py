@@ -83,6 +83,42 @@ class CallSlots:
             )
         return refused
 
+    async def acquire_with(
+        self, account: Account, call_uuid: uuid.UUID | str, also: list[dict[str, Any]]
+    ) -> tuple[SlotRefused | None, bool]:
+        """`acquire` with ``also`` (the call record's Put) in the same transaction; (refused,
+        whether ``also`` was written). A DynamoDB error lets the call through uncounted, as
+        `acquire` does, with ``also`` not written: the caller writes the record its own way."""
+        try:
+            refused, written = await call_slots.acquire_with_async(
+                self.dynamodb,
+                self.table,
+                account.account_id,
+                call_uuid,
+                account.limits,
+                also,
+                now=self.clock(),
+            )
+        except AWS_ERRORS as exc:
+            logger.warning(
+                "call %s: account %s limits not checked (%s); letting the call through",
+                call_uuid,
+                account.account_id,
+                exc,
+                extra={"call_uuid": str(call_uuid), "account_id": account.account_id},
+            )
+            return None, False
+        if refused is not None:
+            logger.info(
+                "call %s: refused, %s (%s = %s)",
+                call_uuid,
+                refused.reason,
+                refused.field,
+                refused.shown_limit,
+                extra={"call_uuid": str(call_uuid), "account_id": account.account_id},
+            )
+        return refused, written
+
     async def release(self, account_id: str, call_uuid: uuid.UUID | str) -> None:
         """Give the call's slot back (nothing when it held none). Never raises."""
         try:

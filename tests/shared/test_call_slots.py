@@ -235,3 +235,56 @@ async def test_async_callers_share_the_counts(repo: Repository) -> None:
         assert await call_slots.acquire_async(client, repo.table, account, second, rules) is None
         assert await call_slots.release_async(client, repo.table, account, second) is True
     assert active(repo, account) == 0
+
+
+def _record_put(repo: Repository, account: str, call: uuid.UUID) -> dict[str, Any]:
+    from shared.dynamo import mapping
+    from shared.models import Call, Direction
+
+    record = Call(
+        call_uuid=call,
+        account_id=account,
+        direction=Direction.INBOUND,
+        from_number="+15550100",
+        to_number="+15550101",
+    )
+    return {"Put": mapping.put_request(repo.table, record, create_only=True)}
+
+
+def _record_exists(repo: Repository, call: uuid.UUID) -> bool:
+    from shared.models import Call
+
+    return repo.get(Call, call, consistent=True) is not None
+
+
+@pytest.mark.anyio
+async def test_the_record_goes_with_the_slot_or_not_at_all(repo: Repository) -> None:
+    account, rules = fresh_account(), limits(1)
+    first, second, third = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    async with aioboto3.Session().client("dynamodb") as client:
+        acquire = call_slots.acquire_with_async
+        # Taken with its record, in one transaction.
+        got = await acquire(
+            client, repo.table, account, first, rules, [_record_put(repo, account, first)]
+        )
+        assert got == (None, True) and _record_exists(repo, first)
+        assert slot_exists(repo, account, first) and active(repo, account) == 1
+        # Refused (the one slot is taken): neither the slot nor the record is written.
+        refused, written = await acquire(
+            client, repo.table, account, second, rules, [_record_put(repo, account, second)]
+        )
+        assert refused is not None and refused.kind == "concurrency" and written is False
+        assert not _record_exists(repo, second) and active(repo, account) == 1
+        # A repeat for a call holding its slot: nothing counted twice, the record not written.
+        assert await acquire(client, repo.table, account, first, rules, []) == (None, False)
+        assert active(repo, account) == 1
+        assert await call_slots.release_async(client, repo.table, account, first) is True
+        # The record exists already: the slot is taken alone, and the caller is told.
+        repo.client.put_item(**_record_put(repo, account, third)["Put"])
+        got = await acquire(
+            client, repo.table, account, third, rules, [_record_put(repo, account, third)]
+        )
+        assert got == (None, False)
+        assert slot_exists(repo, account, third) and active(repo, account) == 1
+        assert await call_slots.release_async(client, repo.table, account, third) is True
+    assert active(repo, account) == 0

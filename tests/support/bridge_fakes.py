@@ -274,6 +274,9 @@ class MemoryRecorder:
         self.calls[call.call_uuid] = call
         return True
 
+    def create_item(self, call: Call) -> dict[str, Any] | None:
+        return None  # not a table: the slot acquire cannot carry the record
+
     async def claim(self, call_uuid: uuid.UUID | str) -> Call | None:
         return self.calls.get(uuid.UUID(str(call_uuid)))
 

@@ -73,6 +73,11 @@ class MemorySlots:
         self.held[call_uuid] = account.account_id
         return None
 
+    async def acquire_with(
+        self, account: Account, call_uuid: uuid.UUID, also: list[dict[str, Any]]
+    ) -> tuple[SlotRefused | None, bool]:
+        return await self.acquire(account, call_uuid), False
+
     async def release(self, account_id: str, call_uuid: uuid.UUID) -> None:
         self.released.append((call_uuid, self.recorder.kinds()))
         if self.fail_release:

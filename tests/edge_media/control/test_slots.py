@@ -81,8 +81,10 @@ async def test_acquire_fails_open_and_release_never_raises(caplog) -> None:
     with caplog.at_level(logging.WARNING, logger="agera.control.slots"):
         assert await slots.acquire(account(), uuid.uuid4()) is None
         await slots.release("acc_x", uuid.uuid4())
+        # With the record in the transaction: through, and told the record was not written.
+        assert await slots.acquire_with(account(), uuid.uuid4(), [{"Put": {}}]) == (None, False)
     levels = [record.levelname for record in caplog.records]
-    assert levels == ["WARNING", "ERROR"]
+    assert levels == ["WARNING", "ERROR", "WARNING"]
     assert "letting the call through" in caplog.records[0].getMessage()
     assert "ThrottlingException" in caplog.records[1].getMessage()
 
