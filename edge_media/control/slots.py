@@ -54,41 +54,15 @@ class CallSlots:
 
     async def acquire(self, account: Account, call_uuid: uuid.UUID | str) -> SlotRefused | None:
         """Take a slot for a new call of ``account``; None to go ahead, else why it is refused."""
-        try:
-            refused = await call_slots.acquire_async(
-                self.dynamodb,
-                self.table,
-                account.account_id,
-                call_uuid,
-                account.limits,
-                now=self.clock(),
-            )
-        except AWS_ERRORS as exc:
-            logger.warning(
-                "call %s: account %s limits not checked (%s); letting the call through",
-                call_uuid,
-                account.account_id,
-                exc,
-                extra={"call_uuid": str(call_uuid), "account_id": account.account_id},
-            )
-            return None
-        if refused is not None:
-            logger.info(
-                "call %s: refused, %s (%s = %s)",
-                call_uuid,
-                refused.reason,
-                refused.field,
-                refused.shown_limit,
-                extra={"call_uuid": str(call_uuid), "account_id": account.account_id},
-            )
+        refused, _ = await self.acquire_with(account, call_uuid, [])
         return refused
 
     async def acquire_with(
         self, account: Account, call_uuid: uuid.UUID | str, also: list[dict[str, Any]]
     ) -> tuple[SlotRefused | None, bool]:
         """`acquire` with ``also`` (the call record's Put) in the same transaction; (refused,
-        whether ``also`` was written). A DynamoDB error lets the call through uncounted, as
-        `acquire` does, with ``also`` not written: the caller writes the record its own way."""
+        whether ``also`` was written). A DynamoDB error lets the call through uncounted (it fails
+        open, see above), with ``also`` not written: the caller writes the record its own way."""
         try:
             refused, written = await call_slots.acquire_with_async(
                 self.dynamodb,
