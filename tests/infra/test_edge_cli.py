@@ -49,23 +49,29 @@ def test_rtp_range_is_split_between_workers_without_overlap() -> None:
     assert [s.node_id for s in slices] == ["n-w0", "n-w1", "n-w2"]
 
 
-def test_two_workers_answer_on_one_port_and_stop_cleanly() -> None:
-    port = free_port()
+def two_workers(port: int, rtp: tuple[int, int], **settings: str) -> subprocess.Popen[str]:
+    """``agera edge`` with two media workers on ``port``, stderr piped."""
     env = dict(
         os.environ,
         AGERA_SIP_PORT=str(port),
         AGERA_MEDIA_WORKERS="2",
-        AGERA_RTP_PORT_MIN="33000",
-        AGERA_RTP_PORT_MAX="33099",
+        AGERA_RTP_PORT_MIN=str(rtp[0]),
+        AGERA_RTP_PORT_MAX=str(rtp[1]),
         AGERA_DRAIN_SECONDS="0",
+        **settings,
     )
-    proc = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-m", "infra.cli", "edge"],
         cwd=REPO,
         env=env,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def test_two_workers_answer_on_one_port_and_stop_cleanly() -> None:
+    port = free_port()
+    proc = two_workers(port, (33000, 33099))
     try:
         answers = 0
         deadline = time.monotonic() + 20
@@ -146,23 +152,7 @@ def test_calls_from_one_source_are_spread_over_the_workers_by_call_id() -> None:
     from edge_media.sip.worker_spread import owner_of
 
     port = free_port()
-    env = dict(
-        os.environ,
-        AGERA_SIP_PORT=str(port),
-        AGERA_MEDIA_WORKERS="2",
-        AGERA_RTP_PORT_MIN="33100",
-        AGERA_RTP_PORT_MAX="33199",
-        AGERA_DRAIN_SECONDS="0",
-        AGERA_TRUST_LOOPBACK="true",
-        AGERA_ECHO_ENABLED="true",
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "infra.cli", "edge"],
-        cwd=REPO,
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = two_workers(port, (33100, 33199), AGERA_TRUST_LOOPBACK="true", AGERA_ECHO_ENABLED="true")
     slices = [(33100, 33149), (33150, 33199)]
     owners = []
     lines: list[str] = []
