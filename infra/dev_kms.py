@@ -18,7 +18,12 @@ KEY_ALIAS = "alias/agera-local-secrets"
 
 
 def create_local_key(endpoint: str) -> str:
-    """Create the key (and its alias) in the moto server at ``endpoint``; returns the key's ARN."""
+    """Create the key (and its alias) in the moto server at ``endpoint``; returns the key's ARN.
+
+    When the alias exists already, its key is returned: moto servers started in one process
+    share their backends, so a second local stack in the same process (bench/streams.py's SIP
+    comparison run) finds the first one's key.
+    """
     import boto3
 
     kms = boto3.session.Session(
@@ -26,6 +31,10 @@ def create_local_key(endpoint: str) -> str:
         aws_secret_access_key="testing",  # noqa: S106 (moto accepts any credentials)
         region_name=REGION,
     ).client("kms", endpoint_url=endpoint)
+    try:
+        return str(kms.describe_key(KeyId=KEY_ALIAS)["KeyMetadata"]["Arn"])
+    except kms.exceptions.NotFoundException:
+        pass
     key = kms.create_key(Description="Agera local stack: seals stored secrets")["KeyMetadata"]
     kms.enable_key_rotation(KeyId=key["KeyId"])
     kms.create_alias(AliasName=KEY_ALIAS, TargetKeyId=key["KeyId"])
