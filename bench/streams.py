@@ -102,10 +102,12 @@ SETUP_LIMIT_S = 30.0  # after the last connect, the load stops waiting for unbri
 class MotoErrors(logging.Filter):
     """Counts the requests moto failed instead of printing each traceback.
 
-    moto serves from threads in this process, and under load its DynamoDB transactions race
-    (``dictionary changed size during iteration`` in TransactWriteItems): the request is
-    answered 500 and werkzeug logs a 40-line traceback per failure to our output. What matters
-    to the bench is how many and which, next to the setup figures they slow down.
+    In-process moto served from threads, and under load its DynamoDB transactions raced
+    (``dictionary changed size during iteration`` in TransactWriteItems): the request was
+    answered 500 and werkzeug logged a 40-line traceback per failure to our output. moto now runs
+    in a child process that serialises DynamoDB writes (infra/moto_process.py), where that race
+    does not happen and whose own log is not this process's: the count stays as a guard, 0 when
+    all is well.
     """
 
     def __init__(self) -> None:
@@ -131,11 +133,11 @@ MOTO_ERRORS = MotoErrors()
 
 @contextlib.contextmanager
 def fresh_stack() -> Iterator[LocalStack]:
-    """bench/calls.py's local stack (moto in this process, the template's table and queues),
+    """bench/calls.py's local stack (moto in a child process, the template's table and queues),
     new for each run and stopped after it. A run's leftovers (call records, slots, unread
     events) make moto slower for the next one: after 200 streams, the route lookups of 107 of
     200 SIP calls timed out on a shared stack. Fresh ones give both runs the same start."""
-    moto, stack = start_local_stack()
+    moto, stack = start_local_stack(child_process=True)  # moto off this GIL, thread-safe
     try:
         yield stack
     finally:
