@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 from edge_media.agent_stream.ws_server import StreamListener
 from edge_media.apps.echo import ECHO_USER, echo_app
-from edge_media.bridge.live_call import BridgeServices, LiveCall
+from edge_media.bridge.live_call import LiveCall
+from edge_media.bridge.services import BridgeServices
 from edge_media.control.identity import resolve_identity
 from edge_media.drivers.inbound_budget import BotLimits
 from edge_media.node_capacity import NodeCapacity

@@ -33,8 +33,9 @@ from edge_media.agent_stream.intake import StreamDirectory, StreamIntake
 from edge_media.agent_stream.provider_checks import ProviderApis
 from edge_media.bridge.bot_failover import ReconnectPolicy
 from edge_media.bridge.commands import CommandHandler
-from edge_media.bridge.live_call import BridgeServices, LiveCall
+from edge_media.bridge.live_call import LiveCall
 from edge_media.bridge.outbound import Originator
+from edge_media.bridge.services import BridgeServices
 from edge_media.control.consumer import CommandConsumer
 from edge_media.control.metrics import NodeMetrics
 from edge_media.control.records import CallRecorder

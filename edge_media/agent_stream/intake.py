@@ -48,7 +48,8 @@ from edge_media.agent_stream.provider_protocol import (
 )
 from edge_media.agent_stream.stream_path import KNOWN_UNSUPPORTED, StreamRoute, SupportedProvider
 from edge_media.agent_stream.ws_server import ConnectionGone, StreamConnection
-from edge_media.bridge.live_call import BridgeServices, LiveCall
+from edge_media.bridge.live_call import LiveCall
+from edge_media.bridge.services import BridgeServices
 from edge_media.drivers.base import CallInfo
 from edge_media.rtp.pacer import Pacer
 from shared.models import Account, AccountStatus, Agent, Call, Direction, TelephonyConfig

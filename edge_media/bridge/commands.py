@@ -24,9 +24,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from edge_media.bridge.live_call import BridgeServices, LiveCall
+from edge_media.bridge.live_call import LiveCall
 from edge_media.bridge.outbound import dial_trunk
 from edge_media.bridge.relay import relay_until_either_ends
+from edge_media.bridge.services import BridgeServices
 from edge_media.drivers.registry import driver_name, public_target
 from edge_media.sip.call import SipCall
 from edge_media.sip.errors import SipParseError

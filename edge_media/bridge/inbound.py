@@ -20,7 +20,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from edge_media.bridge.live_call import BridgeServices, LiveCall, until_ended
+from edge_media.bridge.live_call import LiveCall, until_ended
+from edge_media.bridge.services import BridgeServices
 from edge_media.drivers.base import CallInfo
 from edge_media.routing.router import CallRoute, CallRouter, Refuse
 from edge_media.sip.call import SipCall

@@ -33,9 +33,6 @@ from edge_media.bridge.caller_media import CallerMedia, PlayoutLeg
 from edge_media.bridge.services import (
     BridgeServices,
     CallerCall,
-    CallLimits,
-    CallMetrics,
-    CallRecords,
 )
 from edge_media.bridge.setup_steps import SetupSteps
 from edge_media.drivers.base import (
@@ -55,15 +52,7 @@ from shared.events import (
 )
 from shared.models import CallStatus, MediaLeg
 
-__all__ = [
-    "BridgeServices",
-    "CallLimits",
-    "CallMetrics",
-    "CallRecords",
-    "CallerCall",
-    "LiveCall",
-    "status_for_end",
-]
+__all__ = ["LiveCall", "status_for_end", "until_ended"]
 
 logger = logging.getLogger("agera.bridge")
 

@@ -21,7 +21,8 @@ import logging
 import socket
 from collections.abc import Awaitable, Callable
 
-from edge_media.bridge.live_call import BridgeServices, LiveCall, until_ended
+from edge_media.bridge.live_call import LiveCall, until_ended
+from edge_media.bridge.services import BridgeServices
 from edge_media.drivers.base import CallInfo
 from edge_media.errors import RecordUnavailable, RetryLater
 from edge_media.routing.router import CallRoute, CallRouter, Connect, Refuse

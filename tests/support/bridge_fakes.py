@@ -17,7 +17,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from edge_media.bridge.live_call import BridgeServices, LiveCall
+from edge_media.bridge.live_call import LiveCall
+from edge_media.bridge.services import BridgeServices
 from edge_media.drivers.base import BotEnd, BotUnavailable, CallerLeg, CallInfo, ConnectStep
 from edge_media.rtp.dtmf import DtmfDigit, DtmfTrigger
 from edge_media.rtp.playout import PlayedMark, PlayoutQueue
