@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import base64
 import copy
+import io
 import json
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,7 @@ from mangum import Mangum
 
 from functions.api.app import create_app
 from functions.context import Context
+from functions.observability import logger
 from infra.sqs_poller import LocalLambdaContext
 from shared.models import ApiKeyRole
 from shared.provisioning import new_key_record
@@ -345,3 +348,15 @@ def invoke_event(lambda_handler: Mangum) -> Any:
         return invoke(lambda_handler, event)
 
     return run
+
+
+@pytest.fixture
+def log_output() -> Iterator[io.StringIO]:
+    """What the gateway's JSON log handler writes, read back (the same formatter, our stream)."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logger.registered_formatter)
+    root = logging.getLogger(logger.service)
+    root.addHandler(handler)
+    yield stream
+    root.removeHandler(handler)

@@ -8,28 +8,13 @@ import json
 import logging
 import threading
 import uuid
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
 
 from functions.observability import call_log_keys, logger
 
 
 def json_lines(text: str) -> list[dict[str, object]]:
     return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
-
-
-@pytest.fixture
-def log_output() -> Iterator[io.StringIO]:
-    """What the gateway's JSON log handler writes, read back (the same formatter, our stream)."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(logger.registered_formatter)
-    root = logging.getLogger(logger.service)
-    root.addHandler(handler)
-    yield stream
-    root.removeHandler(handler)
 
 
 def test_two_overlapping_calls_each_name_their_own(log_output: io.StringIO) -> None:

@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import boto3
-import pytest
 
 from functions.api import account as account_api
 from functions.api import accounts as accounts_api
@@ -22,7 +19,6 @@ from functions.api import extensions as ext_api
 from functions.api.auth import Principal
 from functions.api.node_notify import Notified, invalidate_routes, live_nodes
 from functions.context import Context
-from functions.observability import logger
 from shared.clock import utc_now
 from shared.commands import Invalidate, parse_command
 from shared.models import ApiKeyRole, EdgeNode, Number, Route
@@ -70,18 +66,6 @@ def kinds(commands: list[Invalidate]) -> list[tuple[str, list[str]]]:
     return sorted((c.kind, c.keys) for c in commands)
 
 
-@pytest.fixture
-def api_log() -> Iterator[io.StringIO]:
-    """What the API's JSON log handler writes (the same formatter, our stream)."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(logger.registered_formatter)
-    root = logging.getLogger(logger.service)
-    root.addHandler(handler)
-    yield stream
-    root.removeHandler(handler)
-
-
 def principal_of(tenant: Any) -> Principal:
     return Principal(tenant.account_id, ApiKeyRole.ACCOUNT, tenant.key_id)
 
@@ -124,7 +108,7 @@ def test_updating_a_number_puts_an_invalidate_on_each_live_nodes_queue(
 
 
 def test_a_queue_that_fails_does_not_fail_the_request(
-    front, tenant, api_ctx: Context, api_log: io.StringIO
+    front, tenant, api_ctx: Context, log_output: io.StringIO
 ) -> None:
     gone = a_node(api_ctx)
     boto3.client("sqs").delete_queue(QueueUrl=gone.queue_url)  # the node's queue is gone
@@ -139,7 +123,9 @@ def test_a_queue_that_fails_does_not_fail_the_request(
     assert patched.status == 200, patched.content
     assert patched.json()["route"]["socket_url"] == BOT
     assert kinds(received(live)) == [("number", [number])]  # the other nodes still hear of it
-    lines = [json.loads(line) for line in api_log.getvalue().splitlines() if line.startswith("{")]
+    lines = [
+        json.loads(line) for line in log_output.getvalue().splitlines() if line.startswith("{")
+    ]
     [failed] = [line for line in lines if line.get("node_id") == gone.node_id]
     assert failed["level"] == "WARNING" and "not queued" in failed["message"]
     assert failed["reason"] and failed["kind"] == "number"
