@@ -105,6 +105,7 @@ class StreamConnection(WsConnection):
             budget=limits.budget(PROVIDER_REALTIME_WIRE_BYTES),
             log_name="provider stream",
         )
+        self._handshake.cancel()  # the client side's handshake; nobody waits for it here
         self._listener = listener
         self._pending: collections.deque[str | bytes] = collections.deque()
         self._arrived = asyncio.Event()
@@ -173,22 +174,20 @@ class StreamConnection(WsConnection):
         self._listener.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
-        core = self._server_core
-        core.receive_data(data)
-        events = core.events_received()
-        for event in events:
-            if isinstance(event, Request):
-                self._on_request(event)
-            elif isinstance(event, Frame):
-                self._flush()
-                self._frame(event)
-        self._flush()
+        # Not through the inbound gate's slicing, as before: the budget is still charged for
+        # every message (`_deliver`).
+        self._receive(data)
+
+    def _core_event(self, event: object) -> None:
+        if isinstance(event, Request):
+            self._on_request(event)
+        elif isinstance(event, Frame):
+            self._frame(event)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._request_timer is not None:
             self._request_timer.cancel()
         self._listener.connections.discard(self)
-        self._handshake.cancel()  # the client side's future; nobody waits for it here
         super().connection_lost(exc)
         self._arrived.set()
 

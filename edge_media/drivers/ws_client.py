@@ -42,12 +42,21 @@ from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidStatus, InvalidURI, PayloadTooBig
 from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Response
-from websockets.protocol import State
+from websockets.protocol import Side, State
 from websockets.uri import parse_uri
 
 from edge_media.drivers.base import BotEnd, BotUnavailable, ConnectStep
 from edge_media.drivers.inbound_budget import InboundBudget
 from edge_media.drivers.pinned_connect import open_connection
+from edge_media.drivers.ws_framing import (
+    CORE,
+    FIN_BINARY,
+    FIN_TEXT,
+    DataFrameSplitter,
+    client_frames,
+    core_at_boundary,
+    server_frame,
+)
 from edge_media.drivers.ws_inbound import NO_INBOUND_FIGURES, InboundGate
 from shared.ssrf import AddressPolicy
 
@@ -84,6 +93,7 @@ _WIRE_LOGGER.setLevel(logging.INFO)
 
 OnText = Callable[[str], None]
 OnBytes = Callable[[bytes], None]
+_DATA_OPCODES = {FIN_TEXT & 0x0F: Opcode.TEXT, FIN_BINARY & 0x0F: Opcode.BINARY}
 
 
 class WsClosed(NamedTuple):
@@ -161,6 +171,12 @@ class WsConnection(asyncio.Protocol):
         self._drop_reported = False
         self._log_name = log_name  # how warnings name this peer; None: its `url`
         self.inbound = InboundGate(loop, budget, self._shown)
+        # The media path's frames skip websockets' per-frame machinery (drivers/ws_framing.py);
+        # the core keeps the handshake, control frames, fragments, closing and every error.
+        self._masks = core.side is Side.CLIENT
+        self._splitter = DataFrameSplitter(
+            masked=core.side is Side.SERVER, max_size=core.max_message_size
+        )
 
     # -- public API --------------------------------------------------------------------------
 
@@ -278,17 +294,33 @@ class WsConnection(asyncio.Protocol):
 
     def _receive(self, data: bytes) -> None:
         core = self._core
+        if core_at_boundary(core):
+            for opcode, payload in self._splitter.split(data):
+                if opcode == CORE:
+                    self._core_receive(payload)
+                elif core.state is State.OPEN:  # after a close (or a failure) the core discards
+                    self._deliver(_DATA_OPCODES[opcode], payload)
+            return
+        held = self._splitter.take_pending()
+        self._core_receive(held + data if held else data)
+
+    def _core_receive(self, data: bytes) -> None:
+        core = self._core
         core.receive_data(data)
         events = core.events_received()
         self._flush()
         if type(core.parser_exc) is PayloadTooBig:
             self.inbound.too_big(core.parser_exc)
         for event in events:
-            if isinstance(event, Frame):
-                self._frame(event)
-            elif isinstance(event, Response):
-                self._handshake_done()
+            self._core_event(event)
         if not self._handshake.done() and core.handshake_exc is not None:
+            self._handshake_done()
+
+    def _core_event(self, event: object) -> None:
+        """One event of websockets' core: a frame, or (client side) the handshake's response."""
+        if isinstance(event, Frame):
+            self._frame(event)
+        elif isinstance(event, Response):
             self._handshake_done()
 
     def eof_received(self) -> bool:
@@ -324,12 +356,18 @@ class WsConnection(asyncio.Protocol):
         if not always and transport.get_write_buffer_size() > self._write_buffer_limit:
             self.dropped += 1
             return False
-        if opcode is Opcode.TEXT:
-            core.send_text(data)
+        if core.extensions or core.expect_continuation_frame:  # never negotiated, never sent
+            if opcode is Opcode.TEXT:
+                core.send_text(data)
+            else:
+                core.send_binary(data)
+            for chunk in core.data_to_send():
+                transport.write(chunk)
+        elif self._masks:
+            text = opcode is Opcode.TEXT
+            transport.write(client_frames.text(data) if text else client_frames.binary(data))
         else:
-            core.send_binary(data)
-        for chunk in core.data_to_send():
-            transport.write(chunk)
+            transport.write(server_frame(FIN_TEXT if opcode is Opcode.TEXT else FIN_BINARY, data))
         self.messages_out += 1
         return True
 
