@@ -21,7 +21,10 @@ from tests.interop.process import ManagedProcess
 REPO_ROOT = Path(__file__).resolve().parents[2]
 READY_TEXT = "SIP listening on {host}:{port}"
 START_TIMEOUT_S = 30.0
-STOP_TIMEOUT_S = 15.0
+# A stopping node lets the originate queue's long poll end rather than cut it (its messages are
+# handed back, not hidden for a visibility timeout: edge_media/control/consumer.py), then
+# deregisters: up to 3 + 20 + 5 + 10 s against a busy local table (edge_media/node_control.py).
+STOP_TIMEOUT_S = 45.0
 RTP_PORTS_PER_CALL = 2  # RTP + RTCP (RFC 3550 §11)
 DEFAULT_MAX_CALLS = 50
 # Not a setting yet: the name the bench and tests pass for "media workers per node".
