@@ -196,13 +196,6 @@ class Settings(BaseModel):
         description="Edge worker processes sharing the SIP port (SO_REUSEPORT); the RTP range "
         "is split between them. One per core.",
     )
-    pacer_phases: int = Field(
-        4,
-        ge=1,
-        le=20,
-        description="Slots the 20 ms RTP grid is cut into; each call sends in one, so a wake-up "
-        "sends a K-th of the calls (edge_media/rtp/pacer.py). 1: every call in one tick.",
-    )
     worker_index: int = Field(
         0,
         ge=0,

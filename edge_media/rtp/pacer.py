@@ -25,15 +25,6 @@ Always re-arm with `next_deadline()` after `tick` and pass `loop.time()` (the sa
 float rounding can never make the driver spin. Register and unregister streams at any time from
 the same thread; a stream registered now sends from the next tick on.
 
-Phases (``phases=K``, the node's ``AGERA_PACER_PHASES``): the grid is cut into K slots of
-``interval / K`` and each stream belongs to one slot (the emptiest when it registers), so a
-wake-up sends a K-th of the calls instead of all of them. Why: at 200 calls the tick's sends took
-~2 ms, which was both the last packet's pacing error and a stall in front of every caller packet
-that arrived meanwhile; with K = 4 each wake-up's sends take a quarter of that. Every stream still
-sends exactly one frame per interval, on a grid that never drifts; only its phase differs. With
-one phase this is the plain shared tick. Stats count slots as ticks, and the catch-up cap is in
-whole intervals (``max_catch_up * K`` slots).
-
 Each tick pulls one frame per stream from its source (`Callable[[], bytes | None]`), which
 returns the next 160-byte μ-law payload or None for "nothing to send"; a PlayoutQueue's
 `next_frame` is the intended source (the RTP session takes the marks it reached once the tick's
@@ -57,7 +48,6 @@ from edge_media.rtp.repacketize import Repacketizer, ptime_bytes
 CLOCK_RATE = 8000
 DEFAULT_INTERVAL = 0.020
 DEFAULT_MAX_CATCH_UP = 3  # ticks sent back-to-back after a late wake-up; older ones are dropped
-MAX_PHASES = 20  # slots of at least 1 ms (libuv timers have 1 ms resolution)
 DTMF_GAP_TICKS = 2  # audio ticks between two queued digits so each is heard as a new press
 HISTOGRAM_BIN = 0.0001  # pacing error resolution: 0.1 ms
 HISTOGRAM_BINS = 1000  # 0..100 ms, the last bin also holds anything later
@@ -114,7 +104,7 @@ class PacingHistogram:
 @dataclass(frozen=True, slots=True)
 class PacerStats:
     streams: int
-    ticks: int  # slots run (each sends one frame per active stream of its phase)
+    ticks: int  # ticks run (each sends one frame per active stream)
     catch_up_ticks: int  # ticks run later than the next tick's deadline
     skipped_ticks: int  # ticks beyond the catch-up cap, not sent
     dropped_frames: int  # frames taken from sources during skipped ticks
@@ -148,7 +138,6 @@ class _Stream:
         "packet_ts",
         "packets",
         "payload_type",
-        "phase",
         "repacketizer",
         "sequence",
         "sink",
@@ -191,7 +180,6 @@ class _Stream:
         self.packets = 0
         self.octets = 0
         self.special = repacketizer is not None  # take the slow path in tick
-        self.phase = 0  # which slot of the grid sends it (Pacer's ``phases``)
 
 
 class Pacer:
@@ -206,14 +194,12 @@ class Pacer:
         "_max_catch_up",
         "_next_id",
         "_next_index",
-        "_orders",
+        "_order",
         "_packets_sent",
-        "_phases",
         "_samples",
         "_silence",
         "_skipped_ticks",
         "_start",
-        "_step",
         "_streams",
         "_ticks",
         "departures",
@@ -225,24 +211,19 @@ class Pacer:
         interval: float = DEFAULT_INTERVAL,
         *,
         max_catch_up: int = DEFAULT_MAX_CATCH_UP,
-        phases: int = 1,
     ) -> None:
         if interval <= 0:
             raise ValueError(f"pacer interval {interval} must be positive")
         if max_catch_up < 1:
             raise ValueError(f"max_catch_up {max_catch_up} must be at least 1")
-        if not 1 <= phases <= MAX_PHASES:
-            raise ValueError(f"pacer phases {phases} must be 1..{MAX_PHASES}")
         self._start = start
         self._interval = interval
-        self._phases = phases
-        self._step = interval / phases  # one slot of the grid: a wake-up sends one phase
         self._samples = round(interval * CLOCK_RATE)
         self._silence = ULAW_SILENCE_FRAME[:1] * self._samples
         self._max_catch_up = max_catch_up
-        self._next_index = 1  # slot 0 is `start` itself: the first frame goes one slot later
+        self._next_index = 1  # tick 0 is `start` itself: the first frame goes one interval later
         self._streams: dict[int, _Stream] = {}
-        self._orders: list[tuple[_Stream, ...]] = [() for _ in range(phases)]
+        self._order: tuple[_Stream, ...] = ()
         self._next_id = 1
         self._dtmf_sender = DtmfSender(update_samples=self._samples)
         self._histogram = PacingHistogram()
@@ -298,19 +279,14 @@ class Pacer:
         stream_id = self._next_id
         self._next_id += 1
         self._streams[stream_id] = stream
-        orders = self._orders
-        phase = min(range(self._phases), key=lambda p: len(orders[p]))  # the emptiest
-        stream.phase = phase
-        orders[phase] = (*orders[phase], stream)
+        self._order = (*self._order, stream)
         return stream_id
 
     def unregister(self, stream_id: int) -> None:
         """Stop a stream; unknown ids are ignored (hang-up races are normal)."""
         stream = self._streams.pop(stream_id, None)
         if stream is not None:
-            self._orders[stream.phase] = tuple(
-                s for s in self._streams.values() if s.phase == stream.phase
-            )
+            self._order = tuple(self._streams.values())
 
     def set_addr(self, stream_id: int, addr: Address) -> None:
         """Send to a new address from the next packet on (a re-latch or a re-INVITE)."""
@@ -334,15 +310,14 @@ class Pacer:
     # -- time ----------------------------------------------------------------------------------
 
     def next_deadline(self) -> float:
-        """When the next slot is due, on the clock `start` came from."""
-        return self._start + self._next_index * self._step
+        """When the next tick is due, on the clock `start` came from."""
+        return self._start + self._next_index * self._interval
 
     def tick(self, now: float) -> list[Outgoing]:
-        """Every packet due up to `now`: one per stream of each elapsed slot's phase (with one
-        phase, one per stream per elapsed tick), catch-up capped."""
+        """Every packet due up to `now`: one per stream per elapsed tick, catch-up capped."""
         first = self._next_index
         start = self._start
-        interval = self._step
+        interval = self._interval
         if now < start + first * interval:
             return []
         last = int((now - start) / interval)
@@ -353,16 +328,14 @@ class Pacer:
         elif start + last * interval > now:
             last -= 1
         due = last - first + 1
-        phases = self._phases
-        skipped = due - self._max_catch_up * phases
+        skipped = due - self._max_catch_up
         if skipped > 0:
-            self._skip(first, skipped)
+            self._skip(skipped)
             first += skipped
         out: list[Outgoing] = []
-        orders = self._orders
         for index in range(first, last + 1):
             self._histogram.record(now - (start + index * interval))
-            self._run_tick(out, orders[index % phases])
+            self._run_tick(out)
         self._ticks += last - first + 1
         self._catch_up_ticks += last - first
         self._next_index = last + 1
@@ -390,10 +363,10 @@ class Pacer:
 
     # -- internals -----------------------------------------------------------------------------
 
-    def _run_tick(self, out: list[Outgoing], order: tuple[_Stream, ...]) -> None:
+    def _run_tick(self, out: list[Outgoing]) -> None:
         samples = self._samples
         append = out.append
-        for stream in order:
+        for stream in self._order:
             if stream.special:
                 self._run_special(stream, out)
                 continue
@@ -486,20 +459,11 @@ class Pacer:
         stream.packets += 1
         stream.octets += len(payload)
 
-    def _skip(self, first: int, slots: int) -> None:
-        """Slots past the catch-up cap (from slot ``first``): advance the clocks of their
-        phases' streams, drop the frames they would send."""
-        self._skipped_ticks += slots
-        phases = self._phases
-        for phase in range(phases):
-            # How many of the slots first .. first + slots - 1 belong to this phase.
-            ticks = len(range((phase - first) % phases, slots, phases))
-            if ticks:
-                self._skip_phase(self._orders[phase], ticks)
-
-    def _skip_phase(self, order: tuple[_Stream, ...], ticks: int) -> None:
+    def _skip(self, ticks: int) -> None:
+        """Ticks past the catch-up cap: advance every clock, drop the frames they would send."""
+        self._skipped_ticks += ticks
         samples = self._samples * ticks
-        for stream in order:
+        for stream in self._order:
             if not stream.dtmf:
                 # A source cannot refill during a tick, so the first None ends the drain.
                 for _ in range(ticks):
