@@ -103,6 +103,10 @@ async def _pulse() -> None:
 
 WORKER_ENV = "AGERA_WORKER_INDEX"
 SUPERVISOR_GRACE = 10.0  # seconds on top of the drain time before workers are killed
+# However short the drain, a worker's stop waits out the shared originate queue's long poll (up
+# to 20 s, then 5 s of margin and 5 of grace: edge_media/control/consumer.py) before it
+# deregisters; killing it sooner leaves its registry item to the TTL and exits 1.
+WORKER_STOP_FLOOR = 30.0
 
 
 def worker_settings(settings: Settings, index: int) -> Settings:
@@ -218,7 +222,7 @@ def supervise(settings: Settings, overrides: dict[str, object]) -> int:
     forward(signal.SIGTERM, None)  # one worker died on its own: stop the others too
     # Workers drain for up to drain_seconds; the watchdog is fed meanwhile (a drain outlasts
     # WatchdogSec), as long as the workers still draining keep pulsing.
-    deadline = time.monotonic() + settings.drain_seconds + SUPERVISOR_GRACE
+    deadline = time.monotonic() + max(settings.drain_seconds, WORKER_STOP_FLOOR) + SUPERVISOR_GRACE
     while time.monotonic() < deadline and any(worker.poll() is None for worker in workers):
         time.sleep(0.2)
         beat()
