@@ -84,6 +84,7 @@ from bench.lib.calls_drivers import (
     el_format,
 )
 from bench.lib.calls_report import passes, print_profile, render, table
+from bench.lib.calls_slo import call_slos, summarise
 from bench.lib.cpu_sampling import CpuSampler, box_busy
 from bench.lib.naive_baseline import run_baseline
 from bench.lib.sipp_load import SCENARIO, SETTLE_S, SIPP_TIMEOUT_MARGIN_S, Plan, interrupt
@@ -160,6 +161,13 @@ def provision_number(
 ) -> str:
     """A fresh account and number whose calls go to the media ``target`` (what the API would
     write); ``account_settings`` are the account's fields for a native driver (credentials)."""
+    return provision_account(stack, target, account_settings)[0]
+
+
+def provision_account(
+    stack: LocalStack, target: str, account_settings: dict[str, Any] | None = None
+) -> tuple[str, str]:
+    """`provision_number`, and the account's id: (number, account id)."""
     from shared.models import Account, AccountLimits, Number, Route
 
     account = Account(
@@ -173,7 +181,7 @@ def provision_number(
     stack.repo.put(
         Number(number=number, account_id=account.account_id, route=Route(socket_url=target))
     )
-    return number
+    return number, account.account_id
 
 
 # -- one run -----------------------------------------------------------------------------------
@@ -235,7 +243,7 @@ def run_once(
         )
     try:
         bot.start()
-        number = provision_number(stack, bot.target, bot.account_settings())
+        number, account_id = provision_account(stack, bot.target, bot.account_settings())
         node = EdgeNode(
             workdir / "edge",
             max_calls=plan.calls,
@@ -309,7 +317,7 @@ def run_once(
         raise PeerError("the run did not complete")
     if node_rc not in (None, 0):
         notes.append(f"the node exited with {node_rc} on SIGTERM (0 expected)")
-    return analyse(
+    report = analyse(
         plan,
         result=result,
         summaries=summaries,
@@ -325,6 +333,11 @@ def run_once(
         driver=driver,
         memory=memory,
     )
+    try:
+        report.record_slo = summarise(call_slos(stack.repo, account_id)) or None
+    except Exception as exc:  # the figures are extra: a failed read must not lose the run
+        report.notes.append(f"the call records could not be read: {exc!r}")
+    return report
 
 
 # -- command line ------------------------------------------------------------------------------

@@ -95,6 +95,7 @@ class RunReport:
     agent: dict[str, Any] = field(default_factory=dict)  # the ElevenLabs fake's own counts
     baseline: dict[str, Any] | None = None  # bench/lib/naive_baseline.py's Baseline, same N
     memory: dict[str, float] | None = None  # node RSS/PSS idle and steady, MB per live call
+    record_slo: dict[str, dict[str, float]] | None = None  # calls_slo.summarise of the records
 
 
 def memory_per_call(

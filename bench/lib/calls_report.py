@@ -14,6 +14,7 @@ from pathlib import Path
 from bench.calls_wire import AMBIGUOUS_S, BURST_GAP_S
 from bench.lib.budget import (
     BUDGET_ANSWER_P99_MS,
+    BUDGET_BOT_TO_WIRE_P99_MS,
     BUDGET_CLEAR_MS,
     BUDGET_CPU_MS,
     BUDGET_LATENCY_MS,
@@ -23,6 +24,7 @@ from bench.lib.budget import (
 )
 from bench.lib.calls_analysis import BURST_HEAD, RunReport
 from bench.lib.calls_drivers import driver_label, driver_notes, el_format, ratio_lines
+from bench.lib.calls_slo import slo_lines
 from bench.lib.naive_baseline import GOAL_RATIO, Baseline, ratio_line
 from bench.lib.sipp_load import percentile_text
 
@@ -112,6 +114,7 @@ def render(r: RunReport) -> str:
         lines += [f"  {line}" for line in log.get("examples", [])]
     if r.bot_violations:
         lines.append(f"bot saw           {r.bot_violations}")
+    lines += slo_lines(r.record_slo)
     if r.baseline is not None:
         lines.append(ratio_line(r.cpu_ms_per_call_s, Baseline(**r.baseline)))
     if r.profile:
@@ -186,6 +189,10 @@ def table(reports: Sequence[RunReport]) -> str:
         pss = m.get("pss_mb_per_call")
         return f"{m['rss_mb_per_call']:.3f}" + ("" if pss is None else f" ({pss:.3f} PSS)")
 
+    def bot_to_wire(r: RunReport) -> str:
+        figure = (r.record_slo or {}).get("bot_to_wire_ms_p99")
+        return "n/a" if figure is None else f"{figure['median']:.2f} / {figure['max']:.2f}"
+
     def tshark(r: RunReport) -> str:
         shares = r.cpu_percent or {}
         return f"{sum(v for k, v in shares.items() if k.startswith('capture')):.0f}"
@@ -205,6 +212,7 @@ def table(reports: Sequence[RunReport]) -> str:
         ("RTP in→media p50/p99", lambda r: _cell(r.latency_ms), f"p99 ≤ {BUDGET_LATENCY_MS:g}"),
         ("  head of sipp burst", lambda r: _cell(r.latency_head_ms), "(see note)"),
         ("  sipp burst size p50", lambda r: _share(r.burst_size, "p50"), "packets"),
+        ("bot→wire p99, calls", bot_to_wire, f"median ≤ {BUDGET_BOT_TO_WIRE_P99_MS:g}"),
         ("clear→last stale ms", clear, f"≤ {BUDGET_CLEAR_MS:g}"),
         ("node CPU % idle", lambda r: _share(r.cpu_idle_percent, "node", 1), "no calls"),
         ("node user % / sys %", lambda r: _share(r.cpu_percent, "node.user") + " / "
