@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from collections.abc import Iterable
 
@@ -343,3 +344,136 @@ def test_bad_construction() -> None:
         Pacer(0.0, 0)
     with pytest.raises(ValueError, match="max_catch_up 0 must be at least 1"):
         Pacer(0.0, max_catch_up=0)
+
+
+# -- phases: the grid cut into slots, each stream in one ----------------------------------------
+
+
+def test_phases_spread_streams_and_each_sends_once_per_interval_on_its_own_slot() -> None:
+    pacer = Pacer(0.0, phases=4)
+    ids = [register(pacer, Counter(), ssrc=n) for n in range(8)]
+    assert pacer.next_deadline() == pytest.approx(0.005)
+    sent: dict[int, list[tuple[float, int]]] = {n: [] for n in range(8)}
+    for _ in range(4 * 50):  # 50 intervals, woken on time at every slot
+        deadline = pacer.next_deadline()
+        out = pacer.tick(deadline)
+        assert len(out) == 2  # a quarter of the streams per wake-up
+        for packet in packets(out):
+            sent[packet.ssrc].append((deadline, packet.timestamp))
+    phases: list[int] = []
+    for n in range(8):
+        times = [t for t, _ in sent[n]]
+        assert len(times) == 50
+        gaps = {round(b - a, 9) for a, b in itertools.pairwise(times)}
+        assert gaps == {0.02}  # one frame per interval, never drifting
+        assert [ts for _, ts in sent[n]] == [1000 + 160 * k for k in range(50)]
+        phases.append(round(times[0] / 0.005) - 1)
+    assert sorted(phases) == [0, 0, 1, 1, 2, 2, 3, 3]  # two streams per slot
+    pacer.unregister(ids[0])
+    pacer.unregister(ids[1])
+    assert pacer.stats().streams == 6
+    new = Counter()
+    register(pacer, new, ssrc=99)  # into a slot left with one stream
+    out = []
+    for _ in range(4):
+        out += pacer.tick(pacer.next_deadline())
+    assert [p.ssrc for p in packets(out)].count(99) == 1
+
+
+def test_phases_catch_up_in_whole_intervals_and_keep_every_clock() -> None:
+    pacer = Pacer(0.0, phases=4, max_catch_up=2)
+    sources = [Counter() for _ in range(4)]
+    for n, source in enumerate(sources):
+        register(pacer, source, ssrc=n)
+    out = pacer.tick(0.2)  # 40 slots due: 10 intervals for each stream
+    # Each stream sends its last 2 frames (the cap in intervals), the 8 before are dropped.
+    by_stream: dict[int, list[RtpPacket]] = {}
+    for packet in packets(out):
+        by_stream.setdefault(packet.ssrc, []).append(packet)
+    for n in range(4):
+        assert [p.timestamp for p in by_stream[n]] == [1000 + 8 * 160, 1000 + 9 * 160]
+        assert [p.payload for p in by_stream[n]] == [frame(9), frame(10)]
+        assert sources[n].calls == 10
+    stats = pacer.stats()
+    assert (stats.skipped_ticks, stats.dropped_frames, stats.ticks) == (32, 32, 8)
+    assert pacer.next_deadline() == pytest.approx(0.205)
+    later = packets(pacer.tick(pacer.next_deadline()))
+    assert [(p.ssrc, p.timestamp) for p in later] == [(1, 1000 + 10 * 160)]  # slot 41: phase 1
+
+
+def test_no_drift_over_10000_intervals_with_phases() -> None:
+    start = 1234.5678
+    pacer = Pacer(start, phases=5)
+    for n in range(5):
+        register(pacer, Counter(), ssrc=n)
+    for k in range(1, 50_001):
+        deadline = pacer.next_deadline()
+        assert deadline == start + k * 0.004
+        assert len(pacer.tick(deadline + 0.0007 * (k % 3))) == 1
+    stats = pacer.stats()
+    assert (stats.packets_sent, stats.skipped_ticks) == (50_000, 0)
+
+
+def test_phases_must_cut_a_frame_into_whole_samples_of_at_least_1_ms() -> None:
+    for bad in (0, 3, 21, 40):
+        with pytest.raises(ValueError, match="phases"):
+            Pacer(0.0, phases=bad)
+
+
+def test_a_waking_stream_sends_from_the_next_slot_with_wall_clock_timestamps() -> None:
+    pacer = Pacer(0.0, phases=20)
+    source = Script([frame(1), None, None, None])
+    stream = register(pacer, source)
+    sent: list[tuple[float, RtpPacket]] = []
+
+    def run_until(t: float) -> None:
+        while pacer.next_deadline() <= t + 1e-9:
+            deadline = pacer.next_deadline()
+            sent.extend((deadline, p) for p in packets(pacer.tick(deadline)))
+
+    run_until(0.1)  # one frame, then silence
+    assert len(sent) == 1
+    source.frames.extend([frame(2), frame(3), frame(4)])
+    assert pacer.wake(stream)  # audio arrived at 0.1: the next slot is 0.101
+    assert not pacer.wake(stream)  # already on the next slot
+    run_until(0.2)
+    times = [t for t, _ in sent]
+    assert times[0] == pytest.approx(0.02)  # its slot: the emptiest, phase 0
+    assert times[1] == pytest.approx(0.101)  # not 0.12, its own next slot
+    assert [round(b - a, 9) for a, b in itertools.pairwise(times[1:])] == [0.02, 0.02]
+    first_t, first = sent[0]
+    for t, packet in sent[1:]:  # RTP time follows wall-clock time across the move
+        assert packet.timestamp - first.timestamp == round((t - first_t) * 8000)
+    assert [p.marker for _, p in sent] == [True, True, False, False]
+
+
+def test_a_stream_woken_right_after_its_silent_tick_keeps_more_than_a_frame_of_spacing() -> None:
+    pacer = Pacer(0.0, phases=20)
+    source = Script([frame(1), None])
+    stream = register(pacer, source)
+    out = []
+    while pacer.next_deadline() <= 0.04 + 1e-9:  # its frame at 0.02, its silent tick at 0.04
+        out += packets(pacer.tick(pacer.next_deadline()))
+    assert len(out) == 1
+    source.frames.append(frame(2))
+    assert pacer.wake(stream)  # from its 0.06 slot to 0.041
+    woke: list[RtpPacket] = []
+    while not woke:
+        deadline = pacer.next_deadline()
+        woke = packets(pacer.tick(deadline))
+    assert deadline == pytest.approx(0.041)
+    assert woke[0].timestamp - out[0].timestamp == 168  # 21 ms of samples: never under 160
+
+
+def test_waking_leaves_streams_that_are_sending_or_special_alone() -> None:
+    pacer = Pacer(0.0, phases=20)
+    talking = register(pacer, Counter())
+    comfort = register(pacer, Script([]), comfort_silence=True, ssrc=2)
+    ptime30 = register(pacer, Script([]), ptime_ms=30, ssrc=3)
+    for _ in range(40):
+        pacer.tick(pacer.next_deadline())
+    assert not pacer.wake(talking)
+    assert not pacer.wake(comfort)
+    assert not pacer.wake(ptime30)
+    assert not pacer.wake(12345)  # unknown: a hang-up raced it
+    assert not Pacer(0.0).wake(register(Pacer(0.0), Counter()))  # one phase: nothing moves
