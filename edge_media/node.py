@@ -154,9 +154,7 @@ class EdgeNode:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self.clock = MediaClock.create(
-            loop=loop, clock=monotonic_clock_for(loop), phases=self.settings.pacer_phases
-        )
+        self.clock = MediaClock.create(loop=loop, clock=monotonic_clock_for(loop))
         if self.control_enabled:
             from edge_media.node_control import ControlPlane
 

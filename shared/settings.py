@@ -19,11 +19,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 ENV_PREFIX = "AGERA_"
 
 
-# Divisors of the 160 samples of a 20 ms frame that leave slots of at least 1 ms (AGERA_PACER_PHASES;
-# edge_media/rtp/pacer.py checks the same list).
-PACER_PHASES = (1, 2, 4, 5, 8, 10, 16, 20)
-
-
 class SettingsError(Exception):
     """A setting is missing or malformed; the message is one line naming the variable."""
 
@@ -200,12 +195,6 @@ class Settings(BaseModel):
         le=64,
         description="Edge worker processes sharing the SIP port (SO_REUSEPORT); the RTP range "
         "is split between them. One per core.",
-    )
-    pacer_phases: int = Field(
-        20,
-        description="Slots the 20 ms RTP grid is cut into (1, 2, 4, 5, 8, 10, 16 or 20): each "
-        "call sends in one, and moves to the next one due when a talkspurt starts, so bot audio "
-        "waits for a slot, not a whole tick (edge_media/rtp/pacer.py). 1: one shared tick.",
     )
     worker_index: int = Field(
         0,
@@ -402,13 +391,6 @@ class Settings(BaseModel):
         "/usr/bin/chromium",
         description="Chromium binary the dashboard's browser tests drive through Playwright.",
     )
-
-    @field_validator("pacer_phases")
-    @classmethod
-    def _whole_sample_slots(cls, value: int) -> int:
-        if value not in PACER_PHASES:  # a slot must be a whole number of samples and >= 1 ms
-            raise ValueError(f"must be one of {', '.join(map(str, PACER_PHASES))}")
-        return value
 
     @field_validator("sip_digest_algorithms", mode="before")
     @classmethod

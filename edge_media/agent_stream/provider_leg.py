@@ -88,8 +88,6 @@ class ProviderWire:
     # -- CallerWire --------------------------------------------------------------------------
 
     def connect(self, playout: PlayoutQueue, sink: MediaSink) -> None:
-        self.playout.on_wake = None
-        playout.on_wake = self._wake
         self.playout = playout
         self.sink = sink
         if self._stream is None and self._conn.is_open:
@@ -102,11 +100,6 @@ class ProviderWire:
                 timestamp=0,
                 sink=self,
             )
-
-    def _wake(self) -> None:
-        """Audio reached the idle queue: it goes out from the next pacer slot (Pacer.wake)."""
-        if self._stream is not None:
-            self._pacer.wake(self._stream)
 
     def disconnect(self) -> None:
         self.sink = DISCARD

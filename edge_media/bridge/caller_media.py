@@ -70,11 +70,7 @@ class PlayoutLeg:
         queue = self.queue
         if queue.idle:  # a talkspurt starts: the wire times it to its first packet
             queue.audio_since = _monotonic()
-            queue.push_media(ulaw)
-            if queue.on_wake is not None:  # and sends it from the next pacer slot
-                queue.on_wake()
-        else:
-            queue.push_media(ulaw)
+        queue.push_media(ulaw)
         if queue.take_overflow_warning():
             self._log.warning(
                 "bot audio over the %.0f s playout cap: the excess is dropped "

@@ -25,17 +25,6 @@ Always re-arm with `next_deadline()` after `tick` and pass `loop.time()` (the sa
 float rounding can never make the driver spin. Register and unregister streams at any time from
 the same thread; a stream registered now sends from the next tick on.
 
-Phases (``phases=K``, the node's ``AGERA_PACER_PHASES``): the grid is cut into K slots of
-``interval / K`` and each stream belongs to one slot, so a wake-up sends the streams of one slot.
-Why: with one shared tick, bot audio that arrives while a stream is silent waits for the next
-tick, 0-20 ms (the "bot → wire" figure, 14 ms p99); `wake` moves a silent stream to the next slot
-due when its audio arrives, so the talkspurt's first frame waits for one slot (1 ms with K = 20)
-and the rest of it follows on that slot, 20 ms apart. The stream's RTP timestamp moves by the
-same amount, so RTP time stays wall-clock time. A stream registers in the emptiest slot. Every
-stream still sends exactly one frame per interval on a grid that never drifts; only its phase
-differs. With one phase this is the plain shared tick. Stats count slots as ticks, and the
-catch-up cap is in whole intervals (``max_catch_up * K`` slots).
-
 Each tick pulls one frame per stream from its source (`Callable[[], bytes | None]`), which
 returns the next 160-byte μ-law payload or None for "nothing to send"; a PlayoutQueue's
 `next_frame` is the intended source (the RTP session takes the marks it reached once the tick's
@@ -59,8 +48,6 @@ from edge_media.rtp.repacketize import Repacketizer, ptime_bytes
 CLOCK_RATE = 8000
 DEFAULT_INTERVAL = 0.020
 DEFAULT_MAX_CATCH_UP = 3  # ticks sent back-to-back after a late wake-up; older ones are dropped
-# Slots of at least 1 ms (libuv timers have 1 ms resolution), each a whole number of samples.
-PHASES = (1, 2, 4, 5, 8, 10, 16, 20)
 DTMF_GAP_TICKS = 2  # audio ticks between two queued digits so each is heard as a new press
 HISTOGRAM_BIN = 0.0001  # pacing error resolution: 0.1 ms
 HISTOGRAM_BINS = 1000  # 0..100 ms, the last bin also holds anything later
@@ -117,7 +104,7 @@ class PacingHistogram:
 @dataclass(frozen=True, slots=True)
 class PacerStats:
     streams: int
-    ticks: int  # slots run (each sends one frame per active stream of its phase)
+    ticks: int  # ticks run (each sends one frame per active stream)
     catch_up_ticks: int  # ticks run later than the next tick's deadline
     skipped_ticks: int  # ticks beyond the catch-up cap, not sent
     dropped_frames: int  # frames taken from sources during skipped ticks
@@ -147,12 +134,10 @@ class _Stream:
         "dtmf_pending",
         "dtmf_pt",
         "gap",
-        "last_slot",
         "octets",
         "packet_ts",
         "packets",
         "payload_type",
-        "phase",
         "repacketizer",
         "sequence",
         "sink",
@@ -195,8 +180,6 @@ class _Stream:
         self.packets = 0
         self.octets = 0
         self.special = repacketizer is not None  # take the slow path in tick
-        self.phase = 0  # which slot of the grid sends it (Pacer's ``phases``)
-        self.last_slot = -1  # the slot of its last packet (-1: none yet)
 
 
 class Pacer:
@@ -211,15 +194,12 @@ class Pacer:
         "_max_catch_up",
         "_next_id",
         "_next_index",
-        "_orders",
+        "_order",
         "_packets_sent",
-        "_phases",
         "_samples",
         "_silence",
         "_skipped_ticks",
-        "_slot_samples",
         "_start",
-        "_step",
         "_streams",
         "_ticks",
         "departures",
@@ -231,25 +211,19 @@ class Pacer:
         interval: float = DEFAULT_INTERVAL,
         *,
         max_catch_up: int = DEFAULT_MAX_CATCH_UP,
-        phases: int = 1,
     ) -> None:
         if interval <= 0:
             raise ValueError(f"pacer interval {interval} must be positive")
         if max_catch_up < 1:
             raise ValueError(f"max_catch_up {max_catch_up} must be at least 1")
-        if phases not in PHASES:
-            raise ValueError(f"pacer phases {phases} must be one of {PHASES}")
         self._start = start
         self._interval = interval
-        self._phases = phases
-        self._step = interval / phases  # one slot of the grid: a wake-up sends one phase
         self._samples = round(interval * CLOCK_RATE)
-        self._slot_samples = self._samples // phases
         self._silence = ULAW_SILENCE_FRAME[:1] * self._samples
         self._max_catch_up = max_catch_up
-        self._next_index = 1  # slot 0 is `start` itself: the first frame goes one slot later
+        self._next_index = 1  # tick 0 is `start` itself: the first frame goes one interval later
         self._streams: dict[int, _Stream] = {}
-        self._orders: list[tuple[_Stream, ...]] = [() for _ in range(phases)]
+        self._order: tuple[_Stream, ...] = ()
         self._next_id = 1
         self._dtmf_sender = DtmfSender(update_samples=self._samples)
         self._histogram = PacingHistogram()
@@ -305,49 +279,18 @@ class Pacer:
         stream_id = self._next_id
         self._next_id += 1
         self._streams[stream_id] = stream
-        orders = self._orders
-        phase = min(range(self._phases), key=lambda p: len(orders[p]))  # the emptiest
-        stream.phase = phase
-        orders[phase] = (*orders[phase], stream)
+        self._order = (*self._order, stream)
         return stream_id
 
     def unregister(self, stream_id: int) -> None:
         """Stop a stream; unknown ids are ignored (hang-up races are normal)."""
         stream = self._streams.pop(stream_id, None)
         if stream is not None:
-            self._orders[stream.phase] = tuple(
-                s for s in self._streams.values() if s.phase == stream.phase
-            )
+            self._order = tuple(self._streams.values())
 
     def set_addr(self, stream_id: int, addr: Address) -> None:
         """Send to a new address from the next packet on (a re-latch or a re-INVITE)."""
         self._streams[stream_id].addr = addr
-
-    def wake(self, stream_id: int) -> bool:
-        """Audio arrived for a stream in a gap (its last tick had none): move it to the next
-        slot due, so the talkspurt's first frame waits for one slot instead of up to a whole
-        interval. Its RTP timestamp moves with it, so timestamps keep following wall-clock time
-        (RFC 3550 §5.1), and never to within one frame of its last packet. True when moved.
-
-        Nothing moves with one phase, for a stream that is sending (mid-talkspurt, comfort
-        silence, DTMF, another ptime) or unknown, or when its own slot is already the next.
-        """
-        stream = self._streams.get(stream_id)
-        phases = self._phases
-        if phases == 1 or stream is None or not stream.gap or stream.special:
-            return False
-        upcoming = self._next_index
-        own = upcoming + (stream.phase - upcoming) % phases  # the slot it would send in
-        earliest = max(upcoming, stream.last_slot + phases)  # one interval after its last
-        if earliest >= own:
-            return False
-        orders = self._orders
-        old, new = stream.phase, earliest % phases
-        orders[old] = tuple(s for s in orders[old] if s is not stream)
-        orders[new] = (*orders[new], stream)
-        stream.phase = new
-        stream.timestamp = (stream.timestamp - (own - earliest) * self._slot_samples) & _TS_MASK
-        return True
 
     def send_dtmf(self, stream_id: int, digit: str, duration_ms: float = DEFAULT_SEND_MS) -> None:
         """Queue an RFC 4733 digit; the source is not read while its packets go out."""
@@ -367,15 +310,14 @@ class Pacer:
     # -- time ----------------------------------------------------------------------------------
 
     def next_deadline(self) -> float:
-        """When the next slot is due, on the clock `start` came from."""
-        return self._start + self._next_index * self._step
+        """When the next tick is due, on the clock `start` came from."""
+        return self._start + self._next_index * self._interval
 
     def tick(self, now: float) -> list[Outgoing]:
-        """Every packet due up to `now`: one per stream of each elapsed slot's phase (with one
-        phase, one per stream per elapsed tick), catch-up capped."""
+        """Every packet due up to `now`: one per stream per elapsed tick, catch-up capped."""
         first = self._next_index
         start = self._start
-        interval = self._step
+        interval = self._interval
         if now < start + first * interval:
             return []
         last = int((now - start) / interval)
@@ -386,16 +328,14 @@ class Pacer:
         elif start + last * interval > now:
             last -= 1
         due = last - first + 1
-        phases = self._phases
-        skipped = due - self._max_catch_up * phases
+        skipped = due - self._max_catch_up
         if skipped > 0:
-            self._skip(first, skipped)
+            self._skip(skipped)
             first += skipped
         out: list[Outgoing] = []
-        orders = self._orders
         for index in range(first, last + 1):
             self._histogram.record(now - (start + index * interval))
-            self._run_tick(out, orders[index % phases], index)
+            self._run_tick(out)
         self._ticks += last - first + 1
         self._catch_up_ticks += last - first
         self._next_index = last + 1
@@ -423,13 +363,12 @@ class Pacer:
 
     # -- internals -----------------------------------------------------------------------------
 
-    def _run_tick(self, out: list[Outgoing], order: tuple[_Stream, ...], slot: int) -> None:
+    def _run_tick(self, out: list[Outgoing]) -> None:
         samples = self._samples
         append = out.append
-        for stream in order:
+        for stream in self._order:
             if stream.special:
                 self._run_special(stream, out)
-                stream.last_slot = slot  # whether it sent or not: `wake` stays on the safe side
                 continue
             frame = stream.source()
             if frame is None:
@@ -450,7 +389,6 @@ class Pacer:
             else:
                 header = _pack(_VERSION, stream.payload_type, sequence, timestamp, stream.ssrc)
             append((stream.sink, stream.addr, header + frame))
-            stream.last_slot = slot
             stream.sequence = (sequence + 1) & _SEQ_MASK
             stream.timestamp = (timestamp + samples) & _TS_MASK
             stream.packets += 1
@@ -521,20 +459,11 @@ class Pacer:
         stream.packets += 1
         stream.octets += len(payload)
 
-    def _skip(self, first: int, slots: int) -> None:
-        """Slots past the catch-up cap (from slot ``first``): advance the clocks of their
-        phases' streams, drop the frames they would send."""
-        self._skipped_ticks += slots
-        phases = self._phases
-        for phase in range(phases):
-            # How many of the slots first .. first + slots - 1 belong to this phase.
-            ticks = len(range((phase - first) % phases, slots, phases))
-            if ticks:
-                self._skip_phase(self._orders[phase], ticks)
-
-    def _skip_phase(self, order: tuple[_Stream, ...], ticks: int) -> None:
+    def _skip(self, ticks: int) -> None:
+        """Ticks past the catch-up cap: advance every clock, drop the frames they would send."""
+        self._skipped_ticks += ticks
         samples = self._samples * ticks
-        for stream in order:
+        for stream in self._order:
             if not stream.dtmf:
                 # A source cannot refill during a tick, so the first None ends the drain.
                 for _ in range(ticks):

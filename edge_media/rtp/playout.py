@@ -37,7 +37,6 @@ them. `pending_marks` (kept as a count, O(1)) lets the node and tests see what i
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
 from typing import NamedTuple
 
 FRAME_BYTES = 160  # 20 ms of 8 kHz μ-law
@@ -90,7 +89,6 @@ class PlayoutQueue:
         "_reached_marks",
         "_starved",
         "audio_since",
-        "on_wake",
     )
 
     def __init__(self, *, capacity_seconds: float = DEFAULT_CAPACITY_SECONDS) -> None:
@@ -115,9 +113,6 @@ class PlayoutQueue:
         # the RTP session reads and resets it when that audio starts playing (its bot → wire
         # figure, rtp/session.py).
         self.audio_since = 0.0
-        # Called by the bridge after it pushed audio into an idle queue: the wire that plays
-        # the queue (rtp/session.py) moves its stream to the next pacer slot (Pacer.wake).
-        self.on_wake: Callable[[], object] | None = None
 
     @property
     def idle(self) -> bool:

@@ -104,7 +104,6 @@ class RtpSession:
         self._pacer = pacer
         self._rng = rng
         self.playout = PlayoutQueue(capacity_seconds=playout_seconds)
-        self.playout.on_wake = self._wake
         self.sink: MediaSink = DISCARD
         self.params: RtpParams | None = None
         self._socket: RtpSocket | None = None
@@ -235,19 +234,12 @@ class RtpSession:
 
     def connect(self, playout: PlayoutQueue, sink: MediaSink) -> None:
         """Play ``playout`` from the next tick on and send what arrives to ``sink``."""
-        self.playout.on_wake = None
-        playout.on_wake = self._wake
         self.playout = playout
         self.sink = sink
         self._connected_at = _monotonic()
         self._voiced = False  # another queue: its silence before audio is no gap
         self._gap = 0
         self._watching = bool(self._cleared_at)
-
-    def _wake(self) -> None:
-        """Audio reached the idle queue: its first frame goes out from the next pacer slot."""
-        if self._stream is not None:
-            self._pacer.wake(self._stream)
 
     def disconnect(self) -> None:
         """Discard what arrives; the connected queue keeps playing until the next `connect`."""

@@ -429,13 +429,11 @@ class MediaClock:
         clock: Callable[[], float] | None = None,
         interval: float = DEFAULT_INTERVAL,
         max_catch_up: int = DEFAULT_MAX_CATCH_UP,
-        phases: int = 1,
     ) -> MediaClock:
-        """A clock with a new pacer whose grid starts now (``phases``: pacer.py)."""
+        """A clock with a new pacer whose grid starts now."""
         loop = loop or asyncio.get_running_loop()
         now = (clock or loop.time)()
-        pacer = Pacer(now, interval, max_catch_up=max_catch_up, phases=phases)
-        return cls(pacer, loop=loop, clock=clock)
+        return cls(Pacer(now, interval, max_catch_up=max_catch_up), loop=loop, clock=clock)
 
     @property
     def pacer(self) -> Pacer:
