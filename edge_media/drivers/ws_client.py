@@ -177,6 +177,9 @@ class WsConnection(asyncio.Protocol):
         self._splitter = DataFrameSplitter(
             masked=core.side is Side.SERVER, max_size=core.max_message_size
         )
+        # True while the splitter owns the stream: `core_at_boundary` held and nothing has
+        # touched the core since (feeding it, closing, failing), so it need not be asked again.
+        self._splitting = False
 
     # -- public API --------------------------------------------------------------------------
 
@@ -253,6 +256,7 @@ class WsConnection(asyncio.Protocol):
         if self._core.state is State.OPEN:
             self._close_requested = True
             self._close_timeout = seconds
+            self._splitting = False
             self._core.send_close(code, _cut_reason(reason))
             self._flush()
         try:
@@ -293,18 +297,20 @@ class WsConnection(asyncio.Protocol):
         self.inbound.feed(data, self._receive)  # in slices while the peer is over budget
 
     def _receive(self, data: bytes) -> None:
-        core = self._core
-        if core_at_boundary(core):
+        if self._splitting or core_at_boundary(self._core):
+            self._splitting = True
             for opcode, payload in self._splitter.split(data):
                 if opcode == CORE:
                     self._core_receive(payload)
-                elif core.state is State.OPEN:  # after a close (or a failure) the core discards
+                # After a close (or a failure) the core discards what follows.
+                elif self._splitting or self._core.state is State.OPEN:
                     self._deliver(_DATA_OPCODES[opcode], payload)
             return
         held = self._splitter.take_pending()
         self._core_receive(held + data if held else data)
 
     def _core_receive(self, data: bytes) -> None:
+        self._splitting = False
         core = self._core
         core.receive_data(data)
         events = core.events_received()
@@ -435,6 +441,7 @@ class WsConnection(asyncio.Protocol):
                 except UnicodeDecodeError:
                     # RFC 6455 §8.1: invalid UTF-8 in a text message fails the connection.
                     self._failed = True
+                    self._splitting = False
                     self._core.fail(CloseCode.INVALID_DATA, "invalid UTF-8 in a text message")
                     self._flush()
                     return
