@@ -84,11 +84,11 @@ from edge_media.drivers.ws_client import (
     CLOSE_TIMEOUT,
     WsClosed,
     WsConnection,
-    connect_websocket,
     connection_figures,
     display_url,
     peer_end,
 )
+from edge_media.drivers.ws_connect import connect_websocket
 from shared.validation import MediaKind, parse_media_target
 
 __all__ = [

@@ -46,11 +46,11 @@ from edge_media.drivers.ws_client import (
     CLOSE_TIMEOUT,
     WsClosed,
     WsConnection,
-    connect_websocket,
     connection_figures,
     display_url,
     peer_end,
 )
+from edge_media.drivers.ws_connect import connect_websocket
 from shared.ssrf import AddressPolicy
 
 __all__ = [

@@ -12,9 +12,9 @@ without end. Above `WRITE_BUFFER_LIMIT` bytes waiting in the transport, `send_te
 counts the drop, like an RTP socket dropping on a full queue. The bot sees gaps in
 ``sequenceNumber``, which is what Twilio's counters are for.
 
-The layer also keeps what the core cannot (docs/architecture.md, "Sans-I/O cores"): the connect
-and handshake deadline, the closing-handshake timer (`close_expected`), and keepalive pings
-whose pong round trip is kept for the call record.
+The layer also keeps what the core cannot (docs/architecture.md, "Sans-I/O cores"): the
+closing-handshake timer (`close_expected`) and keepalive pings whose pong round trip is kept for
+the call record; ws_connect.py opens connections within the connect and handshake deadline.
 
 Why receiving may drop too: every call shares this loop, so what one peer sends is paid for by
 every call's pacing. A connection given an `InboundBudget` checks each whole message against it
@@ -27,9 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
-import ssl
 import statistics
 import struct
 import time
@@ -39,15 +36,13 @@ from typing import NamedTuple, cast
 from urllib.parse import urlsplit
 
 from websockets.client import ClientProtocol
-from websockets.exceptions import InvalidStatus, InvalidURI, PayloadTooBig
+from websockets.exceptions import InvalidStatus, PayloadTooBig
 from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Response
 from websockets.protocol import Side, State
-from websockets.uri import parse_uri
 
 from edge_media.drivers.base import BotEnd, BotUnavailable, ConnectStep
 from edge_media.drivers.inbound_budget import InboundBudget
-from edge_media.drivers.pinned_connect import open_connection
 from edge_media.drivers.ws_framing import (
     CORE,
     FIN_BINARY,
@@ -58,7 +53,6 @@ from edge_media.drivers.ws_framing import (
     server_frame,
 )
 from edge_media.drivers.ws_inbound import NO_INBOUND_FIGURES, InboundGate
-from shared.ssrf import AddressPolicy
 
 __all__ = [
     "CLOSE_TIMEOUT",
@@ -67,8 +61,6 @@ __all__ = [
     "WRITE_BUFFER_LIMIT",
     "WsClosed",
     "WsConnection",
-    "connect_step",
-    "connect_websocket",
     "connection_figures",
     "display_url",
     "peer_end",
@@ -88,8 +80,8 @@ MAX_CLOSE_REASON_BYTES = 123  # RFC 6455 §5.5: control payload ≤ 125 bytes, 2
 USER_AGENT = "agera-voice-gateway"
 # websockets' own DEBUG lines quote the request line, whose path and query may be a capability
 # (a bot token, an ElevenLabs signed URL, Vapi's call socket): its logger stays at INFO.
-_WIRE_LOGGER = logging.getLogger("agera.drivers.ws.wire")
-_WIRE_LOGGER.setLevel(logging.INFO)
+WIRE_LOGGER = logging.getLogger("agera.drivers.ws.wire")
+WIRE_LOGGER.setLevel(logging.INFO)
 
 OnText = Callable[[str], None]
 OnBytes = Callable[[bytes], None]
@@ -495,29 +487,6 @@ class WsConnection(asyncio.Protocol):
             return self._closed.result()
 
 
-def _why(exc: OSError) -> str:
-    """One line on a failed connect, the same on asyncio and uvloop (asyncio words a refusal
-    "Connect call failed (addr)", uvloop "Connection refused")."""
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        text = f"TLS certificate verify failed: {exc.verify_message}"
-    elif isinstance(exc, ssl.SSLError):
-        text = f"TLS error: {exc.reason or exc}"
-    elif exc.errno and exc.errno > 0 and not isinstance(exc, socket.gaierror):
-        text = os.strerror(exc.errno)
-    else:
-        text = exc.strerror or str(exc)
-    return " ".join(text.split())
-
-
-def connect_step(exc: BaseException) -> ConnectStep:
-    """Which connect step an OS-level failure belongs to (for logs and the call record)."""
-    if isinstance(exc, socket.gaierror):
-        return ConnectStep.DNS
-    if isinstance(exc, ssl.SSLError):
-        return ConnectStep.TLS
-    return ConnectStep.CONNECT
-
-
 def connection_figures(conn: WsConnection | None) -> dict[str, float | int | None]:
     """The socket's share of a driver's stats: messages dropped for a peer that does not read
     (``dropped_out``), the keepalive round trip (``bot_rtt_ms`` median, ``bot_rtt_last_ms``),
@@ -552,79 +521,3 @@ def _cut_reason(reason: str) -> str:
     if len(encoded) <= MAX_CLOSE_REASON_BYTES:
         return reason
     return encoded[:MAX_CLOSE_REASON_BYTES].decode(errors="ignore")
-
-
-async def connect_websocket(
-    url: str,
-    *,
-    seconds: float,
-    on_text: OnText,
-    on_bytes: OnBytes,
-    on_open: Callable[[WsConnection], None] | None = None,
-    ssl_context: ssl.SSLContext | None = None,
-    extra_headers: Mapping[str, str] | None = None,
-    write_buffer_limit: int = WRITE_BUFFER_LIMIT,
-    ping_interval: float | None = PING_INTERVAL,
-    max_message_bytes: int = MAX_MESSAGE_BYTES,
-    budget: InboundBudget | None = None,
-    log_name: str | None = None,
-    policy: AddressPolicy | None = None,
-) -> WsConnection:
-    """Open a WebSocket to ``url`` (ws:// or wss://) within ``seconds``; with a ``policy``,
-    only at an address it checked (SSRF, DNS rebinding: `drivers.pinned_connect`).
-
-    ``on_open`` runs once, right when the handshake completes and before any message is
-    delivered, so a caller can send its greeting ahead of handling the peer's first message.
-    Messages then reach ``on_text`` / ``on_bytes`` as they arrive, whole (fragments joined),
-    unless ``budget`` drops them. A message over ``max_message_bytes`` fails the connection
-    with 1009. ``log_name`` names the peer in the layer's warnings (default: its `display_url`;
-    a driver whose URL is a capability, Vapi's, passes its own).
-
-    Raises `BotUnavailable` with a one-line reason naming the URL (no query) when the
-    connection is refused, fails, times out or the server rejects the upgrade.
-    """
-    shown = display_url(url)
-    try:
-        uri = parse_uri(url)
-    except (InvalidURI, ValueError):
-        raise BotUnavailable(f"not a WebSocket URL: {shown}", step=ConnectStep.TARGET) from None
-    loop = asyncio.get_running_loop()
-    connection = WsConnection(
-        loop,
-        ClientProtocol(uri, max_size=max_message_bytes, logger=_WIRE_LOGGER),
-        url=url,
-        on_text=on_text,
-        on_bytes=on_bytes,
-        on_open=on_open,
-        extra_headers=extra_headers,
-        write_buffer_limit=write_buffer_limit,
-        ping_interval=ping_interval,
-        budget=budget,
-        log_name=log_name,
-    )
-    tls = (ssl_context or ssl.create_default_context()) if uri.secure else None
-    try:
-        async with asyncio.timeout(seconds):
-            await open_connection(
-                loop, lambda: connection, uri.host, uri.port, tls=tls, policy=policy, shown=shown
-            )
-            await connection.handshake_complete()
-    except TimeoutError:
-        connection.abort()
-        raise BotUnavailable(
-            f"bot at {shown} did not answer within {seconds:g} s", step=ConnectStep.TIMEOUT
-        ) from None
-    except BotUnavailable:
-        connection.abort()
-        raise
-    except OSError as exc:  # refused, unreachable, DNS, TLS verification
-        connection.abort()
-        raise BotUnavailable(
-            f"cannot connect to bot at {shown}: {_why(exc)}", step=connect_step(exc)
-        ) from None
-    except BaseException:  # cancelled: leave nothing open behind
-        connection.abort()
-        raise
-    finally:
-        connection.forget_handshake()
-    return connection

@@ -35,7 +35,7 @@ from edge_media.drivers.elevenlabs_driver import (
 )
 from edge_media.drivers.elevenlabs_protocol import ElevenLabsProtocol
 from edge_media.drivers.provider_connect import http_failure, socket_step
-from edge_media.drivers.ws_client import connect_step, connect_websocket
+from edge_media.drivers.ws_connect import connect_step, connect_websocket
 from shared.models import Account, ElevenLabsSettings
 from shared.settings import Settings
 from tests.edge_media.drivers.recording_leg import RecordingLeg

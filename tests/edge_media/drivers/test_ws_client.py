@@ -26,12 +26,8 @@ from websockets.frames import Close, Frame, Opcode
 from websockets.utils import accept_key
 
 from edge_media.drivers.base import BotUnavailable
-from edge_media.drivers.ws_client import (
-    WsClosed,
-    WsConnection,
-    connect_websocket,
-    display_url,
-)
+from edge_media.drivers.ws_client import WsClosed, WsConnection, display_url
+from edge_media.drivers.ws_connect import connect_websocket
 
 pytestmark = pytest.mark.anyio
 

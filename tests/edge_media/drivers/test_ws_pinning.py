@@ -26,7 +26,8 @@ from cryptography.x509.oid import NameOID
 from websockets.asyncio.server import ServerConnection, serve
 
 from edge_media.drivers.base import BotUnavailable, ConnectStep
-from edge_media.drivers.ws_client import WsConnection, connect_websocket
+from edge_media.drivers.ws_client import WsConnection
+from edge_media.drivers.ws_connect import connect_websocket
 from shared.ssrf import AddressPolicy
 
 pytestmark = pytest.mark.anyio
