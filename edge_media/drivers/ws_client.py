@@ -85,7 +85,6 @@ WIRE_LOGGER.setLevel(logging.INFO)
 
 OnText = Callable[[str], None]
 OnBytes = Callable[[bytes], None]
-_DATA_OPCODES = {FIN_TEXT & 0x0F: Opcode.TEXT, FIN_BINARY & 0x0F: Opcode.BINARY}
 
 
 class WsClosed(NamedTuple):
@@ -292,11 +291,11 @@ class WsConnection(asyncio.Protocol):
         if self._splitting or core_at_boundary(self._core):
             self._splitting = True
             for opcode, payload in self._splitter.split(data):
-                if opcode == CORE:
+                if opcode is CORE:
                     self._core_receive(payload)
                 # After a close (or a failure) the core discards what follows.
                 elif self._splitting or self._core.state is State.OPEN:
-                    self._deliver(_DATA_OPCODES[opcode], payload)
+                    self._deliver(opcode, payload)
             return
         held = self._splitter.take_pending()
         self._core_receive(held + data if held else data)
@@ -354,14 +353,9 @@ class WsConnection(asyncio.Protocol):
         if not always and transport.get_write_buffer_size() > self._write_buffer_limit:
             self.dropped += 1
             return False
-        if core.extensions or core.expect_continuation_frame:  # never negotiated, never sent
-            if opcode is Opcode.TEXT:
-                core.send_text(data)
-            else:
-                core.send_binary(data)
-            for chunk in core.data_to_send():
-                transport.write(chunk)
-        elif self._masks:
+        # No extension is ever negotiated and no message is sent in fragments on these
+        # connections (ws_connect.py, agent_stream/ws_server.py), so every frame is built here.
+        if self._masks:
             text = opcode is Opcode.TEXT
             transport.write(client_frames.text(data) if text else client_frames.binary(data))
         else:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import os
 import struct
 
+from websockets.frames import Opcode
 from websockets.protocol import OPEN, Protocol
 
 try:  # websockets' C helper; the pure-Python one where the wheel has none
@@ -54,9 +55,10 @@ LENGTH_16 = 126
 LENGTH_64 = 127
 KEY_POOL_BYTES = 4096  # 1,024 masking keys per os.urandom call
 MAX_CONTROL_PAYLOAD = 125  # RFC 6455 §5.5
-CORE = 0  # `DataFrameSplitter.split`: raw bytes for websockets' core (0 is CONT, never taken)
+# `DataFrameSplitter.split`'s mark for raw bytes websockets' core must read (CONT: never a message).
+CORE = Opcode.CONT
 _PING_PONG = (0x89, 0x8A)  # FIN ping, FIN pong
-_DATA_HEADS = (FIN_TEXT, FIN_BINARY)
+_DATA_OPCODES = {FIN_TEXT: Opcode.TEXT, FIN_BINARY: Opcode.BINARY}  # frame head → message kind
 MAX_PARSER_DEPTH = 8  # generators between a core's parser and its read; 3 in websockets 15-17
 
 _HEAD_16 = struct.Struct("!BBH")
@@ -144,8 +146,8 @@ class DataFrameSplitter:
         held, self._buffer = self._buffer, b""
         return held
 
-    def split(self, data: bytes) -> list[tuple[int, bytes]]:
-        """Add ``data``; return, in stream order, ``(opcode, payload)`` for each whole data
+    def split(self, data: bytes) -> list[tuple[Opcode, bytes]]:
+        """Add ``data``; return, in stream order, ``(Opcode, payload)`` for each whole data
         frame now complete (payload unmasked) and ``(CORE, raw bytes)`` for what websockets'
         core must read. The core gets whole ping and pong frames, so it stays at a frame
         boundary; anything else it gets (a close, a fragment, a frame this module does not
@@ -154,7 +156,7 @@ class DataFrameSplitter:
         fully arrived is held back for the next call."""
         buffer = self._buffer + data if self._buffer else data
         self._buffer = b""
-        items: list[tuple[int, bytes]] = []
+        items: list[tuple[Opcode, bytes]] = []
         masked = self._masked
         size = len(buffer)
         position = 0
@@ -165,18 +167,18 @@ class DataFrameSplitter:
             start = position + 2
             if length == LENGTH_16:
                 start += 2
-            elif length == LENGTH_64:
-                start += 8
-            if start > size:
-                break  # the length is not all here yet
-            if length == LENGTH_16:
+                if start > size:
+                    break  # the length is not all here yet
                 (length,) = _LENGTH_16.unpack_from(buffer, position + 2)
             elif length == LENGTH_64:
+                start += 8
+                if start > size:
+                    break
                 (length,) = _LENGTH_64.unpack_from(buffer, position + 2)
             mask_ok = bool(second & MASK_BIT) is masked
-            data_frame = head in _DATA_HEADS
+            opcode = _DATA_OPCODES.get(head)
             if not mask_ok or not (
-                (data_frame and length <= self._max_size)
+                (opcode is not None and length <= self._max_size)
                 or (head in _PING_PONG and length <= MAX_CONTROL_PAYLOAD)
             ):
                 items.append((CORE, buffer[position:]))  # the core judges it, and the rest
@@ -185,13 +187,13 @@ class DataFrameSplitter:
             end = payload_at + length
             if end > size:
                 break
-            if not data_frame:
+            if opcode is None:
                 items.append((CORE, buffer[position:end]))
             elif masked:
                 key = buffer[start:payload_at]
-                items.append((head & 0x0F, apply_mask(buffer[payload_at:end], key)))
+                items.append((opcode, apply_mask(buffer[payload_at:end], key)))
             else:
-                items.append((head & 0x0F, buffer[payload_at:end]))
+                items.append((opcode, buffer[payload_at:end]))
             position = end
         if position < size:
             self._buffer = buffer[position:]
